@@ -1,0 +1,7 @@
+"""``python -m modulemesh`` is the ``modulemesh`` command."""
+
+import sys
+
+from modulemesh.cli import main
+
+sys.exit(main())

@@ -1,0 +1,51 @@
+"""The ``modulemesh`` command.
+
+Each subcommand lives with its component in a module exposing ``configure(parser)`` and
+``run(args) -> int``. Command modules import only light things at module level, so building
+the parser (and ``modulemesh --help``) does not load onnxruntime or kopf.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from modulemesh import __version__
+
+#: subcommand -> (command module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the top-level parser with one subparser per registered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="modulemesh",
+        description="Run model-module meshes: ONNX submodules, routing policies, privacy gates.",
+    )
+    parser.add_argument("--version", action="version", version=f"modulemesh {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        module = importlib.import_module(module_name)
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        module.configure(sub)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    run = getattr(args, "_run", None)
+    if run is None:
+        parser.print_help(sys.stderr)
+        return 2
+    code: int = run(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
