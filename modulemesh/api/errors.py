@@ -1,0 +1,95 @@
+"""Spec problems as data: every problem names the exact field path and says what to do.
+
+Validation collects all problems at once (never just the first); callers decide whether
+warnings matter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from pydantic import ValidationError
+
+
+class Severity(StrEnum):
+    """Errors refuse a graph; warnings are reported and the graph still runs."""
+
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """One problem with a spec, at a field path such as ``spec.modules[0].batching``."""
+
+    path: str
+    message: str
+    severity: Severity = Severity.ERROR
+
+    def __str__(self) -> str:
+        return f"{self.severity.value}: {self.path}: {self.message}"
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used, with every problem found."""
+
+    def __init__(self, issues: Sequence[Issue], source: str | None = None) -> None:
+        self.issues = list(issues)
+        self.source = source
+        prefix = f"{source}: " if source else ""
+        super().__init__(prefix + "; ".join(str(i) for i in self.issues))
+
+
+def errors_only(issues: Iterable[Issue]) -> list[Issue]:
+    """The issues that refuse a spec."""
+    return [i for i in issues if i.severity is Severity.ERROR]
+
+
+def format_path(loc: Sequence[str | int], prefix: str = "") -> str:
+    """``("spec", "modules", 0, "name")`` -> ``spec.modules[0].name``."""
+    path = prefix
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else part
+    return path
+
+
+def issues_from_pydantic(error: ValidationError, prefix: str = "") -> list[Issue]:
+    """Turn pydantic's errors into issues with camelCase field paths.
+
+    Discriminated unions add the tag (``sequence``) and model-validator errors add nothing
+    useful to the location; both are dropped so the path is the one a user writes in YAML.
+    """
+    issues: list[Issue] = []
+    seen: set[tuple[str, str]] = set()
+    for err in error.errors(include_url=False):
+        loc = _without_union_tags(err["loc"])
+        message = str(err["msg"])
+        if message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        if err["type"] == "extra_forbidden":
+            message = "unknown field (check its spelling and indentation)"
+        elif err["type"] == "missing":
+            message = "required field is missing"
+        key = (format_path(loc, prefix), message)
+        if key not in seen:
+            seen.add(key)
+            issues.append(Issue(key[0], key[1]))
+    return issues
+
+
+def _without_union_tags(loc: Sequence[str | int]) -> list[str | int]:
+    """Drop the discriminator tag pydantic inserts after a list index of a tagged union."""
+    from modulemesh.api.graph import NODE_TYPES
+
+    tags = {*NODE_TYPES, "header"}
+    kept: list[str | int] = []
+    for i, part in enumerate(loc):
+        if isinstance(part, str) and part in tags and i > 0 and isinstance(loc[i - 1], int):
+            continue
+        kept.append(part)
+    return kept

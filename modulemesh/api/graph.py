@@ -1,0 +1,426 @@
+"""``ModuleGraph``: ONNX submodules, the routing policy that composes them, the gates that apply.
+
+Field-level rules (ranges, patterns, exactly-one-of) live here, so they are also in the CRD
+schema and refused at admission. Cross-field rules that need the whole graph (references,
+cycles, reachability, the static privacy check) live in :mod:`modulemesh.api.validation`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+
+from modulemesh.api.base import GROUP_VERSION, ObjectMeta, SpecModel
+from modulemesh.api.gate import TAG_PATTERN
+
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?$"
+"""Module and node names become parts of Kubernetes object names (DNS-1123 labels)."""
+
+TENSOR_REF_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*\.[A-Za-z0-9_.:/-]+$"
+"""``<source>.<tensor>``: ``request.input`` or ``<step>.<output>``."""
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=42)]
+Tag = Annotated[str, Field(pattern=TAG_PATTERN)]
+TensorRef = Annotated[str, Field(pattern=TENSOR_REF_PATTERN)]
+
+
+# --- modules -------------------------------------------------------------------------------
+
+
+class ConfigMapSource(SpecModel):
+    """A model stored in a ConfigMap (``binaryData``), mounted into the runtime."""
+
+    name: Annotated[str, Field(min_length=1)]
+    key: Annotated[str, Field(min_length=1)]
+
+
+class PvcSource(SpecModel):
+    """A model on a PersistentVolumeClaim, mounted read-only into the runtime."""
+
+    claim_name: Annotated[str, Field(min_length=1)]
+    path: Annotated[str, Field(min_length=1, description="Path of the model inside the volume.")]
+
+
+class ModelSource(SpecModel):
+    """Where the module's ONNX model comes from: exactly one of ``path``, ``uri``,
+    ``configMap``, ``pvc``. An ``https://`` URI must be pinned by ``sha256``."""
+
+    path: str | None = Field(
+        default=None, description="Local path (resolved against the graph file for `run`)."
+    )
+    uri: Annotated[str | None, Field(pattern=r"^(file|https)://.+")] = None
+    sha256: Annotated[str | None, Field(pattern=r"^[a-f0-9]{64}$")] = None
+    config_map: ConfigMapSource | None = None
+    pvc: PvcSource | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> ModelSource:
+        given = [n for n in ("path", "uri", "config_map", "pvc") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "set exactly one of path, uri, configMap, pvc"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        if self.uri is not None and self.uri.startswith("https://") and self.sha256 is None:
+            raise ValueError("an https:// uri must be pinned by sha256")
+        return self
+
+
+class Resources(SpecModel):
+    """Compute for one module replica."""
+
+    cpu: Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?m?$")] = "500m"
+    memory: Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$")] = "512Mi"
+    gpu: Annotated[int, Field(ge=0, le=16, strict=True)] = Field(
+        default=0, description="Whole GPUs per replica."
+    )
+    gpu_resource: str | None = Field(
+        default=None,
+        description="Extended resource name for GPUs; the operator's default (nvidia.com/gpu) when unset.",
+    )
+    gpu_type: str | None = Field(
+        default=None,
+        description="GPU product to select, matched against the nvidia.com/gpu.product node label.",
+    )
+
+
+class Batching(SpecModel):
+    """Dynamic batching in the runtime."""
+
+    max_batch_size: Annotated[int, Field(ge=1, le=4096)] = 8
+    max_delay_ms: Annotated[float, Field(ge=0, le=10_000)] = 2.0
+    max_queue: Annotated[int, Field(ge=1, le=100_000)] = 256
+
+
+class HealthThresholds(SpecModel):
+    """When the sidecar calls the module Degraded or Unhealthy."""
+
+    degraded_error_rate: Annotated[float, Field(ge=0, le=1)] = 0.05
+    unhealthy_error_rate: Annotated[float, Field(ge=0, le=1)] = 0.5
+    degraded_p99_ms: Annotated[float | None, Field(gt=0)] = None
+    min_confidence: Annotated[float | None, Field(ge=0, le=1)] = None
+
+
+class Module(SpecModel):
+    """One ONNX submodule: a Deployment of runtime + sidecar pods and a Service."""
+
+    name: Name
+    model: ModelSource
+    version: Annotated[str, Field(min_length=1, max_length=63)] = "1"
+    resources: Resources = Field(default_factory=Resources)
+    replicas: Annotated[int, Field(ge=0, le=1000)] = 1
+    batching: Batching = Field(default_factory=Batching)
+    clearance: list[Tag] = Field(
+        default_factory=list, description="Compliance tags this module may receive."
+    )
+    region: str | None = Field(default=None, description="Region the module must run in.")
+    cost: Annotated[float, Field(ge=0)] = Field(
+        default=1.0, description="Relative cost of one call, for cascade and select."
+    )
+    timeout_ms: Annotated[int | None, Field(ge=1, le=600_000)] = None
+    fallback: Name | None = Field(
+        default=None, description="Module used when this one is unhealthy, ejected or not cleared."
+    )
+    confidence_output: str | None = Field(
+        default=None, description="Output whose max is the confidence; auto-detected when unset."
+    )
+    health: HealthThresholds = Field(default_factory=HealthThresholds)
+    node_selector: dict[str, str] | None = None
+    tolerations: list[dict[str, Any]] | None = None
+    affinity: dict[str, Any] | None = None
+
+
+# --- routing -------------------------------------------------------------------------------
+
+
+class Target(SpecModel):
+    """What a step calls: exactly one of a ``module`` or another routing ``node``."""
+
+    module: Name | None = None
+    node: Name | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Target:
+        if (self.module is None) == (self.node is None):
+            raise ValueError("set exactly one of module, node")
+        return self
+
+    @property
+    def ref(self) -> str:
+        """``module:<name>`` or ``node:<name>``, for messages and explain output."""
+        return f"module:{self.module}" if self.module is not None else f"node:{self.node}"
+
+
+class Step(Target):
+    """A call within a node, with explicit tensor mapping.
+
+    ``inputs`` maps the target's input names to ``<source>.<tensor>`` where source is
+    ``request`` or the name of an earlier step; unset, the previous step's outputs (or the
+    request's inputs, for the first step) pass through by name.
+    """
+
+    name: Name | None = Field(default=None, description="Step name; defaults to the target's.")
+    inputs: dict[str, TensorRef] | None = None
+    soft: bool = Field(
+        default=False, description="In an ensemble: a failing soft step is left out, not fatal."
+    )
+
+    @property
+    def step_name(self) -> str:
+        """The name later steps and mappings refer to."""
+        if self.name is not None:
+            return self.name
+        return self.module if self.module is not None else str(self.node)
+
+
+class SequenceNode(SpecModel):
+    """Steps in order; each step sees the previous output."""
+
+    type: Literal["sequence"]
+    name: Name
+    steps: Annotated[list[Step], Field(min_length=1)]
+    outputs: dict[str, TensorRef] | None = Field(
+        default=None, description="Graph outputs as `<step>.<tensor>`; the last step's when unset."
+    )
+
+
+class MergeStrategy(StrEnum):
+    """How an ensemble combines its steps' outputs."""
+
+    MEAN = "mean"
+    VOTE = "vote"
+    CONCAT = "concat"
+    FIRST = "first"
+    KEYED = "keyed"
+
+
+class EnsembleNode(SpecModel):
+    """Steps in parallel, merged; siblings are cancelled when a hard step fails."""
+
+    type: Literal["ensemble"]
+    name: Name
+    steps: Annotated[list[Step], Field(min_length=2)]
+    merge: MergeStrategy = MergeStrategy.MEAN
+    min_successes: Annotated[int, Field(ge=1)] = 1
+
+
+class SwitchCase(Target):
+    """A case: its ``when`` CEL condition over ``request`` selects the target."""
+
+    when: Annotated[str, Field(min_length=1)]
+
+
+class NoMatch(StrEnum):
+    """What a switch does when no case holds and there is no default."""
+
+    REJECT = "reject"
+
+
+class SwitchNode(SpecModel):
+    """First case whose condition holds, else ``default``; never a silent 404."""
+
+    type: Literal["switch"]
+    name: Name
+    cases: Annotated[list[SwitchCase], Field(min_length=1)]
+    default: Target | None = None
+    on_no_match: NoMatch | None = Field(
+        default=None,
+        description="Required without a default: `reject` answers 422 naming the switch.",
+    )
+
+
+class WeightedTarget(Target):
+    """A split arm with its share of traffic in percent."""
+
+    weight: Annotated[int, Field(ge=0, le=100)]
+
+
+class Mirror(Target):
+    """A share of traffic copied to a target whose result is discarded."""
+
+    percent: Annotated[float, Field(gt=0, le=100)]
+
+
+class SplitNode(SpecModel):
+    """Weighted targets for canary / A-B, optionally sticky by a header."""
+
+    type: Literal["split"]
+    name: Name
+    targets: Annotated[list[WeightedTarget], Field(min_length=1)]
+    sticky_header: str | None = Field(
+        default=None, description="Requests with the same value of this header take the same arm."
+    )
+    mirror: Mirror | None = None
+
+
+class CascadeNode(SpecModel):
+    """Cheapest candidate first; escalate while ``escalateWhen`` (CEL over ``output``) holds."""
+
+    type: Literal["cascade"]
+    name: Name
+    candidates: Annotated[list[Step], Field(min_length=2)]
+    escalate_when: Annotated[str, Field(min_length=1)] = "output.confidence < 0.8"
+
+
+class SelectWeights(SpecModel):
+    """Weights of the score a ``select`` node minimises."""
+
+    latency: Annotated[float, Field(ge=0)] = 1.0
+    cost: Annotated[float, Field(ge=0)] = 1.0
+    error_rate: Annotated[float, Field(ge=0)] = 10.0
+
+
+class SelectBudget(SpecModel):
+    """Candidates outside the budget are not chosen while one inside it exists."""
+
+    max_latency_ms: Annotated[float | None, Field(gt=0)] = None
+    max_cost: Annotated[float | None, Field(ge=0)] = None
+    max_error_rate: Annotated[float | None, Field(ge=0, le=1)] = None
+
+
+class SelectNode(SpecModel):
+    """Pick among candidates by their live envelopes: weighted latency, cost, error rate."""
+
+    type: Literal["select"]
+    name: Name
+    candidates: Annotated[list[Step], Field(min_length=1)]
+    weights: SelectWeights = Field(default_factory=SelectWeights)
+    budget: SelectBudget = Field(default_factory=SelectBudget)
+    stale_after_seconds: Annotated[float, Field(gt=0)] = 30.0
+
+
+class Exhausted(StrEnum):
+    """What a validate node does once ``maxAttempts`` is used up."""
+
+    REJECT = "reject"
+    RETURN_LAST = "returnLast"
+    FALLBACK = "fallback"
+
+
+class ValidateNode(SpecModel):
+    """generate -> validator -> corrector, up to ``maxAttempts``, then ``onExhausted``."""
+
+    type: Literal["validate"]
+    name: Name
+    generator: Step
+    validator: Step
+    corrector: Step | None = None
+    accept_when: Annotated[str, Field(min_length=1)] = Field(
+        description="CEL over the validator's `output`; the generated result is accepted when true."
+    )
+    max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    on_exhausted: Exhausted = Exhausted.REJECT
+    fallback: Target | None = Field(default=None, description="Used when onExhausted is fallback.")
+
+    @model_validator(mode="after")
+    def _fallback_given(self) -> ValidateNode:
+        if self.on_exhausted is Exhausted.FALLBACK and self.fallback is None:
+            raise ValueError("onExhausted: fallback needs a fallback target")
+        return self
+
+
+Node = Annotated[
+    SequenceNode | EnsembleNode | SwitchNode | SplitNode | CascadeNode | SelectNode | ValidateNode,
+    Field(discriminator="type"),
+]
+NODE_TYPES = ("sequence", "ensemble", "switch", "split", "cascade", "select", "validate")
+
+
+class Routing(SpecModel):
+    """The routing tree: named nodes and the one a request enters."""
+
+    entry: Name
+    nodes: Annotated[list[Node], Field(min_length=1)]
+
+    def node(self, name: str) -> Node | None:
+        """The node called ``name``, or None."""
+        return next((n for n in self.nodes if n.name == name), None)
+
+
+# --- policy --------------------------------------------------------------------------------
+
+
+class Priority(StrEnum):
+    """Request priority classes; under saturation the lowest is shed first."""
+
+    CRITICAL = "critical"
+    STANDARD = "standard"
+    SHEDDABLE = "sheddable"
+
+
+class RetryPolicy(SpecModel):
+    """Retries of retryable failures, limited by a budget relative to traffic."""
+
+    attempts: Annotated[int, Field(ge=0, le=10)] = 2
+    budget_percent: Annotated[float, Field(ge=0, le=100)] = 20.0
+    backoff_ms: Annotated[float, Field(ge=0, le=60_000)] = 10.0
+
+
+class CircuitBreakerPolicy(SpecModel):
+    """Outlier ejection: consecutive failures eject a module for a growing, capped time."""
+
+    consecutive_failures: Annotated[int, Field(ge=1, le=1000)] = 5
+    base_ejection_ms: Annotated[int, Field(ge=1, le=3_600_000)] = 1000
+    max_ejection_ms: Annotated[int, Field(ge=1, le=3_600_000)] = 30_000
+
+
+class SheddingPolicy(SpecModel):
+    """Load shedding: beyond these many in-flight requests, lower priorities get 429."""
+
+    max_in_flight: Annotated[int, Field(ge=1, le=1_000_000)] = 256
+    default_priority: Priority = Priority.STANDARD
+
+
+class CachePolicy(SpecModel):
+    """An LRU + TTL result cache keyed by module, version and input bytes."""
+
+    enabled: bool = False
+    max_entries: Annotated[int, Field(ge=1, le=10_000_000)] = 1024
+    ttl_seconds: Annotated[float, Field(gt=0)] = 60.0
+
+
+class GraphPolicy(SpecModel):
+    """Defaults for every call the router makes."""
+
+    timeout_ms: Annotated[int, Field(ge=1, le=600_000)] = 5000
+    call_timeout_ms: Annotated[int, Field(ge=1, le=600_000)] = 2000
+    retries: RetryPolicy = Field(default_factory=RetryPolicy)
+    circuit_breaker: CircuitBreakerPolicy = Field(default_factory=CircuitBreakerPolicy)
+    shedding: SheddingPolicy = Field(default_factory=SheddingPolicy)
+    cache: CachePolicy = Field(default_factory=CachePolicy)
+
+
+class RouterSettings(SpecModel):
+    """The graph's router Deployment."""
+
+    replicas: Annotated[int, Field(ge=0, le=100)] = 1
+    cpu: Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?m?$")] = "500m"
+    memory: Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$")] = "256Mi"
+
+
+class ModuleGraphSpec(SpecModel):
+    """The spec of a ``ModuleGraph``."""
+
+    modules: Annotated[list[Module], Field(min_length=1)]
+    routing: Routing
+    gates: list[Name] = Field(
+        default_factory=list, description="PrivacyGates (same namespace) that apply."
+    )
+    policy: GraphPolicy = Field(default_factory=GraphPolicy)
+    router: RouterSettings = Field(default_factory=RouterSettings)
+
+    def module(self, name: str) -> Module | None:
+        """The module called ``name``, or None."""
+        return next((m for m in self.modules if m.name == name), None)
+
+
+class ModuleGraph(SpecModel):
+    """A ``ModuleGraph`` resource (``modulemesh.io/v1alpha1``)."""
+
+    api_version: Literal["modulemesh.io/v1alpha1"] = GROUP_VERSION  # type: ignore[assignment]
+    kind: Literal["ModuleGraph"] = "ModuleGraph"
+    metadata: ObjectMeta
+    spec: ModuleGraphSpec
+    status: dict[str, Any] | None = None

@@ -1,0 +1,113 @@
+"""Reading ``ModuleGraph`` and ``PrivacyGate`` documents from YAML.
+
+Every problem comes back as an :class:`~modulemesh.api.errors.Issue` naming the document and
+field, all at once; nothing here raises on bad input except :class:`SpecError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from modulemesh.api.base import GROUP_VERSION
+from modulemesh.api.errors import Issue, SpecError, issues_from_pydantic
+from modulemesh.api.gate import PrivacyGate
+from modulemesh.api.graph import ModuleGraph
+
+KINDS: dict[str, type[ModuleGraph] | type[PrivacyGate]] = {
+    "ModuleGraph": ModuleGraph,
+    "PrivacyGate": PrivacyGate,
+}
+
+
+@dataclass
+class Documents:
+    """The graphs and gates read from one or more files, and the problems found reading them."""
+
+    graphs: list[ModuleGraph] = field(default_factory=list)
+    gates: list[PrivacyGate] = field(default_factory=list)
+    issues: list[Issue] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)
+    """``kind/name`` -> file it came from, so relative model paths resolve against it."""
+
+
+def parse_object(obj: Any, where: str) -> ModuleGraph | PrivacyGate | list[Issue]:
+    """Validate one decoded document; issues are prefixed with ``where`` (e.g. ``a.yaml#1``)."""
+    if not isinstance(obj, dict):
+        return [
+            Issue(
+                where,
+                f"expected a mapping with apiVersion, kind, metadata, spec; got {type(obj).__name__}",
+            )
+        ]
+    kind = obj.get("kind")
+    if kind not in KINDS:
+        return [
+            Issue(f"{where}: kind", f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+        ]
+    if obj.get("apiVersion") != GROUP_VERSION:
+        return [
+            Issue(
+                f"{where}: apiVersion", f"expected {GROUP_VERSION!r}, got {obj.get('apiVersion')!r}"
+            )
+        ]
+    try:
+        return KINDS[kind].model_validate(obj)
+    except ValidationError as error:
+        return [
+            Issue(f"{where}: {i.path}", i.message, i.severity) for i in issues_from_pydantic(error)
+        ]
+
+
+def load_text(text: str, source: str = "<input>") -> Documents:
+    """Parse every YAML document in ``text``."""
+    docs = Documents()
+    try:
+        decoded = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as error:
+        docs.issues.append(Issue(source, f"not valid YAML: {error}"))
+        return docs
+    for index, obj in enumerate(decoded):
+        where = source if len(decoded) == 1 else f"{source}#{index + 1}"
+        parsed = parse_object(obj, where)
+        if isinstance(parsed, list):
+            docs.issues.extend(parsed)
+        elif isinstance(parsed, ModuleGraph):
+            docs.graphs.append(parsed)
+            docs.sources[f"ModuleGraph/{parsed.metadata.name}"] = source
+        else:
+            docs.gates.append(parsed)
+            docs.sources[f"PrivacyGate/{parsed.metadata.name}"] = source
+    return docs
+
+
+def load_files(paths: Iterable[str | Path]) -> Documents:
+    """Parse every document of every file; unreadable files are issues too."""
+    merged = Documents()
+    for path in paths:
+        try:
+            text = Path(path).read_text()
+        except OSError as error:
+            merged.issues.append(Issue(str(path), f"cannot read file: {error.strerror}"))
+            continue
+        docs = load_text(text, str(path))
+        merged.graphs += docs.graphs
+        merged.gates += docs.gates
+        merged.issues += docs.issues
+        merged.sources.update(docs.sources)
+    return merged
+
+
+def load_graph(path: str | Path) -> ModuleGraph:
+    """Load the single ModuleGraph in ``path``, or raise :class:`SpecError`."""
+    docs = load_files([path])
+    if docs.issues:
+        raise SpecError(docs.issues, str(path))
+    if len(docs.graphs) != 1:
+        raise SpecError([Issue(str(path), f"expected one ModuleGraph, found {len(docs.graphs)}")])
+    return docs.graphs[0]

@@ -1,0 +1,59 @@
+"""The resolved graph: everything one router needs to run one graph, in one document.
+
+The operator writes it into the graph's ConfigMap; ``modulemesh run`` writes it to a file.
+The router reads nothing else, so a graph behaves the same in a cluster and on a laptop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from pydantic import Field
+
+from modulemesh.api.base import SpecModel
+from modulemesh.api.gate import PrivacyGate, PrivacyGateSpec
+from modulemesh.api.graph import ModuleGraph, ModuleGraphSpec
+
+
+class ResolvedGraph(SpecModel):
+    """A graph's spec with its gates and the endpoint of every module's sidecar."""
+
+    name: str
+    namespace: str = "default"
+    generation: int | None = None
+    spec: ModuleGraphSpec
+    gates: dict[str, PrivacyGateSpec] = Field(default_factory=dict)
+    endpoints: dict[str, str] = Field(
+        default_factory=dict, description="Module name -> base URL of its sidecar."
+    )
+
+    def dumps(self) -> str:
+        """Serialise as JSON (camelCase), the form stored in ConfigMaps and files."""
+        return self.model_dump_json(by_alias=True, exclude_none=True, indent=2)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ResolvedGraph:
+        """Read a resolved graph written by :meth:`dumps`."""
+        return cls.model_validate_json(Path(path).read_text())
+
+
+def resolve(
+    graph: ModuleGraph,
+    gates: Iterable[PrivacyGate],
+    endpoints: Mapping[str, str],
+) -> ResolvedGraph:
+    """Bind a graph to its gates and module endpoints.
+
+    Gates the graph does not name are left out; missing gates or endpoints are the
+    validator's business (it reports them with field paths), so they are not checked here.
+    """
+    by_name = {g.metadata.name: g.spec for g in gates}
+    return ResolvedGraph(
+        name=graph.metadata.name,
+        namespace=graph.metadata.namespace or "default",
+        generation=graph.metadata.generation,
+        spec=graph.spec,
+        gates={name: by_name[name] for name in graph.spec.gates if name in by_name},
+        endpoints=dict(endpoints),
+    )
