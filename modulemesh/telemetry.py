@@ -1,0 +1,133 @@
+"""OpenTelemetry set-up shared by every ModuleMesh process, plus W3C trace-context helpers.
+
+:func:`setup` installs tracer and meter providers once per process. Spans and metrics are
+exported over OTLP/HTTP only when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or the signal-specific
+``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` / ``..._METRICS_ENDPOINT``) is set; otherwise the
+providers exist but export nothing, and :attr:`Telemetry.tracing` tells hot paths they may skip
+creating spans and just forward ``traceparent`` as-is (propagation still works, for free).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping, MutableMapping
+from dataclasses import dataclass
+
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import Meter
+from opentelemetry.trace import Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+__all__ = [
+    "Telemetry",
+    "current_trace_id",
+    "extract",
+    "inject",
+    "otlp_enabled",
+    "setup",
+    "trace_id_from_traceparent",
+]
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
+_state: Telemetry | None = None
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    """What :func:`setup` installed: a tracer, a meter and whether anything is exported."""
+
+    tracer: Tracer
+    meter: Meter
+    tracing: bool
+    """True when spans are exported, i.e. worth creating on a hot path."""
+    metrics_exported: bool
+
+
+def otlp_enabled(signal: str) -> bool:
+    """Whether an OTLP endpoint is configured for ``signal`` (``traces`` or ``metrics``)."""
+    return bool(
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT")
+    )
+
+
+def setup(service_name: str, *, component: str = "") -> Telemetry:
+    """Install tracer/meter providers for this process (idempotent; the first call wins).
+
+    ``service_name`` becomes the ``service.name`` resource attribute unless ``OTEL_SERVICE_NAME``
+    overrides it; ``component`` (``sidecar``, ``router``, ...) is ``modulemesh.component``.
+    """
+    global _state
+    if _state is not None:
+        return _state
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    resource = Resource.create(
+        {
+            "service.name": os.environ.get("OTEL_SERVICE_NAME", service_name),
+            "modulemesh.component": component or service_name,
+        }
+    )
+    tracing = otlp_enabled("traces")
+    tracer_provider = TracerProvider(resource=resource)
+    if tracing:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(tracer_provider)
+
+    metrics_exported = otlp_enabled("metrics")
+    readers: list[MetricReader] = []
+    if metrics_exported:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+    metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
+
+    _state = Telemetry(
+        tracer=trace.get_tracer("modulemesh"),
+        meter=metrics.get_meter("modulemesh"),
+        tracing=tracing,
+        metrics_exported=metrics_exported,
+    )
+    return _state
+
+
+def extract(headers: Mapping[str, str]) -> otel_context.Context:
+    """OpenTelemetry context from W3C ``traceparent``/``tracestate`` headers (lower-case keys)."""
+    return _PROPAGATOR.extract(headers)
+
+
+def inject(carrier: MutableMapping[str, str], ctx: otel_context.Context | None = None) -> None:
+    """Write ``traceparent``/``tracestate`` for ``ctx`` (default: the current span) into carrier."""
+    _PROPAGATOR.inject(carrier, context=ctx)
+
+
+def trace_id_from_traceparent(value: str | bytes | None) -> str | None:
+    """The 32-hex trace id of a ``traceparent`` value, or ``None``; cheap, never raises."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    match = _TRACEPARENT.match(value.strip().lower())
+    if match is None or match.group(1) == "0" * 32:
+        return None
+    return match.group(1)
+
+
+def current_trace_id(fallback_headers: Iterable[tuple[bytes, bytes]] = ()) -> str | None:
+    """Trace id of the current span, else of a ``traceparent`` among raw ASGI-style headers."""
+    span_context = trace.get_current_span().get_span_context()
+    if span_context.is_valid:
+        return f"{span_context.trace_id:032x}"
+    for name, value in fallback_headers:
+        if name == b"traceparent":
+            return trace_id_from_traceparent(value)
+    return None
