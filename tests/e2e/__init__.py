@@ -1,0 +1,1 @@
+"""End-to-end tests against the local Kubernetes control plane (hack/cluster)."""

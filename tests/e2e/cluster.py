@@ -1,0 +1,226 @@
+"""Helpers for end-to-end tests against the local Kubernetes control plane (hack/cluster).
+
+The control plane is real: etcd, kube-apiserver, kube-controller-manager and kube-scheduler built
+from their Go modules, with kwok simulating the nodes and the pods' lifecycle. Everything listens
+on 127.0.0.1. `ensure_cluster()` reuses a running cluster or starts one (building the binaries
+first if they are missing); `Cluster.stop()` stops it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+HACK_CLUSTER = REPO_ROOT / "hack" / "cluster"
+
+# A cold build of the control plane takes tens of minutes on two cores; a warm start seconds.
+UP_TIMEOUT_S = float(os.environ.get("MODULEMESH_CLUSTER_UP_TIMEOUT", "3600"))
+KUBECTL_TIMEOUT_S = 60.0
+
+T = TypeVar("T")
+
+
+class ClusterError(RuntimeError):
+    """A hack/cluster script or a kubectl call failed."""
+
+
+def _run_script(name: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(HACK_CLUSTER / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def cluster_env() -> dict[str, str]:
+    """The KEY=VALUE settings printed by hack/cluster/env (paths of binaries, kubeconfig...)."""
+    proc = _run_script("env", timeout=30)
+    if proc.returncode != 0:
+        raise ClusterError(f"hack/cluster/env failed: {proc.stderr.strip()}")
+    settings: dict[str, str] = {}
+    for line in proc.stdout.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            settings[key] = value
+    return settings
+
+
+def cluster_running() -> bool:
+    """Whether every component is running and the API server is ready."""
+    return _run_script("status", timeout=30).returncode == 0
+
+
+def wait_until(
+    probe: Callable[[], T | None],
+    *,
+    timeout: float,
+    interval: float = 0.5,
+    message: str = "condition",
+) -> T:
+    """Call `probe` until it returns something other than None/False; fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while True:
+        last = probe()
+        if last is not None and last is not False:
+            return last
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {message}")
+        time.sleep(interval)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A running local control plane and the tools to talk to it."""
+
+    kubeconfig: Path
+    kubectl_path: Path
+    helm_path: Path
+    bin_dir: Path
+    state_dir: Path
+    server: str
+    k8s_version: str
+    started_here: bool
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment for subprocesses: KUBECONFIG set and kubectl/helm first on PATH."""
+        path = f"{self.kubectl_path.parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PATH": path}
+
+    def kubectl(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = KUBECTL_TIMEOUT_S,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run kubectl against this cluster; raise ClusterError on failure when `check`."""
+        proc = subprocess.run(
+            [str(self.kubectl_path), "--kubeconfig", str(self.kubeconfig), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise ClusterError(
+                f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}"
+            )
+        return proc
+
+    def kubectl_json(self, *args: str, timeout: float = KUBECTL_TIMEOUT_S) -> Any:
+        """Run `kubectl ... -o json` and return the parsed document."""
+        return json.loads(self.kubectl(*args, "-o", "json", timeout=timeout).stdout)
+
+    def helm(
+        self, *args: str, check: bool = True, timeout: float = 300.0
+    ) -> subprocess.CompletedProcess[str]:
+        """Run helm against this cluster."""
+        proc = subprocess.run(
+            [str(self.helm_path), "--kubeconfig", str(self.kubeconfig), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env=self.env,
+        )
+        if check and proc.returncode != 0:
+            raise ClusterError(
+                f"helm {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}"
+            )
+        return proc
+
+    def apply(
+        self, manifests: Mapping[str, Any] | Sequence[Mapping[str, Any]], namespace: str | None
+    ) -> None:
+        """`kubectl apply` one object or a list of objects given as dicts."""
+        docs = [manifests] if isinstance(manifests, Mapping) else list(manifests)
+        text = yaml.safe_dump_all([dict(d) for d in docs])
+        ns_args = ["-n", namespace] if namespace else []
+        self.kubectl("apply", *ns_args, "-f", "-", input=text)
+
+    def create_namespace(
+        self, prefix: str = "e2e", labels: Mapping[str, str] | None = None, timeout: float = 60.0
+    ) -> str:
+        """Create a uniquely named namespace and wait until its default ServiceAccount exists."""
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        self.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": name, "labels": dict(labels or {})},
+            },
+            namespace=None,
+        )
+        wait_until(
+            lambda: (
+                self.kubectl("-n", name, "get", "serviceaccount", "default", check=False).returncode
+                == 0
+            ),
+            timeout=timeout,
+            message=f"the default ServiceAccount in namespace {name}",
+        )
+        return name
+
+    def delete_namespace(self, name: str, *, wait: bool = False, timeout: float = 120.0) -> None:
+        """Delete a namespace (and everything in it)."""
+        self.kubectl(
+            "delete",
+            "namespace",
+            name,
+            "--ignore-not-found",
+            f"--wait={'true' if wait else 'false'}",
+            f"--timeout={int(timeout)}s",
+            timeout=timeout + 10,
+        )
+
+    def stop(self) -> None:
+        """Stop the control plane (hack/cluster/down)."""
+        proc = _run_script("down", timeout=120)
+        if proc.returncode != 0:
+            raise ClusterError(f"hack/cluster/down failed: {proc.stderr.strip()}")
+
+
+def ensure_cluster(timeout: float = UP_TIMEOUT_S) -> Cluster:
+    """Reuse the running control plane or start one (building binaries when they are absent)."""
+    started_here = False
+    if not cluster_running():
+        started_here = True
+        proc = _run_script("up", timeout=timeout)
+        if proc.returncode != 0:
+            raise ClusterError(
+                f"hack/cluster/up failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+            )
+    settings = cluster_env()
+    return Cluster(
+        kubeconfig=Path(settings["KUBECONFIG"]),
+        kubectl_path=Path(settings["KUBECTL"]),
+        helm_path=Path(settings["HELM"]),
+        bin_dir=Path(settings["BIN_DIR"]),
+        state_dir=Path(settings["CLUSTER_STATE"]),
+        server=settings["APISERVER"],
+        k8s_version=settings["K8S_VERSION"],
+        started_here=started_here,
+    )
+
+
+def binaries_built() -> bool:
+    """Whether the control-plane binaries and kubectl/helm are already in the cache."""
+    settings = cluster_env()
+    return (Path(settings["BIN_DIR"]) / ".complete").is_file() and Path(
+        settings["KUBECTL"]
+    ).is_file()

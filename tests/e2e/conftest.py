@@ -1,0 +1,62 @@
+"""Fixtures for e2e tests: a real control plane on 127.0.0.1 (see hack/cluster and cluster.py).
+
+Every test under tests/e2e is marked `e2e` (select with `-m e2e`, skip with `-m "not e2e"`).
+The session-scoped `cluster` fixture reuses a running control plane or starts one, and stops it
+at the end of the session only if it started it (set MODULEMESH_KEEP_CLUSTER=1 to keep it).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from e2e.cluster import UP_TIMEOUT_S, Cluster, binaries_built, cluster_running, ensure_cluster
+
+E2E_DIR = Path(__file__).resolve().parent
+
+
+def _is_e2e(item: pytest.Item) -> bool:
+    return E2E_DIR in Path(str(item.path)).resolve().parents
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test under tests/e2e as `e2e` before `-m` selection runs."""
+    for item in items:
+        if _is_e2e(item):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Give the first selected e2e test the time to build/start the cluster.
+
+    pytest-timeout counts fixture set-up against the test that triggers it. A cold build of the
+    control plane takes far longer than one test may, so when the cluster is not running the
+    first e2e test gets a timeout that covers `hack/cluster/up`.
+    """
+    first = next((item for item in session.items if _is_e2e(item)), None)
+    if first is None or cluster_running():
+        return
+    budget = UP_TIMEOUT_S if not binaries_built() else 300.0
+    first.add_marker(pytest.mark.timeout(budget + 300.0))
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """The local control plane: kubeconfig, kubectl/helm paths and helpers."""
+    c = ensure_cluster()
+    yield c
+    if c.started_here and os.environ.get("MODULEMESH_KEEP_CLUSTER", "") not in ("1", "true"):
+        c.stop()
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    """A fresh namespace, deleted after the test."""
+    name = cluster.create_namespace("e2e")
+    yield name
+    cluster.delete_namespace(name)
