@@ -16,6 +16,7 @@ from modulemesh import __version__
 
 #: subcommand -> (command module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "sidecar": ("modulemesh.sidecar.command", "Guard one module and publish its health envelope."),
 }
 
 

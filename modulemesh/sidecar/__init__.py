@@ -1,0 +1,1 @@
+"""Per-module sidecar: reverse proxy to the runtime, compliance guard, health envelope, probes."""

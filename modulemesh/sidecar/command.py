@@ -1,0 +1,137 @@
+"""``modulemesh sidecar``: guard one module and publish its health envelope.
+
+Every flag can also come from a ``MODULEMESH_SIDECAR_<FLAG>`` environment variable (e.g.
+``MODULEMESH_SIDECAR_CLEARANCE=pii,eu``), which is how the operator configures the container.
+Only light imports here; uvicorn and the app load inside :func:`run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from modulemesh.sidecar.config import SidecarConfig
+
+__all__ = ["build_config", "configure", "run"]
+
+_PREFIX = "MODULEMESH_SIDECAR_"
+
+
+def _env(flag: str, default: str | None) -> str | None:
+    return os.environ.get(_PREFIX + flag.upper().replace("-", "_"), default)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the sidecar's flags (defaults overridable by ``MODULEMESH_SIDECAR_*``)."""
+
+    def add(flag: str, default: str | None, help_text: str, **kwargs: Any) -> None:
+        env = _PREFIX + flag.upper().replace("-", "_")
+        parser.add_argument(
+            f"--{flag}", default=_env(flag, default), help=f"{help_text} [env {env}]", **kwargs
+        )
+
+    add("module", None, "module name (as in the ModuleGraph)")
+    add("upstream", "http://127.0.0.1:8081", "runtime base URL; must be loopback")
+    add("host", "0.0.0.0", "listen address")
+    add("port", "8080", "listen port", type=int)
+    add("clearance", "", "comma-separated compliance tags this module may process")
+    add("mode", "enforce", "enforce: deny uncleared requests; dryrun: only audit", choices=["enforce", "dryrun"])  # fmt: skip
+    add("model-version", None, "model version from the spec (default: what the runtime reports)")
+    add("window", "60", "rolling window of the health envelope, seconds", type=float)
+    add("degraded-error-rate", "0.05", "error rate above which the module is Degraded", type=float)
+    add("unhealthy-error-rate", "0.5", "error rate above which the module is Unhealthy", type=float)
+    add("degraded-p99-ms", None, "p99 latency (ms) above which the module is Degraded", type=float)
+    add("degraded-queue-depth", None, "runtime queue depth above which it is Degraded", type=int)
+    add("confidence-output", None, "output whose row maximum is the confidence (default: any distribution)")  # fmt: skip
+    add("confidence-max-bytes", "65536", "largest response body sampled for confidence", type=int)
+    add("upstream-timeout", "30", "seconds before a runtime request times out (504)", type=float)
+    add("poll-interval", "1", "seconds between runtime readiness/stats polls", type=float)
+    add("envelope-refresh", "0.5", "oldest envelope put in response headers, seconds", type=float)
+    add("log-level", "info", "log level of the sidecar's own messages")
+
+
+def build_config(args: argparse.Namespace) -> SidecarConfig:
+    """The :class:`~modulemesh.sidecar.config.SidecarConfig` for parsed arguments."""
+    from modulemesh.headers import parse_tags
+    from modulemesh.sidecar.config import Mode, SidecarConfig, Thresholds, parse_upstream
+
+    if not args.module:
+        raise ValueError("--module (or MODULEMESH_SIDECAR_MODULE) is required")
+    p99 = None if args.degraded_p99_ms is None else float(args.degraded_p99_ms) / 1000.0
+    depth = None if args.degraded_queue_depth is None else int(args.degraded_queue_depth)
+    return SidecarConfig(
+        module=args.module,
+        upstream=parse_upstream(args.upstream),
+        host=args.host,
+        port=int(args.port),
+        clearance=parse_tags(args.clearance),
+        mode=Mode(args.mode),
+        model_version=args.model_version or None,
+        window_seconds=float(args.window),
+        thresholds=Thresholds(
+            degraded_error_rate=float(args.degraded_error_rate),
+            unhealthy_error_rate=float(args.unhealthy_error_rate),
+            degraded_p99_seconds=p99,
+            degraded_queue_depth=depth,
+        ),
+        confidence_output=args.confidence_output or None,
+        confidence_max_bytes=int(args.confidence_max_bytes),
+        upstream_timeout=float(args.upstream_timeout),
+        poll_interval=float(args.poll_interval),
+        envelope_refresh=float(args.envelope_refresh),
+    )
+
+
+def _setup_logging(level: str) -> None:
+    import logging
+
+    from modulemesh.audit import LOGGER_NAME
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    audit_handler = logging.StreamHandler(sys.stderr)
+    audit_handler.setFormatter(logging.Formatter("%(message)s"))
+    audit_logger = logging.getLogger(LOGGER_NAME)
+    audit_logger.addHandler(audit_handler)
+    audit_logger.setLevel(logging.INFO)
+    audit_logger.propagate = False
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve the sidecar until interrupted; returns the exit code."""
+    try:
+        config = build_config(args)
+    except ValueError as exc:
+        print(f"modulemesh sidecar: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(args.log_level)
+
+    import uvicorn
+
+    from modulemesh import telemetry
+    from modulemesh.sidecar.app import SidecarApp
+    from modulemesh.sidecar.metrics import register_otel
+
+    tel = telemetry.setup(f"modulemesh-sidecar-{config.module}", component="sidecar")
+    app = SidecarApp(config, tracer=tel.tracer if tel.tracing else None)
+    register_otel(tel.meter, app.health)
+    uvicorn.run(
+        app,
+        host=config.host,
+        port=config.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        timeout_keep_alive=75,
+        server_header=False,
+        date_header=False,
+    )
+    return 0

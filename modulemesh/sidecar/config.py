@@ -1,0 +1,93 @@
+"""Sidecar settings: one frozen value built from flags (or ``MODULEMESH_SIDECAR_*`` env vars)."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from enum import StrEnum
+from urllib.parse import urlsplit
+
+__all__ = ["Mode", "SidecarConfig", "Thresholds", "Upstream", "parse_upstream"]
+
+
+class Mode(StrEnum):
+    """``enforce`` denies uncleared requests; ``dryrun`` only records what it would deny."""
+
+    ENFORCE = "enforce"
+    DRYRUN = "dryrun"
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """When the envelope's state turns Degraded / Unhealthy (rates are fractions, 0..1)."""
+
+    degraded_error_rate: float = 0.05
+    unhealthy_error_rate: float = 0.5
+    degraded_p99_seconds: float | None = None
+    """p99 latency above which the module is Degraded; ``None`` disables the check."""
+    degraded_queue_depth: int | None = None
+    """Runtime queue depth above which the module is Degraded; ``None`` disables the check."""
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """Where the runtime listens: always a loopback address (the pod's only port is ours)."""
+
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        """The base URL, for messages."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+def parse_upstream(url: str) -> Upstream:
+    """Parse ``http://127.0.0.1:8081``; refuses non-loopback hosts and non-HTTP schemes.
+
+    The runtime must never be reachable except through the sidecar, so the sidecar will not
+    forward anywhere but loopback either.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"upstream must be an http:// URL, got {url!r}")
+    host = parts.hostname
+    if host != "localhost":
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise ValueError(f"upstream must be a loopback address, got {host!r}")
+    else:
+        host = "127.0.0.1"
+    return Upstream(host=host, port=parts.port or 80)
+
+
+@dataclass(frozen=True, slots=True)
+class SidecarConfig:
+    """Everything the sidecar needs to run; see ``modulemesh sidecar --help``."""
+
+    module: str
+    upstream: Upstream = field(default_factory=lambda: Upstream("127.0.0.1", 8081))
+    host: str = "0.0.0.0"
+    port: int = 8080
+    clearance: frozenset[str] = frozenset()
+    mode: Mode = Mode.ENFORCE
+    model_version: str | None = None
+    """Version from the module spec; else the runtime's reported version is used."""
+    window_seconds: float = 60.0
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    confidence_output: str | None = None
+    """Output whose per-row maximum is the confidence; ``None``: any distribution-like output."""
+    confidence_max_bytes: int = 65536
+    """Responses larger than this are streamed through without a confidence sample."""
+    confidence_samples: int = 64
+    """Most responses parsed for confidence per envelope refresh (the rest are not sampled)."""
+    upstream_timeout: float = 30.0
+    poll_interval: float = 1.0
+    envelope_refresh: float = 0.5
+    """Oldest the envelope in response headers may be, in seconds."""
+    audit_allow: bool = True
+    """Also audit allowed decisions on tagged requests (untagged requests need no decision)."""

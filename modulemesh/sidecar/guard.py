@@ -1,0 +1,66 @@
+"""Compliance guard: a request's tags must all lie within the module's clearance.
+
+The sidecar enforces this whatever the router decided, because the sidecar is the only way to
+the model. Decisions are memoised per raw header value (few distinct tag sets exist), so a
+tagged request costs one dict lookup plus its audit record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from modulemesh.audit import Decision
+from modulemesh.headers import parse_tags
+from modulemesh.sidecar.config import Mode
+
+__all__ = ["Guard", "Verdict"]
+
+_MAX_MEMO = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Outcome for one tags header value."""
+
+    decision: Decision
+    tags: frozenset[str]
+    reason: str
+
+    @property
+    def forwards(self) -> bool:
+        """Whether the request goes on to the runtime."""
+        return self.decision is not Decision.DENY
+
+
+class Guard:
+    """Checks tags against one module's clearance, in ``enforce`` or ``dryrun`` mode."""
+
+    def __init__(self, module: str, clearance: frozenset[str], mode: Mode) -> None:
+        self.module = module
+        self.clearance = frozenset(tag.strip().lower() for tag in clearance if tag.strip())
+        self.mode = mode
+        self._memo: dict[bytes, Verdict] = {}
+
+    def check(self, raw_tags: bytes) -> Verdict:
+        """Verdict for a raw ``x-modulemesh-tags`` header value (non-empty)."""
+        verdict = self._memo.get(raw_tags)
+        if verdict is None:
+            verdict = self._decide(parse_tags(raw_tags.decode("latin-1")))
+            if len(self._memo) >= _MAX_MEMO:
+                self._memo.clear()
+            self._memo[raw_tags] = verdict
+        return verdict
+
+    def _decide(self, tags: frozenset[str]) -> Verdict:
+        uncleared = sorted(tags - self.clearance)
+        if not uncleared:
+            return Verdict(Decision.ALLOW, tags, f"tags cleared for module '{self.module}'")
+        cleared = ",".join(sorted(self.clearance)) or "none"
+        reason = (
+            f"tag '{uncleared[0]}' is not in the clearance of module '{self.module}'"
+            if len(uncleared) == 1
+            else f"tags {', '.join(repr(t) for t in uncleared)} are not in the clearance "
+            f"of module '{self.module}'"
+        ) + f" (cleared: {cleared})"
+        decision = Decision.DRYRUN_DENY if self.mode is Mode.DRYRUN else Decision.DENY
+        return Verdict(decision, tags, reason)
