@@ -27,6 +27,8 @@ class Issue:
     path: str
     message: str
     severity: Severity = Severity.ERROR
+    rule: str = ""
+    """Which check found it (e.g. ``privacy`` for the static privacy check); empty for schema."""
 
     def __str__(self) -> str:
         return f"{self.severity.value}: {self.path}: {self.message}"
