@@ -17,6 +17,11 @@ from modulemesh import __version__
 #: subcommand -> (command module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sidecar": ("modulemesh.sidecar.command", "Guard one module and publish its health envelope."),
+    "operator": ("modulemesh.operator.command", "Run the Kubernetes operator (kopf)."),
+    "status": (
+        "modulemesh.operator.status_command",
+        "Show ModuleGraphs and per-module state from a cluster.",
+    ),
 }
 
 

@@ -1,0 +1,268 @@
+"""kopf handlers: when to reconcile, and what to tell people (Events) when things change.
+
+The work itself is :class:`~modulemesh.operator.reconcile.Reconciler`; this module only wires
+it to kopf. Every reconcile of a graph runs under that graph's lock, so a spec change, a drift
+event and a timer never apply the same graph concurrently.
+
+Triggers:
+- a graph is created, its spec changes, or the operator (re)starts: full reconcile;
+- a PrivacyGate changes: full reconcile of every graph that names it (found by a kopf index);
+- an owned child is deleted or changed by someone else: full reconcile of its graph (drift);
+- an owned Deployment or a graph's Pod changes: status refresh (no apply);
+- a timer per graph: read the router's ``/envelopes`` and refresh status; every
+  ``resyncInterval`` a full reconcile as a safety net.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any, cast
+
+import httpx
+import kopf
+
+from modulemesh.operator.config import OperatorSettings
+from modulemesh.operator.kube import (
+    FIELD_MANAGER,
+    GATES,
+    GRAPHS,
+    GROUP,
+    MANAGED_BY,
+    MANAGED_BY_VALUE,
+    VERSION,
+    Kube,
+    KubeError,
+    load_config,
+)
+from modulemesh.operator.reconcile import Outcome, Reconciler
+
+log = logging.getLogger("modulemesh.operator")
+
+SETTINGS = OperatorSettings.from_env()
+"""Read once at import: kopf needs timer intervals when the handlers are registered."""
+
+MANAGED = {MANAGED_BY: MANAGED_BY_VALUE}
+GRAPH_LABEL = "modulemesh.io/graph"
+
+_locks: dict[tuple[str, str], asyncio.Lock] = {}
+_envelopes: dict[tuple[str, str], tuple[dict[str, Any] | None, str | None]] = {}
+_last_resync: dict[tuple[str, str], float] = {}
+_reconciler: Reconciler | None = None
+
+EVENT_REASONS: dict[tuple[str, str], tuple[str, str]] = {
+    # (condition, new status) -> (event type, reason)
+    ("Validated", "False"): ("Warning", "Invalid"),
+    ("Validated", "True"): ("Normal", "Validated"),
+    ("Scheduled", "False"): ("Warning", "Unschedulable"),
+    ("Scheduled", "True"): ("Normal", "Scheduled"),
+    ("Compliant", "False"): ("Warning", "NonCompliant"),
+    ("Compliant", "True"): ("Normal", "Compliant"),
+    ("Degraded", "True"): ("Warning", "Degraded"),
+    ("Ready", "True"): ("Normal", "Ready"),
+    ("Ready", "False"): ("Warning", "NotReady"),
+}
+
+
+def reconciler() -> Reconciler:
+    """The process-wide reconciler (created on first use, after settings are final)."""
+    global _reconciler
+    if _reconciler is None:
+        _reconciler = Reconciler(Kube(load_config(SETTINGS.kubeconfig)), SETTINGS)
+    return _reconciler
+
+
+def _lock(namespace: str, name: str) -> asyncio.Lock:
+    return _locks.setdefault((namespace, name), asyncio.Lock())
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    """Keep kopf's own bookkeeping out of ``status`` (ours alone) and name the field manager."""
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="modulemesh.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="modulemesh.io", key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = "modulemesh.io/finalizer"
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 120
+    settings.watching.client_timeout = 150
+    settings.execution.max_workers = 16
+    settings.networking.request_timeout = 60
+
+
+async def reconcile_named(
+    namespace: str, name: str, *, apply: bool, body: Mapping[str, Any] | None = None
+) -> Outcome | None:
+    """Reconcile one graph under its lock; ``body`` is fetched fresh when not given."""
+    async with _lock(namespace, name):
+        rec = reconciler()
+        if body is None or not apply:
+            body = await asyncio.to_thread(rec.kube.get, GRAPHS, namespace, name)
+            if body is None:
+                return None
+        envelopes, error = _envelopes.get((namespace, name), (None, None))
+        outcome = await asyncio.to_thread(
+            rec.reconcile, body, apply=apply, envelopes=envelopes, envelope_error=error
+        )
+        if apply:
+            _last_resync[(namespace, name)] = time.monotonic()
+        _post_events(body, outcome, applied=apply)
+        return outcome
+
+
+def _post_events(body: Mapping[str, Any], outcome: Outcome, *, applied: bool) -> None:
+    for condition, old, new in outcome.transitions:
+        event = EVENT_REASONS.get((condition, new))
+        if condition == "Degraded" and old == "True" and new == "False":
+            event = ("Normal", "Recovered")
+        if event is None or (old is None and event[0] == "Normal" and condition != "Ready"):
+            continue
+        message = next(
+            (
+                c.get("message", "")
+                for c in outcome.status.get("conditions", [])
+                if c["type"] == condition
+            ),
+            "",
+        )
+        kopf.event(
+            kopf.Body(cast(kopf.RawBody, dict(body))),
+            type=event[0],
+            reason=event[1],
+            message=str(message)[:1000],
+        )
+    if applied and outcome.valid and (outcome.applied or outcome.pruned):
+        pruned = f", removed {', '.join(outcome.pruned)}" if outcome.pruned else ""
+        kopf.event(
+            kopf.Body(cast(kopf.RawBody, dict(body))),
+            type="Normal",
+            reason="Reconciled",
+            message=f"applied {outcome.applied} objects as {FIELD_MANAGER}{pruned}",
+        )
+
+
+# --- graphs ------------------------------------------------------------------------------
+
+
+@kopf.on.resume(GROUP, VERSION, "modulegraphs")
+@kopf.on.create(GROUP, VERSION, "modulegraphs")
+@kopf.on.update(GROUP, VERSION, "modulegraphs", field="spec")
+async def graph_changed(body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
+    """A graph appeared, changed, or the operator started: make its children match."""
+    await reconcile_named(str(namespace), name, apply=True, body=dict(body))
+
+
+@kopf.on.delete(GROUP, VERSION, "modulegraphs", optional=True)
+def graph_deleted(name: str, namespace: str | None, **_: Any) -> None:
+    """Children go with the graph (ownerReferences); only forget what we cached."""
+    for cache in (_locks, _envelopes, _last_resync):
+        cache.pop((str(namespace), name), None)
+
+
+@kopf.index(GROUP, VERSION, "modulegraphs")
+def graphs_by_gate(
+    name: str, namespace: str | None, spec: kopf.Spec, **_: Any
+) -> dict[tuple[str, str], str]:
+    """``(namespace, gate) -> graph`` for every gate a graph names."""
+    return {(str(namespace), str(gate)): name for gate in spec.get("gates", []) or []}
+
+
+@kopf.timer(
+    GROUP, VERSION, "modulegraphs", interval=SETTINGS.envelope_interval_s, initial_delay=2.0
+)
+async def refresh(body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
+    """Read the router's envelopes into the status; re-apply every resync interval."""
+    namespace = str(namespace)
+    endpoint = (body.get("status") or {}).get("endpoint")
+    _envelopes[(namespace, name)] = await fetch_envelopes(endpoint)
+    due = time.monotonic() - _last_resync.get((namespace, name), 0.0) >= SETTINGS.resync_interval_s
+    await reconcile_named(namespace, name, apply=due, body=dict(body))
+
+
+async def fetch_envelopes(endpoint: str | None) -> tuple[dict[str, Any] | None, str | None]:
+    """The router's ``GET /envelopes`` as ``module -> envelope``, or None and why not."""
+    if not endpoint:
+        return None, "router endpoint not known yet"
+    url = endpoint.rstrip("/") + "/envelopes"
+    try:
+        async with httpx.AsyncClient(timeout=3.0) as client:
+            response = await client.get(url)
+        response.raise_for_status()
+        payload = response.json()
+    except (httpx.HTTPError, ValueError) as error:
+        return None, f"router envelopes unreachable at {url}: {error.__class__.__name__}"
+    modules = payload.get("modules", payload) if isinstance(payload, dict) else None
+    if not isinstance(modules, dict):
+        return None, f"router envelopes at {url} are not a JSON object"
+    return {str(k): v if isinstance(v, dict) else None for k, v in modules.items()}, None
+
+
+# --- gates -------------------------------------------------------------------------------
+
+
+@kopf.on.resume(GROUP, VERSION, "privacygates")
+@kopf.on.create(GROUP, VERSION, "privacygates")
+@kopf.on.update(GROUP, VERSION, "privacygates", field="spec")
+@kopf.on.delete(GROUP, VERSION, "privacygates", optional=True)
+async def gate_changed(name: str, namespace: str | None, meta: kopf.Meta, **kwargs: Any) -> None:
+    """Re-reconcile every graph that names this gate (affinity, clearance, compliance)."""
+    namespace = str(namespace)
+    graphs_by_gate: kopf.Index[tuple[str, str], str] = kwargs["graphs_by_gate"]
+    graphs = sorted(set(graphs_by_gate.get((namespace, name), [])))
+    for graph in graphs:
+        await reconcile_named(namespace, graph, apply=True)
+    rec = reconciler()
+    status = {"observedGeneration": meta.get("generation"), "graphs": graphs}
+    try:
+        await asyncio.to_thread(rec.kube.patch_status, GATES, namespace, name, status)
+    except KubeError as error:
+        if error.status != 404:
+            raise
+
+
+# --- owned children ----------------------------------------------------------------------
+
+
+def _foreign_change(body: Mapping[str, Any]) -> bool:
+    """Whether someone other than the operator (and the status writers) changed the object."""
+    for entry in body.get("metadata", {}).get("managedFields") or []:
+        if entry.get("manager") == FIELD_MANAGER or entry.get("subresource") == "status":
+            continue
+        if entry.get("manager") in ("kube-controller-manager", "kube-scheduler"):
+            continue
+        return True
+    return False
+
+
+async def _child_event(event: Mapping[str, Any], namespace: str, labels: Mapping[str, str]) -> None:
+    graph = labels.get(GRAPH_LABEL)
+    if not graph:
+        return
+    drift = event.get("type") == "DELETED" or _foreign_change(event.get("object") or {})
+    await reconcile_named(namespace, graph, apply=drift)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
+@kopf.on.event("", "v1", "services", labels=MANAGED)
+@kopf.on.event("", "v1", "configmaps", labels=MANAGED)
+@kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=MANAGED)
+async def child_changed(
+    event: kopf.RawEvent, namespace: str | None, labels: kopf.Labels, **_: Any
+) -> None:
+    """A child changed: correct drift when someone else did it, else refresh status."""
+    if event.get("type") is None:  # the initial listing, already covered by resume
+        return
+    await _child_event(event, str(namespace), labels)
+
+
+@kopf.on.event("", "v1", "pods", labels={GRAPH_LABEL: kopf.PRESENT, **MANAGED})
+async def pod_changed(
+    event: kopf.RawEvent, namespace: str | None, labels: kopf.Labels, **_: Any
+) -> None:
+    """Pods carry scheduling problems and readiness: refresh the graph's status."""
+    graph = labels.get(GRAPH_LABEL)
+    if graph and event.get("type") is not None:
+        await reconcile_named(str(namespace), graph, apply=False)

@@ -1,0 +1,192 @@
+"""The few Kubernetes API calls the operator makes, on plain JSON dicts.
+
+Objects stay the API's own camelCase JSON (as kopf hands them over and as render produces
+them), so nothing is converted back and forth. Children are written with server-side apply
+under one field manager, which makes reconciling idempotent and corrects drift: a field that
+someone else changed is taken back on the next apply (``force=true``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+FIELD_MANAGER = "modulemesh-operator"
+MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE = "modulemesh-operator"
+GROUP = "modulemesh.io"
+VERSION = "v1alpha1"
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """Where a kind lives in the REST API."""
+
+    api_version: str
+    plural: str
+    kind: str
+
+    def collection(self, namespace: str) -> str:
+        prefix = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
+        return f"{prefix}/namespaces/{namespace}/{self.plural}"
+
+
+CHILD_KINDS: dict[str, Kind] = {
+    "Deployment": Kind("apps/v1", "deployments", "Deployment"),
+    "Service": Kind("v1", "services", "Service"),
+    "ConfigMap": Kind("v1", "configmaps", "ConfigMap"),
+    "NetworkPolicy": Kind("networking.k8s.io/v1", "networkpolicies", "NetworkPolicy"),
+}
+"""The kinds the operator owns, in the order they are applied (config before consumers)."""
+
+APPLY_ORDER = ("ConfigMap", "Service", "NetworkPolicy", "Deployment")
+
+POD = Kind("v1", "pods", "Pod")
+GRAPHS = Kind(f"{GROUP}/{VERSION}", "modulegraphs", "ModuleGraph")
+GATES = Kind(f"{GROUP}/{VERSION}", "privacygates", "PrivacyGate")
+
+
+class KubeError(RuntimeError):
+    """An API call failed; ``status`` is the HTTP status (0 when none was received)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def load_config(kubeconfig: str | None = None) -> client.ApiClient:
+    """An API client from in-cluster config, else ``kubeconfig`` / ``$KUBECONFIG``."""
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig, client_configuration=configuration
+        )
+    return client.ApiClient(configuration)
+
+
+class Kube:
+    """Typed-enough access to the REST API, returning JSON dicts."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        method_, url, headers, body_, post = self.api.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=query or [],
+            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        try:
+            response = self.api.call_api(
+                method_,
+                url,
+                header_params=headers,
+                body=body_,
+                post_params=post,
+                _request_timeout=30,
+            )
+            raw = response.read()  # type: ignore[no-untyped-call]
+        except ApiException as error:
+            raise KubeError(error.status or 0, _api_message(error.body, error.reason)) from error
+        if not 200 <= response.status < 300:
+            raise KubeError(response.status, _api_message(raw, response.reason))
+        decoded: dict[str, Any] = json.loads(raw) if raw else {}
+        return decoded
+
+    def apply(self, obj: Mapping[str, Any], *, force: bool = True) -> dict[str, Any]:
+        """Server-side apply ``obj`` under the operator's field manager."""
+        kind = CHILD_KINDS[str(obj["kind"])]
+        meta = obj["metadata"]
+        path = f"{kind.collection(str(meta['namespace']))}/{meta['name']}"
+        query = [("fieldManager", FIELD_MANAGER)]
+        if force:
+            query.append(("force", "true"))
+        return self._call(
+            "PATCH", path, query=query, body=dict(obj), content_type="application/apply-patch+yaml"
+        )
+
+    def items(
+        self, kind: Kind, namespace: str, *, labels: Mapping[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Every object of ``kind`` in ``namespace`` matching ``labels``."""
+        query = []
+        if labels:
+            query.append(("labelSelector", ",".join(f"{k}={v}" for k, v in labels.items())))
+        items: list[dict[str, Any]] = self._call(
+            "GET", kind.collection(namespace), query=query
+        ).get("items", [])
+        for item in items:
+            item.setdefault("kind", kind.kind)
+            item.setdefault("apiVersion", kind.api_version)
+        return items
+
+    def list_all(self, kind: Kind) -> list[dict[str, Any]]:
+        """Every object of ``kind`` in every namespace."""
+        prefix = "/api/v1" if kind.api_version == "v1" else f"/apis/{kind.api_version}"
+        items: list[dict[str, Any]] = self._call("GET", f"{prefix}/{kind.plural}").get("items", [])
+        return items
+
+    def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
+        """One object, or None when it does not exist."""
+        try:
+            return self._call("GET", f"{kind.collection(namespace)}/{name}")
+        except KubeError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def delete(self, kind: Kind, namespace: str, name: str) -> None:
+        """Delete one object (children with it, in the background); absent is fine."""
+        try:
+            self._call(
+                "DELETE",
+                f"{kind.collection(namespace)}/{name}",
+                body={"propagationPolicy": "Background"},
+            )
+        except KubeError as error:
+            if error.status != 404:
+                raise
+
+    def patch_status(
+        self, kind: Kind, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> None:
+        """Merge-patch the status subresource."""
+        self._call(
+            "PATCH",
+            f"{kind.collection(namespace)}/{name}/status",
+            body={"status": dict(status)},
+            content_type="application/merge-patch+json",
+        )
+
+    def owned_children(self, namespace: str, graph: str) -> Iterator[dict[str, Any]]:
+        """Every object the operator manages for ``graph``, of every child kind."""
+        labels = {MANAGED_BY: MANAGED_BY_VALUE, "modulemesh.io/graph": graph}
+        for name in APPLY_ORDER:
+            yield from self.items(CHILD_KINDS[name], namespace, labels=labels)
+
+
+def _api_message(body: Any, reason: Any) -> str:
+    """The API's Status message, else the HTTP reason."""
+    try:
+        decoded = json.loads(body or b"{}")
+        return str(decoded.get("message") or reason)
+    except (ValueError, AttributeError, TypeError):
+        return str(reason)
