@@ -1,0 +1,186 @@
+"""Sidecar overhead: the same runtime measured directly and through its sidecar, same run.
+
+Starts one real runtime (``modulemesh runtime``) and one sidecar in front of it, then measures
+with a lean keep-alive client (the sidecar's own httptools client, so the client's cost stays
+small on a 2-core machine):
+
+* p50 latency at concurrency 1, direct vs through the sidecar (added ms; target <= 1 ms);
+* throughput at concurrency 32, direct vs through the sidecar (ratio; target >= 0.90).
+
+Direct and sidecar rounds alternate, and the median of the rounds is reported, so drift on a
+shared machine affects both sides alike.
+
+    .venv/bin/python bench/sidecar.py [--model classifier|mlp] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from modulemesh import oip, zoo
+from modulemesh.sidecar.config import Upstream
+from modulemesh.sidecar.upstream import Pool
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_ready(url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"{url} not ready after {timeout}s")
+
+
+async def sequential(port: int, head: bytes, body: bytes, count: int) -> list[float]:
+    pool = Pool(Upstream("127.0.0.1", port))
+    latencies = []
+    for _ in range(count):
+        started = time.perf_counter()
+        conn = await pool.request(head, body, timeout=10)
+        while await conn.read():
+            pass
+        conn.release()
+        if conn.status != 200:
+            raise SystemExit(f"status {conn.status}")
+        latencies.append(time.perf_counter() - started)
+    pool.close()
+    return latencies
+
+
+async def throughput(
+    port: int, head: bytes, body: bytes, concurrency: int, seconds: float
+) -> float:
+    pool = Pool(Upstream("127.0.0.1", port))
+    done = 0
+    stop = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal done
+        while time.perf_counter() < stop:
+            conn = await pool.request(head, body, timeout=30)
+            while await conn.read():
+                pass
+            conn.release()
+            if conn.status != 200:
+                raise SystemExit(f"status {conn.status}")
+            done += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    pool.close()
+    return done / elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", choices=["classifier", "mlp"], default="classifier")
+    parser.add_argument("--rows", type=int, default=1, help="rows per request")
+    parser.add_argument("--requests", type=int, default=2000, help="requests per c=1 round")
+    parser.add_argument("--seconds", type=float, default=5.0, help="duration of a c=32 round")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="mm-bench-sidecar-"))
+    if args.model == "classifier":
+        model, features = zoo.classifier(name="bench"), 8
+    else:
+        model, features = zoo.mlp(name="bench"), 256
+    path = zoo.save(model, tmp / "bench.onnx")
+    runtime_port, sidecar_port = free_port(), free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "modulemesh", "runtime", "--model", str(path), "--name",
+             "bench", "--host", "127.0.0.1", "--port", str(runtime_port)],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / "runtime.log", "wb"),  # noqa: SIM115
+        ),
+        subprocess.Popen(
+            [sys.executable, "-m", "modulemesh", "sidecar", "--module", "bench", "--upstream",
+             f"http://127.0.0.1:{runtime_port}", "--host", "127.0.0.1", "--port",
+             str(sidecar_port), "--log-level", "warning"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / "sidecar.log", "wb"),  # noqa: SIM115
+        ),
+    ]  # fmt: skip
+    try:
+        wait_ready(f"http://127.0.0.1:{runtime_port}/v2/health/ready")
+        wait_ready(f"http://127.0.0.1:{sidecar_port}/readyz")
+        rng = np.random.default_rng(0)
+        body, _ = oip.encode_request(
+            {"input": rng.standard_normal((args.rows, features)).astype(np.float32)}
+        )
+        head = (
+            b"POST /v2/models/bench/infer HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+            b"content-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body)
+        )
+        targets = {"direct": runtime_port, "sidecar": sidecar_port}
+        for port in targets.values():  # warm-up
+            asyncio.run(sequential(port, head, body, 200))
+        p50: dict[str, list[float]] = {k: [] for k in targets}
+        rps: dict[str, list[float]] = {k: [] for k in targets}
+        for _ in range(args.rounds):
+            for name, port in targets.items():
+                lat = asyncio.run(sequential(port, head, body, args.requests))
+                p50[name].append(statistics.median(lat))
+            for name, port in targets.items():
+                rps[name].append(
+                    asyncio.run(throughput(port, head, body, args.concurrency, args.seconds))
+                )
+        d50, s50 = statistics.median(p50["direct"]), statistics.median(p50["sidecar"])
+        drps, srps = statistics.median(rps["direct"]), statistics.median(rps["sidecar"])
+        print(f"model={args.model} rows={args.rows} rounds={args.rounds} cpus={os.cpu_count()}")
+        print(
+            f"c=1  p50 direct  {d50 * 1000:8.3f} ms   rounds {[round(x * 1000, 3) for x in p50['direct']]}"
+        )
+        print(
+            f"c=1  p50 sidecar {s50 * 1000:8.3f} ms   rounds {[round(x * 1000, 3) for x in p50['sidecar']]}"
+        )
+        print(
+            f"c=1  added p50   {(s50 - d50) * 1000:8.3f} ms   (target <= 1 ms)  ratio {s50 / d50:.2f}"
+        )
+        print(
+            f"c={args.concurrency} rps direct  {drps:8.0f}      rounds {[round(x) for x in rps['direct']]}"
+        )
+        print(
+            f"c={args.concurrency} rps sidecar {srps:8.0f}      rounds {[round(x) for x in rps['sidecar']]}"
+        )
+        print(f"c={args.concurrency} throughput ratio {srps / drps:.3f}   (target >= 0.90)")
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
