@@ -50,7 +50,7 @@ class ModelSource(SpecModel):
     path: str | None = Field(
         default=None, description="Local path (resolved against the graph file for `run`)."
     )
-    uri: Annotated[str | None, Field(pattern=r"^(file|https)://.+")] = None
+    uri: Annotated[str | None, Field(pattern=r"^(file|https)://.+", max_length=2048)] = None
     sha256: Annotated[str | None, Field(pattern=r"^[a-f0-9]{64}$")] = None
     config_map: ConfigMapSource | None = None
     pvc: PvcSource | None = None
@@ -180,7 +180,7 @@ class SequenceNode(SpecModel):
 
     type: Literal["sequence"]
     name: Name
-    steps: Annotated[list[Step], Field(min_length=1)]
+    steps: Annotated[list[Step], Field(min_length=1, max_length=32)]
     outputs: dict[str, TensorRef] | None = Field(
         default=None, description="Graph outputs as `<step>.<tensor>`; the last step's when unset."
     )
@@ -201,7 +201,7 @@ class EnsembleNode(SpecModel):
 
     type: Literal["ensemble"]
     name: Name
-    steps: Annotated[list[Step], Field(min_length=2)]
+    steps: Annotated[list[Step], Field(min_length=2, max_length=32)]
     merge: MergeStrategy = MergeStrategy.MEAN
     min_successes: Annotated[int, Field(ge=1)] = 1
 
@@ -223,7 +223,7 @@ class SwitchNode(SpecModel):
 
     type: Literal["switch"]
     name: Name
-    cases: Annotated[list[SwitchCase], Field(min_length=1)]
+    cases: Annotated[list[SwitchCase], Field(min_length=1, max_length=32)]
     default: Target | None = None
     on_no_match: NoMatch | None = Field(
         default=None,
@@ -248,7 +248,7 @@ class SplitNode(SpecModel):
 
     type: Literal["split"]
     name: Name
-    targets: Annotated[list[WeightedTarget], Field(min_length=1)]
+    targets: Annotated[list[WeightedTarget], Field(min_length=1, max_length=32)]
     sticky_header: str | None = Field(
         default=None, description="Requests with the same value of this header take the same arm."
     )
@@ -260,7 +260,7 @@ class CascadeNode(SpecModel):
 
     type: Literal["cascade"]
     name: Name
-    candidates: Annotated[list[Step], Field(min_length=2)]
+    candidates: Annotated[list[Step], Field(min_length=2, max_length=32)]
     escalate_when: Annotated[str, Field(min_length=1)] = "output.confidence < 0.8"
 
 
@@ -285,7 +285,7 @@ class SelectNode(SpecModel):
 
     type: Literal["select"]
     name: Name
-    candidates: Annotated[list[Step], Field(min_length=1)]
+    candidates: Annotated[list[Step], Field(min_length=1, max_length=32)]
     weights: SelectWeights = Field(default_factory=SelectWeights)
     budget: SelectBudget = Field(default_factory=SelectBudget)
     stale_after_seconds: Annotated[float, Field(gt=0)] = 30.0
@@ -332,7 +332,7 @@ class Routing(SpecModel):
     """The routing tree: named nodes and the one a request enters."""
 
     entry: Name
-    nodes: Annotated[list[Node], Field(min_length=1)]
+    nodes: Annotated[list[Node], Field(min_length=1, max_length=64)]
 
     def node(self, name: str) -> Node | None:
         """The node called ``name``, or None."""
@@ -403,7 +403,7 @@ class RouterSettings(SpecModel):
 class ModuleGraphSpec(SpecModel):
     """The spec of a ``ModuleGraph``."""
 
-    modules: Annotated[list[Module], Field(min_length=1)]
+    modules: Annotated[list[Module], Field(min_length=1, max_length=64)]
     routing: Routing
     gates: list[Name] = Field(
         default_factory=list, description="PrivacyGates (same namespace) that apply."
