@@ -16,6 +16,10 @@ from modulemesh import __version__
 
 #: subcommand -> (command module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "validate": (
+        "modulemesh.api.commands",
+        "Check ModuleGraph and PrivacyGate files; print every problem.",
+    ),
     "sidecar": ("modulemesh.sidecar.command", "Guard one module and publish its health envelope."),
     "operator": ("modulemesh.operator.command", "Run the Kubernetes operator (kopf)."),
     "status": (
