@@ -109,6 +109,7 @@ def _walk(
                     f"Clear the module for {tag.name!r} in an allowed region ({at}) "
                     "or give it a fallback that is",
                     severity,
+                    rule="privacy",
                 )
             )
     return issues

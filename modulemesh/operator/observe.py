@@ -218,15 +218,6 @@ def compute_status(obs: Observation) -> tuple[dict[str, Any], list[ConditionUpda
 
 def _validated(obs: Observation) -> ConditionUpdate:
     errors = [i for i in obs.spec_issues if i.severity is Severity.ERROR]
-    if obs.missing_gates:
-        errors += [
-            Issue(
-                f"spec.gates[{obs.graph.spec.gates.index(g)}]",
-                f"PrivacyGate {g!r} not found in this namespace",
-            )
-            for g in obs.missing_gates
-            if g in obs.graph.spec.gates
-        ]
     if errors:
         return ConditionUpdate(
             "Validated",

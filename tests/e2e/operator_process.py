@@ -1,0 +1,117 @@
+"""The operator as a real process against the local control plane, for e2e tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO
+
+from e2e.cluster import Cluster, wait_until
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CRD_DIR = REPO_ROOT / "crds"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class OperatorProcess:
+    """``modulemesh operator`` started with a kubeconfig; logs go to a file for diagnosis."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        log_path: Path,
+        *,
+        kubeconfig: Path | None = None,
+        namespaces: tuple[str, ...] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.cluster = cluster
+        self.log_path = log_path
+        self.kubeconfig = kubeconfig or cluster.kubeconfig
+        self.namespaces = namespaces
+        self.extra_env = dict(env or {})
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def start(self) -> OperatorProcess:
+        """Start the operator and wait until its liveness endpoint answers."""
+        args = [
+            sys.executable,
+            "-m",
+            "modulemesh",
+            "operator",
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "--log-format",
+            "plain",
+            "--envelope-interval",
+            "3",
+            "--resync-interval",
+            "60",
+            "--liveness",
+            f"http://127.0.0.1:{self.port}/healthz",
+        ]
+        for ns in self.namespaces:
+            args += ["--namespace", ns]
+        self._log = self.log_path.open("ab")
+        env = {**os.environ, **self.extra_env, "KUBECONFIG": str(self.kubeconfig)}
+        self.proc = subprocess.Popen(
+            args, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        wait_until(self._live, timeout=60, message=f"operator liveness (log: {self.log_path})")
+        return self
+
+    def _live(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"operator exited with {self.proc.returncode}:\n{self.log()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    def log(self) -> str:
+        """The operator's log so far (its tail, for assertion messages)."""
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return text[-6000:]
+
+    def stop(self, *, kill: bool = False) -> None:
+        """SIGTERM (graceful) or SIGKILL (a crash) the operator's process group."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        if self._log is not None:
+            self._log.close()
+        self.proc = None
+
+
+def install_crds(cluster: Cluster) -> None:
+    """Apply the checked-in CRDs (server-side, like an upgrade would) and wait for them."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_DIR))
+    for crd in ("modulegraphs.modulemesh.io", "privacygates.modulemesh.io"):
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+    # discovery catches up a moment after Established
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if cluster.kubectl("get", "mg", "-A", check=False).returncode == 0:
+            return
+        time.sleep(0.5)
