@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from modulemesh.api.errors import Issue, Severity, errors_only
 from modulemesh.api.gate import PrivacyGate
@@ -149,7 +149,7 @@ def _where(
 
 
 def _prefixed(issue: Issue, where: str) -> Issue:
-    return Issue(f"{where}: {issue.path}", issue.message, issue.severity)
+    return replace(issue, path=f"{where}: {issue.path}")
 
 
 def duplicate_documents(docs: Documents) -> list[Issue]:
