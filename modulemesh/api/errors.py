@@ -6,9 +6,11 @@ warnings matter.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -77,6 +79,8 @@ def issues_from_pydantic(error: ValidationError, prefix: str = "") -> list[Issue
             message = "unknown field (check its spelling and indentation)"
         elif err["type"] == "missing":
             message = "required field is missing"
+        elif err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc, message = _discriminator_problem(loc, err.get("ctx") or {})
         key = (format_path(loc, prefix), message)
         if key not in seen:
             seen.add(key)
@@ -95,3 +99,26 @@ def _without_union_tags(loc: Sequence[str | int]) -> list[str | int]:
             continue
         kept.append(part)
     return kept
+
+
+def _discriminator_problem(
+    loc: list[str | int], ctx: dict[str, Any]
+) -> tuple[list[str | int], str]:
+    """Point a bad or missing ``type:`` at the field itself and list the valid values."""
+    field = str(ctx.get("discriminator", "type")).strip("'")
+    expected = [t.strip().strip("'") for t in str(ctx.get("expected_tags", "")).split(",")]
+    expected = [t for t in expected if t] or _union_tags(loc)
+    choices = f"one of {', '.join(expected)}" if expected else "a known value"
+    if "tag" not in ctx:
+        return [*loc, field], f"required field is missing; set it to {choices}"
+    close = difflib.get_close_matches(str(ctx["tag"]), expected, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return [*loc, field], f"unknown {field} {ctx['tag']!r}{hint} (expected {choices})"
+
+
+def _union_tags(loc: Sequence[str | int]) -> list[str]:
+    """The valid ``type`` values of the union at ``loc`` (pydantic omits them when missing)."""
+    from modulemesh.api.graph import NODE_TYPES
+
+    parent = next((p for p in reversed(loc) if isinstance(p, str)), "")
+    return {"nodes": list(NODE_TYPES), "classifiers": ["header"]}.get(parent, [])
