@@ -25,6 +25,16 @@ APISERVER_PORT="${MODULEMESH_APISERVER_PORT:-36443}"
 ETCD_CLIENT_PORT="${MODULEMESH_ETCD_PORT:-32379}"
 ETCD_PEER_PORT=$((ETCD_CLIENT_PORT + 1))
 
+# Serialises up/down between concurrent callers (several test sessions may share one machine).
+CLUSTER_LOCK="$MODULEMESH_CACHE/cluster.lock"
+lock_cluster() {
+  [[ "${MODULEMESH_CLUSTER_LOCKED:-}" == 1 ]] && return 0
+  mkdir -p "$MODULEMESH_CACHE"
+  exec 8>"$CLUSTER_LOCK"
+  flock -w 300 8 || die "could not lock $CLUSTER_LOCK within 300s (another up/down is stuck?)"
+  export MODULEMESH_CLUSTER_LOCKED=1
+}
+
 die() {
   echo "error: $*" >&2
   exit 1

@@ -8,6 +8,7 @@ first if they are missing); `Cluster.stop()` stops it.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -16,7 +17,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import yaml
 
@@ -26,6 +27,8 @@ HACK_CLUSTER = REPO_ROOT / "hack" / "cluster"
 # A cold build of the control plane takes tens of minutes on two cores; a warm start seconds.
 UP_TIMEOUT_S = float(os.environ.get("MODULEMESH_CLUSTER_UP_TIMEOUT", "3600"))
 KUBECTL_TIMEOUT_S = 60.0
+# Written by hack/cluster/up into <state>/owner when a test fixture starts the cluster.
+FIXTURE_OWNER = "pytest"
 
 T = TypeVar("T")
 
@@ -81,6 +84,33 @@ def wait_until(
         time.sleep(interval)
 
 
+class UsersLock:
+    """A shared flock held by every test session that uses the cluster.
+
+    A session may stop the cluster only when it can turn its shared lock into an exclusive one,
+    that is when no other session (on this machine) is using the cluster.
+    """
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: IO[str] | None = path.open("a")
+        fcntl.flock(self._file, fcntl.LOCK_SH)
+
+    def try_exclusive(self) -> bool:
+        if self._file is None:
+            return False
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing drops the lock
+            self._file = None
+
+
 @dataclass(frozen=True)
 class Cluster:
     """A running local control plane and the tools to talk to it."""
@@ -93,6 +123,7 @@ class Cluster:
     server: str
     k8s_version: str
     started_here: bool
+    users_lock: UsersLock | None = None
 
     @property
     def env(self) -> dict[str, str]:
@@ -194,18 +225,58 @@ class Cluster:
         if proc.returncode != 0:
             raise ClusterError(f"hack/cluster/down failed: {proc.stderr.strip()}")
 
+    def release(self, *, stop_if_ours: bool = True) -> bool:
+        """End this session's use of the cluster; return whether it was stopped.
 
-def ensure_cluster(timeout: float = UP_TIMEOUT_S) -> Cluster:
-    """Reuse the running control plane or start one (building binaries when they are absent)."""
-    started_here = False
-    if not cluster_running():
-        started_here = True
-        proc = _run_script("up", timeout=timeout)
-        if proc.returncode != 0:
-            raise ClusterError(
-                f"hack/cluster/up failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-            )
+        The cluster is stopped only when a test fixture started it (never one started by hand
+        with hack/cluster/up) and no other test session is still using it.
+        """
+        stopped = False
+        try:
+            owner_file = self.state_dir / "owner"
+            owner = owner_file.read_text().strip() if owner_file.is_file() else ""
+            if (
+                stop_if_ours
+                and owner == FIXTURE_OWNER
+                and self.users_lock is not None
+                and self.users_lock.try_exclusive()
+            ):
+                self.stop()
+                stopped = True
+        finally:
+            if self.users_lock is not None:
+                self.users_lock.release()
+        return stopped
+
+
+def ensure_cluster(timeout: float = UP_TIMEOUT_S, *, keep: bool = False) -> Cluster:
+    """Reuse the running control plane or start one (building binaries when they are absent).
+
+    Holds a shared users lock until `Cluster.release()` so that no other test session stops the
+    cluster underneath this one. With `keep`, a cluster started here is recorded as started by
+    hand, so no fixture stops it later.
+    """
     settings = cluster_env()
+    users_lock = UsersLock(Path(settings["CLUSTER_STATE"]).parent / "cluster.users.lock")
+    started_here = False
+    try:
+        if not cluster_running():
+            proc = subprocess.run(
+                [str(HACK_CLUSTER / "up")],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+                env={**os.environ, "MODULEMESH_CLUSTER_OWNER": "user" if keep else FIXTURE_OWNER},
+            )
+            if proc.returncode != 0:
+                raise ClusterError(
+                    f"hack/cluster/up failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+                )
+            started_here = "already running" not in proc.stderr
+    except BaseException:
+        users_lock.release()
+        raise
     return Cluster(
         kubeconfig=Path(settings["KUBECONFIG"]),
         kubectl_path=Path(settings["KUBECTL"]),
@@ -215,6 +286,7 @@ def ensure_cluster(timeout: float = UP_TIMEOUT_S) -> Cluster:
         server=settings["APISERVER"],
         k8s_version=settings["K8S_VERSION"],
         started_here=started_here,
+        users_lock=users_lock,
     )
 
 

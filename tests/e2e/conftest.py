@@ -1,8 +1,10 @@
 """Fixtures for e2e tests: a real control plane on 127.0.0.1 (see hack/cluster and cluster.py).
 
 Every test under tests/e2e is marked `e2e` (select with `-m e2e`, skip with `-m "not e2e"`).
-The session-scoped `cluster` fixture reuses a running control plane or starts one, and stops it
-at the end of the session only if it started it (set MODULEMESH_KEEP_CLUSTER=1 to keep it).
+The session-scoped `cluster` fixture reuses a running control plane or starts one. At the end of
+the session it stops the cluster only if a test fixture started it (one started by hand with
+hack/cluster/up is left running) and no other test session on the machine still uses it; set
+MODULEMESH_KEEP_CLUSTER=1 to keep it running.
 """
 
 from __future__ import annotations
@@ -48,10 +50,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
     """The local control plane: kubeconfig, kubectl/helm paths and helpers."""
-    c = ensure_cluster()
+    keep = os.environ.get("MODULEMESH_KEEP_CLUSTER", "") in ("1", "true")
+    c = ensure_cluster(keep=keep)
     yield c
-    if c.started_here and os.environ.get("MODULEMESH_KEEP_CLUSTER", "") not in ("1", "true"):
-        c.stop()
+    c.release(stop_if_ours=not keep)
 
 
 @pytest.fixture
