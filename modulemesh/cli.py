@@ -16,6 +16,10 @@ from modulemesh import __version__
 
 #: subcommand -> (command module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "runtime": (
+        "modulemesh.runtime.command",
+        "Serve one ONNX model over the Open Inference Protocol v2.",
+    ),
     "validate": (
         "modulemesh.api.commands",
         "Check ModuleGraph and PrivacyGate files; print every problem.",

@@ -1,0 +1,36 @@
+"""``modulemesh runtime``: serve one ONNX model over the Open Inference Protocol v2.
+
+Only light imports here; onnxruntime, uvicorn and the server load inside :func:`run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from modulemesh.runtime.config import add_arguments, from_args
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Declare the runtime's flags (each also readable from ``MODULEMESH_RUNTIME_*``)."""
+    add_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the runtime; returns 0 after a graceful drain."""
+    config = from_args(args)
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from modulemesh.runtime.server import serve
+
+    try:
+        import uvloop
+
+        runner: asyncio.Runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings uvloop
+        runner = asyncio.Runner()
+    with runner:
+        return runner.run(serve(config))

@@ -1,0 +1,139 @@
+"""Runtime settings: one frozen dataclass, filled from flags or ``MODULEMESH_RUNTIME_*`` env.
+
+Every flag ``--some-flag`` can also come from ``MODULEMESH_RUNTIME_SOME_FLAG`` so a pod spec
+can configure the runtime through ``env`` alone; an explicit flag wins over the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "MODULEMESH_RUNTIME_"
+PROVIDER_CHOICES = ("auto", "cpu", "cuda", "tensorrt")
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Everything the runtime needs; defaults suit a module pod on loopback."""
+
+    model: str
+    sha256: str | None = None
+    name: str | None = None
+    model_version: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8081
+    max_batch_size: int = 8
+    max_delay_ms: float = 2.0
+    max_queue: int = 256
+    max_body_bytes: int = 64 * 1024 * 1024
+    provider: str = "auto"
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
+    device_id: int = 0
+    cache_dir: Path = Path.home() / ".cache" / "modulemesh" / "models"
+    ca_bundle: str | None = None
+    allow_insecure_http: bool = False
+    download_timeout: float = 60.0
+    warmup_runs: int = 1
+    drain_timeout: float = 30.0
+    retry_after: int = 1
+    log_level: str = "info"
+
+    @property
+    def batching(self) -> bool:
+        """Batching is off with ``max_batch_size`` 0 or 1."""
+        return self.max_batch_size > 1
+
+
+def _env_name(flag: str) -> str:
+    return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
+
+
+def _truthy(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the runtime's flags, each defaulting to its environment variable."""
+    defaults = RuntimeConfig(model="")
+
+    def add(flag: str, kind: Any, default: Any, help_text: str, **extra: Any) -> None:
+        env = os.environ.get(_env_name(flag))
+        value = default if env is None else (kind(env) if kind is not None else env)
+        parser.add_argument(
+            flag,
+            type=kind,
+            default=value,
+            help=f"{help_text} (env {_env_name(flag)})",
+            **extra,
+        )
+
+    add("--model", str, None, "model source: path, directory, file:// or https:// URI")
+    add("--sha256", str, None, "expected sha256 of the model file (required for https://)")
+    add("--name", str, None, "model name served (default: file stem or mount directory name)")
+    add("--model-version", str, None, "model version (default: from the ONNX metadata)")
+    add("--host", str, defaults.host, "address to listen on")
+    add("--port", int, defaults.port, "port to listen on")
+    add("--max-batch-size", int, defaults.max_batch_size, "max rows per batch; 0 or 1: off")
+    add("--max-delay-ms", float, defaults.max_delay_ms, "max wait for a batch to fill")
+    add("--max-queue", int, defaults.max_queue, "requests queued before answering 503")
+    add("--max-body-bytes", int, defaults.max_body_bytes, "request bodies above this get 413")
+    add(
+        "--provider",
+        str,
+        defaults.provider,
+        "execution provider: auto (CUDA if available, else CPU), cpu, cuda, tensorrt",
+        choices=PROVIDER_CHOICES,
+    )
+    add("--intra-op-threads", int, 0, "onnxruntime intra-op threads (0: onnxruntime decides)")
+    add("--inter-op-threads", int, 0, "onnxruntime inter-op threads (0: onnxruntime decides)")
+    add("--device-id", int, 0, "GPU device id for CUDA/TensorRT")
+    add("--cache-dir", Path, defaults.cache_dir, "where downloaded models are cached")
+    add("--ca-bundle", str, None, "CA bundle (PEM) to verify https:// model downloads")
+    env_insecure = os.environ.get(_env_name("--allow-insecure-http"))
+    parser.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        default=_truthy(env_insecure) if env_insecure else False,
+        help="allow plain http:// model URIs (still sha256-pinned); for tests "
+        f"(env {_env_name('--allow-insecure-http')})",
+    )
+    add("--download-timeout", float, defaults.download_timeout, "download timeout, seconds")
+    add("--warmup-runs", int, defaults.warmup_runs, "synthetic full batches run before ready")
+    add("--drain-timeout", float, defaults.drain_timeout, "max seconds to drain on SIGTERM")
+    add("--retry-after", int, defaults.retry_after, "Retry-After seconds sent with 503")
+    add("--log-level", str, defaults.log_level, "log level")
+
+
+def from_args(args: argparse.Namespace) -> RuntimeConfig:
+    """Build the config from parsed arguments; ``--model`` is required (flag or env)."""
+    if not args.model:
+        raise SystemExit("modulemesh runtime: --model (or MODULEMESH_RUNTIME_MODEL) is required")
+    return RuntimeConfig(
+        model=args.model,
+        sha256=args.sha256,
+        name=args.name,
+        model_version=args.model_version,
+        host=args.host,
+        port=args.port,
+        max_batch_size=args.max_batch_size,
+        max_delay_ms=args.max_delay_ms,
+        max_queue=args.max_queue,
+        max_body_bytes=args.max_body_bytes,
+        provider=args.provider,
+        intra_op_threads=args.intra_op_threads,
+        inter_op_threads=args.inter_op_threads,
+        device_id=args.device_id,
+        cache_dir=args.cache_dir,
+        ca_bundle=args.ca_bundle,
+        allow_insecure_http=args.allow_insecure_http,
+        download_timeout=args.download_timeout,
+        warmup_runs=args.warmup_runs,
+        drain_timeout=args.drain_timeout,
+        retry_after=args.retry_after,
+        log_level=args.log_level,
+    )
