@@ -25,6 +25,7 @@ __all__ = [
     "embedder",
     "mlp",
     "multi_input",
+    "pooler",
     "save",
     "validator",
 ]
@@ -221,6 +222,22 @@ def multi_input(*, name: str = "multi", width: int = 4, version: str = "1") -> o
         [_tensor("a", width), _tensor("b", width, TensorProto.INT64)],
         [_tensor("sum", width), _tensor("mask", width, TensorProto.BOOL)],
         inits,
+        version,
+    )
+
+
+def pooler(*, name: str = "pooler", version: str = "1") -> onnx.ModelProto:
+    """Mean over a dynamic ``length`` axis: ``[batch, length] -> [batch, 1]``.
+
+    Requests with different ``length`` cannot share a batch, which batching tests rely on.
+    """
+    nodes = [helper.make_node("ReduceMean", ["input"], ["mean"], keepdims=1, axes=[1])]
+    return _model(
+        name,
+        nodes,
+        [_tensor("input", "length")],
+        [_tensor("mean", 1)],
+        [],
         version,
     )
 
