@@ -78,9 +78,9 @@ KINDS: tuple[Kind, ...] = (
         spec=PrivacyGateSpec,
         status=PrivacyGateStatus,
         columns=(
+            # A tag count or list is not expressible: printer columns show only the first
+            # value a JSONPath yields, so `.spec.tags[*].name` would show one tag of many.
             {"name": "Mode", "type": "string", "jsonPath": ".spec.mode"},
-            {"name": "Tags", "type": "string", "jsonPath": ".spec.tags[*].name"},
-            {"name": "Graphs", "type": "string", "jsonPath": ".status.graphs", "priority": 1},
             _AGE,
         ),
         description="Data classes (compliance tags), how requests are classified into them, "
