@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034  # variables are used by the scripts that source this file
 # Shared settings for hack/cluster scripts. Source it; do not execute it.
 
 K8S_VERSION=v1.36.3   # k8s.io/kubernetes; staging modules replaced by v0.36.3 in go.mod
