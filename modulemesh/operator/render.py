@@ -1,0 +1,234 @@
+"""Render: a validated ModuleGraph (+ its PrivacyGates) -> the Kubernetes objects it becomes.
+
+Pure on purpose: no cluster access and no kopf, so ``modulemesh render`` prints exactly what
+the operator would apply, and tests check the output without a cluster. Objects carry no
+ownerReferences (the operator adds its own) and come out in a stable order: the ConfigMap,
+Services and NetworkPolicy before the Deployments that use them.
+
+Render assumes a validated graph but never crashes on one that is not: a missing gate is
+left out, and a region set that cannot be satisfied yields pods that stay Pending.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from modulemesh.api.gate import PrivacyGate
+from modulemesh.api.graph import ModuleGraph
+from modulemesh.api.resolved import resolve
+from modulemesh.operator import naming
+from modulemesh.operator.module_pod import module_deployment
+from modulemesh.operator.placement import gates_of
+from modulemesh.operator.pods import (
+    container_security_context,
+    http_probe,
+    pod_security_context,
+    scratch_volume,
+)
+from modulemesh.operator.settings import RenderSettings
+
+__all__ = [
+    "CONFIG_HASH_ANNOTATION",
+    "RESOLVED_KEY",
+    "graph_endpoint",
+    "module_endpoint",
+    "namespace_of",
+    "render",
+    "resolved_json",
+]
+
+RESOLVED_KEY = "resolved.json"
+CONFIG_HASH_ANNOTATION = "modulemesh.io/config-hash"
+"""On the router's pod template: a changed graph changes the hash, which rolls the router."""
+
+
+def namespace_of(graph: ModuleGraph, settings: RenderSettings) -> str:
+    """The graph's namespace, or the settings' default."""
+    return graph.metadata.namespace or settings.default_namespace
+
+
+def _service_url(name: str, namespace: str, port: int, settings: RenderSettings) -> str:
+    return f"http://{name}.{namespace}.svc.{settings.cluster_domain}:{port}"
+
+
+def module_endpoint(graph: ModuleGraph, module: str, settings: RenderSettings) -> str:
+    """Base URL of a module's Service (its sidecars), as the router calls it."""
+    graph_name = graph.metadata.name
+    return _service_url(
+        naming.module_name(graph_name, module),
+        namespace_of(graph, settings),
+        settings.sidecar_port,
+        settings,
+    )
+
+
+def graph_endpoint(graph: ModuleGraph, settings: RenderSettings) -> str:
+    """Base URL of the graph's router Service (the graph is served at ``/v2/models/<graph>``)."""
+    return _service_url(
+        naming.router_name(graph.metadata.name),
+        namespace_of(graph, settings),
+        settings.router_port,
+        settings,
+    )
+
+
+def resolved_json(
+    graph: ModuleGraph, gates: Sequence[PrivacyGate], settings: RenderSettings
+) -> str:
+    """The ResolvedGraph document the router runs, with in-cluster module endpoints."""
+    namespace = namespace_of(graph, settings)
+    placed = graph.model_copy(
+        update={"metadata": graph.metadata.model_copy(update={"namespace": namespace})}
+    )
+    endpoints = {m.name: module_endpoint(graph, m.name, settings) for m in graph.spec.modules}
+    return resolve(placed, gates, endpoints).dumps()
+
+
+def render(
+    graph: ModuleGraph, gates: Sequence[PrivacyGate], settings: RenderSettings
+) -> list[dict[str, Any]]:
+    """Every object the graph becomes, in apply order, without ownerReferences."""
+    name = graph.metadata.name
+    namespace = namespace_of(graph, settings)
+    named = gates_of(graph, gates)
+    content = resolved_json(graph, named, settings)
+    modules = graph.spec.modules
+    return [
+        _config_map(name, namespace, content),
+        *(
+            _service(naming.module_name(name, m.name), namespace, name, "module", m.name, settings)
+            for m in modules
+        ),
+        _service(naming.router_name(name), namespace, name, "router", None, settings),
+        _network_policy(name, namespace, settings),
+        *(module_deployment(name, namespace, m, named, settings) for m in modules),
+        _router_deployment(graph, namespace, content, settings),
+    ]
+
+
+def _metadata(name: str, namespace: str, labels: dict[str, str]) -> dict[str, Any]:
+    return {"name": name, "namespace": namespace, "labels": labels}
+
+
+def _config_map(graph: str, namespace: str, content: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(
+            naming.config_map_name(graph), namespace, naming.labels(graph, "graph")
+        ),
+        "data": {RESOLVED_KEY: content},
+    }
+
+
+def _service(
+    name: str,
+    namespace: str,
+    graph: str,
+    component: str,
+    module: str | None,
+    settings: RenderSettings,
+) -> dict[str, Any]:
+    port = settings.router_port if component == "router" else settings.sidecar_port
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(name, namespace, naming.labels(graph, component, module)),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": naming.selector(graph, component, module),
+            "ports": [
+                {
+                    "name": "http",
+                    "port": port,
+                    "targetPort": "http",
+                    "protocol": "TCP",
+                    "appProtocol": "http",
+                }
+            ],
+        },
+    }
+
+
+def _network_policy(graph: str, namespace: str, settings: RenderSettings) -> dict[str, Any]:
+    """Module pods accept traffic only from this graph's router pods, on the sidecar port."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(
+            naming.network_policy_name(graph), namespace, naming.labels(graph, "module")
+        ),
+        "spec": {
+            "podSelector": {"matchLabels": naming.selector(graph, "module")},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [{"podSelector": {"matchLabels": naming.selector(graph, "router")}}],
+                    "ports": [{"protocol": "TCP", "port": settings.sidecar_port}],
+                }
+            ],
+        },
+    }
+
+
+def _router_deployment(
+    graph: ModuleGraph, namespace: str, content: str, settings: RenderSettings
+) -> dict[str, Any]:
+    name = graph.metadata.name
+    router = graph.spec.router
+    labels = naming.labels(name, "router")
+    config_hash = hashlib.sha256(content.encode()).hexdigest()[:16]
+    container = {
+        "name": "router",
+        "image": settings.router_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["modulemesh"],
+        "args": [
+            "router",
+            f"--config={settings.config_mount_dir}/{RESOLVED_KEY}",
+            "--host=0.0.0.0",
+            f"--port={settings.router_port}",
+        ],
+        "env": [{"name": "HOME", "value": "/tmp"}],
+        "ports": [{"name": "http", "containerPort": settings.router_port, "protocol": "TCP"}],
+        "resources": {
+            "requests": {"cpu": router.cpu, "memory": router.memory},
+            "limits": {"cpu": router.cpu, "memory": router.memory},
+        },
+        "startupProbe": http_probe("/v2/health/live", "http", period=1, failures=30),
+        "livenessProbe": http_probe("/v2/health/live", "http"),
+        "readinessProbe": http_probe("/v2/health/ready", "http", period=5),
+        "securityContext": container_security_context(settings),
+        "volumeMounts": [
+            {"name": "config", "mountPath": settings.config_mount_dir, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(naming.router_name(name), namespace, labels),
+        "spec": {
+            "replicas": router.replicas,
+            "revisionHistoryLimit": 3,
+            "selector": {"matchLabels": naming.selector(name, "router")},
+            "template": {
+                "metadata": {
+                    "labels": dict(labels),
+                    "annotations": {CONFIG_HASH_ANNOTATION: config_hash},
+                },
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": pod_security_context(settings),
+                    "containers": [container],
+                    "volumes": [
+                        {"name": "config", "configMap": {"name": naming.config_map_name(name)}},
+                        scratch_volume("tmp", settings.tmp_size_limit),
+                    ],
+                },
+            },
+        },
+    }

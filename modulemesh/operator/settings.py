@@ -1,0 +1,63 @@
+"""What render needs to know about the cluster that the graph does not say.
+
+Images, the GPU resource name and toleration, ports and the cluster domain are the platform
+team's choice (Helm values, operator flags), not the graph author's, so they live here and not
+in the ModuleGraph spec. ``modulemesh render`` and the operator both build one of these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["RenderSettings"]
+
+
+@dataclass(frozen=True, slots=True)
+class RenderSettings:
+    """Cluster-side choices render applies to every graph."""
+
+    image_runtime: str = "ghcr.io/modulemesh/modulemesh-runtime:0.1.0"
+    """Runtime image for modules without GPUs (onnxruntime, CPU provider)."""
+    image_runtime_gpu: str = "ghcr.io/modulemesh/modulemesh-runtime-gpu:0.1.0"
+    """Runtime image for modules with ``gpu > 0`` (onnxruntime-gpu on a CUDA base)."""
+    image_sidecar: str = "ghcr.io/modulemesh/modulemesh:0.1.0"
+    """The slim image: sidecar (and router, unless ``image_router`` is set)."""
+    image_router: str | None = None
+    """Router image; the slim ``image_sidecar`` when unset."""
+    image_pull_policy: str = "IfNotPresent"
+
+    gpu_resource: str = "nvidia.com/gpu"
+    """Extended resource name for GPUs when a module does not name its own."""
+    gpu_toleration_key: str = "nvidia.com/gpu"
+    """GPU nodes carry this taint (``Exists``/``NoSchedule``); GPU modules tolerate it."""
+    gpu_product_label: str = "nvidia.com/gpu.product"
+    """Node label a module's ``gpuType`` is matched against (GPU feature discovery's)."""
+    region_label: str = "topology.kubernetes.io/region"
+
+    sidecar_port: int = 8080
+    """The module pod's only containerPort; the Service targets it."""
+    runtime_port: int = 8081
+    """Where the runtime listens, on 127.0.0.1 only (never a containerPort)."""
+    router_port: int = 8080
+    cluster_domain: str = "cluster.local"
+    default_namespace: str = "default"
+    """Namespace used for endpoints and object metadata when the graph names none."""
+
+    run_as_user: int = 65532
+    """Non-root UID/GID of every container (the distroless ``nonroot`` user)."""
+    sidecar_cpu: str = "100m"
+    sidecar_memory: str = "128Mi"
+    sidecar_memory_limit: str = "256Mi"
+    tmp_size_limit: str = "64Mi"
+    model_cache_dir: str = "/var/cache/modulemesh/models"
+    """emptyDir where the runtime caches ``https://`` models (the root filesystem is read-only)."""
+    model_cache_size_limit: str = "2Gi"
+    model_mount_root: str = "/models"
+    """ConfigMap/PVC model volumes are mounted read-only at ``<root>/<module>``."""
+    config_mount_dir: str = "/etc/modulemesh"
+    """Where the router finds ``resolved.json`` (the graph's ConfigMap)."""
+
+    @property
+    def router_image(self) -> str:
+        """The image the router runs."""
+        return self.image_router or self.image_sidecar
