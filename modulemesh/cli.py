@@ -24,6 +24,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "modulemesh.api.commands",
         "Check ModuleGraph and PrivacyGate files; print every problem.",
     ),
+    "render": (
+        "modulemesh.operator.render_command",
+        "Print the Kubernetes objects a ModuleGraph becomes.",
+    ),
     "sidecar": ("modulemesh.sidecar.command", "Guard one module and publish its health envelope."),
     "operator": ("modulemesh.operator.command", "Run the Kubernetes operator (kopf)."),
     "status": (
