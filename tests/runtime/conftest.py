@@ -81,11 +81,9 @@ class Runtime:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             stats: dict[str, Any] = self.client.get("/stats").json()
-            if stats["ready"] or not any(
-                stats["reason"].startswith(s) for s in ("model is loading", "resolving", "loading")
-            ):
-                if stats["reason"] != "warming up":
-                    return stats
+            busy = ("model is loading", "resolving model source", "loading model", "warming up")
+            if stats["ready"] or stats["reason"] not in busy:
+                return stats
             time.sleep(0.05)
         raise AssertionError(f"runtime did not settle after {timeout}s:\n{self.log}")
 

@@ -1,0 +1,1 @@
+"""Tests of the module runtime (modulemesh.runtime) and the OIP codec."""
