@@ -62,7 +62,7 @@ def test_cleared_tags_pass_with_an_allow_record(enforced: Module) -> None:
     response = httpx.post(
         f"{enforced.url}/v2/models/clf/infer",
         content=body(),
-        headers={"x-modulemesh-tags": " PII ,eu", "traceparent": TRACEPARENT},
+        headers={"x-modulemesh-tags": "PII , eu", "traceparent": TRACEPARENT},
     )
     assert response.status_code == 200, response.text
     assert response.json()["outputs"][0]["name"] == "probabilities"
