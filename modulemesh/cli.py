@@ -29,6 +29,14 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "Print the Kubernetes objects a ModuleGraph becomes.",
     ),
     "sidecar": ("modulemesh.sidecar.command", "Guard one module and publish its health envelope."),
+    "router": (
+        "modulemesh.router.command",
+        "Run one graph's router (serves the graph as a v2 model).",
+    ),
+    "run": (
+        "modulemesh.localmesh.command",
+        "Run a ModuleGraph locally: runtimes, sidecars, router.",
+    ),
     "operator": ("modulemesh.operator.command", "Run the Kubernetes operator (kopf)."),
     "status": (
         "modulemesh.operator.status_command",

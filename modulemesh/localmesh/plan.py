@@ -1,0 +1,128 @@
+"""What ``modulemesh run`` will start: pure data computed from the graph, its gates and ports.
+
+Model paths resolve against the graph file's directory. Missing models that the example
+model builder knows (``examples/models/*.onnx``) are reported so the caller can build them;
+any other missing model is an error naming the module, the path and how to fix it.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from modulemesh.api.gate import GateMode, PrivacyGate
+from modulemesh.api.graph import Module, ModuleGraph
+
+__all__ = ["MeshPlan", "ModulePlan", "PlanError", "free_port", "plan_mesh"]
+
+HOST = "127.0.0.1"
+
+
+class PlanError(ValueError):
+    """The graph cannot run locally; the message says which module and why."""
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class ModulePlan:
+    """One module: its runtime and sidecar command lines and ports."""
+
+    name: str
+    model: Path
+    runtime_port: int
+    sidecar_port: int
+    runtime_args: list[str]
+    sidecar_args: list[str]
+
+    @property
+    def url(self) -> str:
+        """The sidecar's base URL (what the router calls)."""
+        return f"http://{HOST}:{self.sidecar_port}"
+
+
+@dataclass(frozen=True)
+class MeshPlan:
+    """Everything to start, in order: module runtimes and sidecars, then the router."""
+
+    graph: ModuleGraph
+    gates: list[PrivacyGate]
+    modules: list[ModulePlan]
+    router_port: int
+    missing_models: list[Path] = field(default_factory=list)
+
+    @property
+    def endpoint(self) -> str:
+        """The graph's infer URL."""
+        return f"http://{HOST}:{self.router_port}/v2/models/{self.graph.metadata.name}/infer"
+
+
+def _model_path(module: Module, base: Path) -> Path:
+    source = module.model
+    if source.path is not None:
+        path = Path(source.path)
+    elif source.uri is not None and source.uri.startswith("file://"):
+        path = Path(source.uri.removeprefix("file://"))
+    else:
+        kind = "an https:// uri" if source.uri else "a ConfigMap" if source.config_map else "a PVC"
+        raise PlanError(
+            f"module {module.name!r}: its model comes from {kind}; `modulemesh run` needs a "
+            "local path (spec.modules[].model.path) or a file:// uri"
+        )
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def plan_mesh(
+    graph: ModuleGraph,
+    gates: Iterable[PrivacyGate],
+    base: Path,
+    *,
+    router_port: int = 8080,
+    port: Callable[[], int] = free_port,
+    python: str = sys.executable,
+) -> MeshPlan:
+    """Command lines for every process of ``graph`` (ports from ``port``)."""
+    named = {g.metadata.name: g for g in gates}
+    used = [named[n] for n in graph.spec.gates if n in named]
+    dryrun = bool(used) and all(g.spec.mode is GateMode.DRYRUN for g in used)
+    base_cmd = [python, "-m", "modulemesh"]
+    modules: list[ModulePlan] = []
+    missing: list[Path] = []
+    for module in graph.spec.modules:
+        model = _model_path(module, base)
+        if not model.exists():
+            missing.append(model)
+        runtime_port, sidecar_port = port(), port()
+        b = module.batching
+        runtime_args = [
+            *base_cmd, "runtime", "--model", str(model), "--name", module.name,
+            "--model-version", module.version, "--host", HOST, "--port", str(runtime_port),
+            "--max-batch-size", str(b.max_batch_size), "--max-delay-ms", str(b.max_delay_ms),
+            "--max-queue", str(b.max_queue),
+        ]  # fmt: skip
+        h = module.health
+        sidecar_args = [
+            *base_cmd, "sidecar", "--module", module.name,
+            "--upstream", f"http://{HOST}:{runtime_port}", "--host", HOST,
+            "--port", str(sidecar_port), "--clearance", ",".join(module.clearance),
+            "--mode", "dryrun" if dryrun else "enforce", "--model-version", module.version,
+            "--degraded-error-rate", str(h.degraded_error_rate),
+            "--unhealthy-error-rate", str(h.unhealthy_error_rate), "--poll-interval", "0.5",
+        ]  # fmt: skip
+        if h.degraded_p99_ms is not None:
+            sidecar_args += ["--degraded-p99-ms", str(h.degraded_p99_ms)]
+        if module.confidence_output is not None:
+            sidecar_args += ["--confidence-output", module.confidence_output]
+        modules.append(
+            ModulePlan(module.name, model, runtime_port, sidecar_port, runtime_args, sidecar_args)
+        )
+    return MeshPlan(graph, used, modules, router_port, missing)

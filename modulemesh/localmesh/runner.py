@@ -1,0 +1,172 @@
+"""The ``modulemesh run`` flow: load, validate, plan, build models, start, wait, stop.
+
+A child that dies while the mesh runs is restarted with a growing back-off (capped at 30 s),
+so a crashed runtime comes back on its own, as it would under a Deployment.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO
+
+from modulemesh.api.errors import Severity
+from modulemesh.api.loader import load_files
+from modulemesh.api.validation import validate_graph
+from modulemesh.localmesh.plan import MeshPlan, PlanError, free_port, plan_mesh
+from modulemesh.localmesh.supervisor import Mesh, MeshError
+
+__all__ = ["build_missing", "run_mesh"]
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def build_missing(plan: MeshPlan) -> list[str]:
+    """Build missing models that are example models in an ``examples/models`` directory.
+
+    Returns the problems left: one line per model that is still missing, saying how to fix it.
+    """
+    from modulemesh import example_models
+
+    problems: list[str] = []
+    by_dir: dict[Path, list[str]] = {}
+    for path in plan.missing_models:
+        buildable = example_models.missing([path])
+        if buildable and (path.parent.parent / "build_models.py").exists():
+            by_dir.setdefault(path.parent, []).extend(buildable)
+        else:
+            owner = next(m.name for m in plan.modules if m.model == path)
+            problems.append(f"module {owner!r}: model file {path} does not exist")
+    for directory, stems in by_dir.items():
+        for written in example_models.build(directory, stems):
+            _say(f"built example model {written}")
+    return problems
+
+
+def run_mesh(
+    graph_file: Path,
+    gate_files: list[Path],
+    *,
+    port: int = 8080,
+    ready_timeout: float = 90.0,
+    log_dir: Path | None = None,
+    echo: IO[str] | None = sys.stderr,
+    build: bool = True,
+) -> int:
+    """Run one graph's mesh until SIGINT/SIGTERM; returns the exit code."""
+    docs = load_files([graph_file, *gate_files])
+    if docs.issues:
+        for issue in docs.issues:
+            print(f"modulemesh run: {issue}", file=sys.stderr)
+        return 2
+    if len(docs.graphs) != 1:
+        print(f"modulemesh run: {graph_file}: expected one ModuleGraph, found {len(docs.graphs)}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    graph = docs.graphs[0]
+    issues = validate_graph(graph, docs.gates)
+    errors = [i for i in issues if i.severity is Severity.ERROR]
+    for issue in issues:
+        print(f"modulemesh run: {issue}", file=sys.stderr)
+    if errors:
+        print(f"modulemesh run: refusing to run {graph.metadata.name!r}: {len(errors)} error(s)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        plan = plan_mesh(graph, docs.gates, graph_file.resolve().parent,
+                         router_port=port or free_port())  # fmt: skip
+    except PlanError as exc:
+        print(f"modulemesh run: {exc}", file=sys.stderr)
+        return 2
+    problems = (
+        build_missing(plan)
+        if build
+        else [f"model file {p} does not exist" for p in plan.missing_models]
+    )
+    if problems:
+        for problem in problems:
+            print(f"modulemesh run: {problem}", file=sys.stderr)
+        print("modulemesh run: build the example models with `python examples/build_models.py`, "
+              "or fix spec.modules[].model.path (relative paths resolve against the graph file)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    mesh = Mesh(plan, log_dir=log_dir, echo=echo)
+    try:
+        _say(f"starting {len(plan.modules)} module(s) of graph {graph.metadata.name!r} ...")
+        try:
+            mesh.start(ready_timeout)
+        except MeshError as exc:
+            print(f"modulemesh run: {exc}", file=sys.stderr)
+            return 1
+        _print_ready(mesh)
+        _supervise(mesh, stop)
+        _say("stopping ...")
+        return 0
+    finally:
+        mesh.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _print_ready(mesh: Mesh) -> None:
+    rows = mesh.table()
+    header = ("MODULE", "PROVIDER", "RUNTIME", "SIDECAR", "STATE")
+    cells = [header] + [
+        (r["module"], str(r["provider"]), str(r["runtime"]), str(r["sidecar"]), str(r["state"]))
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    for row in cells:
+        _say("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    plan = mesh.plan
+    name = plan.graph.metadata.name
+    first = plan.modules[0].name
+    _say(f"\ngraph {name!r} ready: {plan.endpoint}")
+    _say(f"  metadata:  curl -s http://127.0.0.1:{plan.router_port}/v2/models/{name}")
+    _say(f"  envelopes: curl -s http://127.0.0.1:{plan.router_port}/envelopes")
+    _say(f"  infer:     modulemesh infer http://127.0.0.1:{plan.router_port}/v2/models/{name} "
+         f"--input NAME=1,2,3 --explain   (inputs: see metadata; first module {first!r})")  # fmt: skip
+    _say("Ctrl-C stops every process.")
+
+
+def _supervise(mesh: Mesh, stop: threading.Event) -> None:
+    backoff: dict[str, float] = {}
+    due: dict[str, float] = {}
+    while not stop.wait(0.5):
+        now = time.monotonic()
+        for name, procs in mesh.modules.items():
+            for kind, child in (("runtime", procs.runtime), ("sidecar", procs.sidecar)):
+                key = f"{name}/{kind}"
+                if child.alive():
+                    continue
+                if key not in due:
+                    delay = backoff[key] = min(30.0, backoff.get(key, 0.5) * 2)
+                    due[key] = now + delay
+                    _say(
+                        f"{key} exited with code {child.popen.returncode}; restarting in {delay:.0f}s"
+                    )
+                elif now >= due.pop(key):
+                    child.stop(1.0)
+                    new = mesh._child(key, child.args)
+                    if kind == "runtime":
+                        procs.runtime = new
+                    else:
+                        procs.sidecar = new
+        router = mesh.router
+        if router is not None and not router.alive():
+            _say(f"router exited with code {router.popen.returncode}; restarting")
+            router.stop(1.0)
+            mesh.router = mesh._child("router", router.args)
+            stop.wait(1.0)

@@ -1,0 +1,387 @@
+"""The router as a raw ASGI application: the graph served as an OIP v2 model.
+
+Routes: ``POST /v2/models/{graph}/infer``, ``GET /v2/models/{graph}`` (metadata),
+``GET /v2/models/{graph}/ready`` (every module reachable), ``GET /v2/health/live|ready``,
+``GET /v2``, ``GET /envelopes`` (every module's latest envelope and breaker state) and
+``GET /metrics`` (Prometheus). A raw ASGI callable rather than a framework because the
+infer route is on every request's path: one pass over the headers, no dependency injection,
+no request object. Every error is ``{"error": "..."}`` with a 4xx/5xx status; nothing a
+client sends can crash the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from typing import Any
+
+import orjson
+from opentelemetry.trace import SpanKind, Tracer
+
+from modulemesh import __version__, headers, oip
+from modulemesh.api.resolved import ResolvedGraph
+from modulemesh.router.context import RequestContext
+from modulemesh.router.errors import RouteError
+from modulemesh.router.executor import Executor
+from modulemesh.router.metadata import GraphMetadata
+from modulemesh.router.metrics import RouterMetrics
+from modulemesh.router.shedding import Shedder, parse_priority
+from modulemesh.telemetry import extract
+
+__all__ = ["RouterApp"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_log = logging.getLogger("modulemesh.router")
+
+_JSON = b"application/json"
+_TAGS = headers.TAGS.encode()
+_PRIORITY = headers.PRIORITY.encode()
+_EXPLAIN = headers.EXPLAIN.encode()
+_DEADLINE = headers.DEADLINE_MS.encode()
+_TRACEPARENT = headers.TRACEPARENT.encode()
+_TRACESTATE = headers.TRACESTATE.encode()
+_HEADER_LENGTH = oip.HEADER_LENGTH.encode()
+_MAX_BODY = 64 * 1024 * 1024
+_DEADLINE_GRACE = 0.05
+"""Seconds the whole-request guard waits past the deadline, so per-call timeouts (which
+name the module) normally fire first."""
+
+
+class RouterApp:
+    """ASGI app serving one resolved graph."""
+
+    def __init__(
+        self, resolved: ResolvedGraph, *, tracer: Tracer | None = None, poll_interval: float = 2.0
+    ) -> None:
+        self.resolved = resolved
+        self.graph = resolved.name
+        self.metrics = RouterMetrics(resolved.name)
+        self.executor = Executor(resolved, tracer=tracer, metrics=self.metrics)
+        self.shedder = Shedder(resolved.spec.policy.shedding)
+        self.default_priority = resolved.spec.policy.shedding.default_priority
+        self.metadata = GraphMetadata(self.executor)
+        self.tracer = tracer
+        self.poll_interval = poll_interval
+        self.started = False
+        self._infer_path = f"/v2/models/{self.graph}/infer"
+        self._model_path = f"/v2/models/{self.graph}"
+        self._timeout_ms = float(resolved.spec.policy.timeout_ms)
+
+    # -- ASGI entry ---------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if kind != "http":
+            return
+        path: str = scope["path"]
+        method: str = scope["method"]
+        try:
+            if path == self._infer_path:
+                if method != "POST":
+                    await _respond(send, 405, _error(f"{path} takes POST"))
+                    return
+                await self._infer(scope, receive, send)
+            elif method != "GET":
+                await _respond(send, 405, _error(f"{path} takes GET"))
+            elif path == self._model_path:
+                await _respond(send, 200, orjson.dumps(await self.metadata.document()))
+            elif path == self._model_path + "/ready":
+                await self._model_ready(send)
+            elif path == "/v2/health/live":
+                await _respond(send, 200, b'{"live":true}')
+            elif path == "/v2/health/ready":
+                ok = self.started
+                await _respond(
+                    send, 200 if ok else 503, b'{"ready":%s}' % (b"true" if ok else b"false")
+                )
+            elif path == "/v2":
+                body = {
+                    "name": "modulemesh-router",
+                    "version": __version__,
+                    "extensions": ["binary_tensor_data"],
+                }
+                await _respond(send, 200, orjson.dumps(body))
+            elif path == "/envelopes":
+                await _respond(send, 200, orjson.dumps(self.envelopes()))
+            elif path == "/metrics":
+                from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+                await _respond(
+                    send, 200, generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST.encode()
+                )
+            elif path.startswith("/v2/models/"):
+                name = path[len("/v2/models/") :].split("/", 1)[0]
+                await _respond(
+                    send, 404,
+                    _error(f"model {name!r} not found: this router serves graph {self.graph!r} "
+                           f"(POST {self._infer_path})"),
+                )  # fmt: skip
+            else:
+                await _respond(send, 404, _error(f"no route {path} on the router"))
+        except RouteError as exc:
+            await _respond(send, exc.status, _error(exc.message))
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    self.executor.start(self.poll_interval)
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                self.started = True
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.started = False
+                await self.executor.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # -- infer --------------------------------------------------------------------------------
+
+    async def _infer(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        raw_tags = raw_priority = raw_deadline = header_length = None
+        explain = False
+        trace_headers: list[tuple[bytes, bytes]] = []
+        request_headers: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            request_headers[name.decode("latin-1")] = value.decode("latin-1")
+            if name == _TAGS:
+                raw_tags = value
+            elif name == _PRIORITY:
+                raw_priority = value
+            elif name == _EXPLAIN:
+                explain = value.strip() in (b"1", b"true")
+            elif name == _DEADLINE:
+                raw_deadline = value
+            elif name == _HEADER_LENGTH:
+                header_length = value
+            elif name in (_TRACEPARENT, _TRACESTATE):
+                trace_headers.append((name, value))
+        priority = parse_priority(
+            None if raw_priority is None else raw_priority.decode("latin-1"), self.default_priority
+        )
+        if priority is None:
+            await self._finish(send, started, 400, _error(
+                f"{headers.PRIORITY} must be critical, standard or sheddable, got {raw_priority!r}"
+            ))  # fmt: skip
+            return
+        if not self.shedder.admit(priority):
+            self.metrics.shed.labels(self.graph, priority.value).inc()
+            limit = self.shedder.limits[priority]
+            await self._finish(send, started, 429, _error(
+                f"graph {self.graph!r} is saturated: {self.shedder.in_flight} requests in flight, "
+                f"the limit for priority {priority.value!r} is {limit}; retry later"
+            ), retry_after=1)  # fmt: skip
+            return
+        try:
+            await self._admitted(
+                scope, receive, send, started, request_headers, raw_tags, priority,
+                raw_deadline, header_length, explain, trace_headers,
+            )  # fmt: skip
+        finally:
+            self.shedder.done()
+
+    async def _admitted(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        started: float,
+        request_headers: dict[str, str],
+        raw_tags: bytes | None,
+        priority: Any,
+        raw_deadline: bytes | None,
+        header_length: bytes | None,
+        explain: bool,
+        trace_headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        body = await _read_body(receive)
+        if body is None:
+            await self._finish(
+                send, started, 413, _error(f"request body larger than {_MAX_BODY} bytes")
+            )
+            return
+        timeout_ms = self._timeout_ms
+        if raw_deadline is not None:
+            try:
+                timeout_ms = min(timeout_ms, max(0.0, float(raw_deadline)))
+            except ValueError:
+                await self._finish(send, started, 400, _error(
+                    f"{headers.DEADLINE_MS} must be a number of milliseconds, got {raw_deadline!r}"
+                ))  # fmt: skip
+                return
+        try:
+            request = oip.decode_request(
+                body, None if header_length is None else header_length.decode("latin-1")
+            )
+        except oip.ProtocolError as exc:
+            await self._finish(send, started, exc.status, _error(f"bad request: {exc.message}"))
+            return
+        tags = self.executor.privacy.classify(
+            request_headers,
+            headers.parse_tags(None if raw_tags is None else raw_tags.decode("latin-1")),
+        )
+        ctx = RequestContext(
+            inputs=request.inputs,
+            headers=request_headers,
+            tags=tags,
+            priority=priority,
+            parameters=request.parameters,
+            timeout_ms=timeout_ms,
+            explain=explain,
+            trace_headers=trace_headers,
+        )
+        with self._server_span(request_headers):
+            try:
+                async with asyncio.timeout(max(0.0, ctx.remaining()) + _DEADLINE_GRACE):
+                    output = await self.executor.run_node(
+                        self.resolved.spec.routing.entry, ctx, request.inputs
+                    )
+                names = request.output_names(list(output.tensors))
+                outputs = {name: output.tensors[name] for name in names}
+                parameters: dict[str, Any] = {}
+                if ctx.explain is not None:
+                    parameters["modulemesh_explain"] = {
+                        "graph": self.graph,
+                        "tags": sorted(ctx.tags),
+                        "priority": priority.value,
+                        "path": ctx.explain,
+                        "ms": round((time.perf_counter() - started) * 1000, 3),
+                    }
+                response_body, length = oip.encode_response(
+                    oip.InferResponse(self.graph, outputs, id=request.id, parameters=parameters),
+                    request.binary_outputs(),
+                )
+            except TimeoutError:
+                late = self.executor.deadline_error(
+                    ctx, ctx.current_node or self.resolved.spec.routing.entry
+                )
+                await self._finish(send, started, 504, _error(late.message, ctx.explain))
+                return
+            except RouteError as exc:
+                body_bytes = _error(exc.message, ctx.explain)
+                await self._finish(
+                    send, started, exc.status, body_bytes, retry_after=exc.retry_after
+                )
+                return
+            except oip.ProtocolError as exc:
+                await self._finish(send, started, exc.status, _error(exc.message))
+                return
+            except Exception as exc:  # a bug must not take the server down
+                _log.exception("internal error in graph %s", self.graph)
+                where = ctx.current_node or "router"
+                await self._finish(
+                    send, started, 500, _error(f"internal error in node {where!r}: {exc!r}")
+                )
+                return
+        extra = None if length is None else [(_HEADER_LENGTH, b"%d" % length)]
+        content_type = _JSON if length is None else b"application/octet-stream"
+        await self._finish(
+            send, started, 200, response_body, content_type=content_type, extra=extra
+        )
+
+    @contextlib.contextmanager
+    def _server_span(self, request_headers: dict[str, str]) -> Iterator[None]:
+        if self.tracer is None:
+            yield
+            return
+        with self.tracer.start_as_current_span(
+            f"graph {self.graph}", context=extract(request_headers), kind=SpanKind.SERVER,
+            attributes={"modulemesh.graph": self.graph},
+        ):  # fmt: skip
+            yield
+
+    async def _finish(
+        self,
+        send: Send,
+        started: float,
+        status: int,
+        body: bytes,
+        *,
+        content_type: bytes = _JSON,
+        extra: list[tuple[bytes, bytes]] | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        more = list(extra or [])
+        if retry_after is not None:
+            more.append((b"retry-after", str(retry_after).encode()))
+        await _respond(send, status, body, content_type, more)
+        self.metrics.request(status, time.perf_counter() - started)
+
+    # -- status endpoints ---------------------------------------------------------------------
+
+    def envelopes(self) -> dict[str, Any]:
+        """``GET /envelopes``: every module's latest envelope and breaker state."""
+        snapshot = self.executor.envelopes.snapshot()
+        for name, entry in snapshot.items():
+            entry["breaker"] = self.executor.breakers[name].snapshot()
+            entry["endpoint"] = self.executor.clients[name].endpoint
+        return {
+            "graph": self.graph,
+            "namespace": self.resolved.namespace,
+            "generation": self.resolved.generation,
+            "time": time.time(),
+            "modules": snapshot,
+        }
+
+    async def _model_ready(self, send: Send) -> None:
+        await self.executor.envelopes.poll_once(self.executor._fetch_envelope, self.poll_interval)
+        down = {
+            name: entry.error or "no envelope received yet"
+            for name, entry in self.executor.envelopes.modules.items()
+            if entry.error or entry.latest() is None
+        }
+        status = 200 if not down and self.started else 503
+        await _respond(send, status, orjson.dumps({"ready": status == 200, "notReady": down}))
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise asyncio.CancelledError("client disconnected")
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > _MAX_BODY:
+                return None
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _error(message: str, explain: list[dict[str, Any]] | None = None) -> bytes:
+    body: dict[str, Any] = {"error": message}
+    if explain is not None:
+        body["explain"] = explain
+    return orjson.dumps(body)
+
+
+async def _respond(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: bytes = _JSON,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    response_headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
+    if extra:
+        response_headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": response_headers})
+    await send({"type": "http.response.body", "body": body})

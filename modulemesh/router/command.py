@@ -1,0 +1,97 @@
+"""``modulemesh router --config resolved.json --port P``: run one graph's router.
+
+Only light imports here; uvicorn, numpy and the app load inside :func:`run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+__all__ = ["configure", "run"]
+
+_PREFIX = "MODULEMESH_ROUTER_"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the router's flags (defaults overridable by ``MODULEMESH_ROUTER_*``)."""
+    env = os.environ.get
+    parser.add_argument("--config", default=env(_PREFIX + "CONFIG"),
+                        help=f"resolved graph JSON (as written by the operator or `modulemesh run`) [env {_PREFIX}CONFIG]")  # fmt: skip
+    parser.add_argument("--host", default=env(_PREFIX + "HOST", "0.0.0.0"), help="listen address")
+    parser.add_argument(
+        "--port", type=int, default=int(env(_PREFIX + "PORT", "8080")), help="listen port"
+    )
+    parser.add_argument("--poll-interval", type=float, default=float(env(_PREFIX + "POLL_INTERVAL", "2")),
+                        help="seconds of silence after which a module's /envelope is polled")  # fmt: skip
+    parser.add_argument("--log-level", default=env(_PREFIX + "LOG_LEVEL", "info"), help="log level")
+
+
+def _setup_logging(level: str) -> None:
+    import logging
+
+    from modulemesh.audit import LOGGER_NAME
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    audit_handler = logging.StreamHandler(sys.stderr)
+    audit_handler.setFormatter(logging.Formatter("%(message)s"))
+    audit_logger = logging.getLogger(LOGGER_NAME)
+    audit_logger.addHandler(audit_handler)
+    audit_logger.setLevel(logging.INFO)
+    audit_logger.propagate = False
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the resolved graph and serve it until interrupted."""
+    if not args.config:
+        print(
+            "modulemesh router: --config (or MODULEMESH_ROUTER_CONFIG) is required", file=sys.stderr
+        )
+        return 2
+    from pydantic import ValidationError
+
+    from modulemesh.api.resolved import ResolvedGraph
+    from modulemesh.cel import CelError
+
+    try:
+        resolved = ResolvedGraph.load(args.config)
+    except OSError as exc:
+        print(f"modulemesh router: cannot read {args.config}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        print(f"modulemesh router: {args.config} is not a resolved graph:\n{exc}", file=sys.stderr)
+        return 2
+    _setup_logging(args.log_level)
+
+    import uvicorn
+
+    from modulemesh import telemetry
+    from modulemesh.router.app import RouterApp
+
+    tel = telemetry.setup(f"modulemesh-router-{resolved.name}", component="router")
+    try:
+        app = RouterApp(
+            resolved, tracer=tel.tracer if tel.tracing else None, poll_interval=args.poll_interval
+        )
+    except (ValueError, CelError) as exc:
+        print(f"modulemesh router: graph {resolved.name!r}: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        timeout_keep_alive=75,
+        server_header=False,
+        date_header=False,
+    )
+    return 0

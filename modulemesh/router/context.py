@@ -1,0 +1,143 @@
+"""Per-request state the nodes share: tensors of the request, tags, priority, deadline, trace.
+
+One :class:`RequestContext` per request. It is a plain slotted object, built once from the
+parsed headers, so the hot path allocates little; the CEL view of the request is only built
+when a condition asks for it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from modulemesh.api.graph import Priority
+from modulemesh.cel import RequestVars, TensorVars
+from modulemesh.oip import datatype_of
+
+__all__ = ["Output", "RequestContext", "Tensors"]
+
+Tensors = dict[str, np.ndarray[Any, Any]]
+
+
+class Output:
+    """What a node or module produced: tensors, the module that made them, its confidence."""
+
+    __slots__ = ("_confidence", "confidence_output", "module", "tensors")
+
+    def __init__(self, tensors: Tensors, module: str, confidence_output: str | None = None) -> None:
+        self.tensors = tensors
+        self.module = module
+        self.confidence_output = confidence_output
+        self._confidence: float | bool | None = False  # False: not computed yet
+
+    @property
+    def confidence(self) -> float | None:
+        """Lowest per-row max probability of a distribution-like output; None when unknown.
+
+        The lowest row wins so that a batch escalates (cascade) when any row is unsure.
+        """
+        if self._confidence is False:
+            self._confidence = _confidence(self.tensors, self.confidence_output)
+        value = self._confidence
+        return None if value is None or isinstance(value, bool) else value
+
+    def cel(self) -> dict[str, Any]:
+        """The CEL ``output`` variable."""
+        return {
+            "confidence": self.confidence,
+            "outputs": {k: v.ravel().tolist() for k, v in self.tensors.items()},
+            "module": self.module,
+        }
+
+
+def _confidence(tensors: Tensors, name: str | None) -> float | None:
+    candidates = [tensors[name]] if name is not None and name in tensors else tensors.values()
+    for array in candidates:
+        if array.dtype.kind != "f" or array.ndim == 0 or array.size == 0:
+            continue
+        rows = array.reshape(-1, array.shape[-1]) if array.ndim > 1 else array.reshape(1, -1)
+        if rows.shape[1] < 2 and name is None:
+            continue
+        if name is None and (
+            float(rows.min()) < -1e-4
+            or float(rows.max()) > 1 + 1e-4
+            or not np.allclose(rows.sum(axis=1), 1.0, atol=1e-3)
+        ):
+            continue
+        return float(rows.max(axis=1).min())
+    return None
+
+
+class RequestContext:
+    """Everything about one request that nodes and calls need."""
+
+    __slots__ = (
+        "_request_vars",
+        "current_node",
+        "deadline",
+        "explain",
+        "headers",
+        "inputs",
+        "parameters",
+        "priority",
+        "started",
+        "tags",
+        "timeout_ms",
+        "trace_headers",
+    )
+
+    def __init__(
+        self,
+        *,
+        inputs: Tensors,
+        headers: dict[str, str],
+        tags: frozenset[str],
+        priority: Priority,
+        parameters: dict[str, Any],
+        timeout_ms: float,
+        explain: bool,
+        trace_headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        self.inputs = inputs
+        self.headers = headers
+        self.tags = tags
+        self.priority = priority
+        self.parameters = parameters
+        self.started = time.monotonic()
+        self.timeout_ms = timeout_ms
+        self.deadline = self.started + timeout_ms / 1000.0
+        self.explain: list[dict[str, Any]] | None = [] if explain else None
+        self.trace_headers = trace_headers
+        self.current_node = ""
+        self._request_vars: RequestVars | None = None
+
+    def remaining(self) -> float:
+        """Seconds left before the request's deadline (negative once past it)."""
+        return self.deadline - time.monotonic()
+
+    def note(self, event: str, **fields: Any) -> None:
+        """Add one entry to the explain trace (a no-op unless explain was asked for)."""
+        if self.explain is not None:
+            self.explain.append({"event": event, **fields})
+
+    def request_vars(self) -> RequestVars:
+        """The CEL ``request`` variable, built on first use."""
+        if self._request_vars is None:
+            inputs: dict[str, TensorVars] = {
+                name: {
+                    "shape": list(array.shape),
+                    "datatype": datatype_of(array),
+                    "data": array.ravel().tolist(),
+                }
+                for name, array in self.inputs.items()
+            }
+            self._request_vars = {
+                "headers": self.headers,
+                "tags": sorted(self.tags),
+                "priority": self.priority.value,
+                "parameters": self.parameters,
+                "inputs": inputs,
+            }
+        return self._request_vars

@@ -1,0 +1,335 @@
+"""Runs the routing tree: node dispatch, and every module call with its resilience.
+
+A module call goes through, in order: privacy clearance (fail closed), health by envelope,
+the circuit breaker, the result cache, then attempts with per-call timeout bounded by the
+request deadline and retries within the budget. Whenever the module cannot serve the call
+(not cleared, unhealthy, ejected, failing, too slow) its declared ``fallback`` is tried,
+transitively; otherwise the error names the node, the step and the module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Tracer
+
+from modulemesh import headers
+from modulemesh.api.graph import CascadeNode, Module, Node, SwitchNode, Target, ValidateNode
+from modulemesh.api.resolved import ResolvedGraph
+from modulemesh.cel import Condition, Environment, compile_condition
+from modulemesh.envelope import State
+from modulemesh.router.cache import ResultCache, input_digest
+from modulemesh.router.client import ModuleClient
+from modulemesh.router.context import Output, RequestContext, Tensors
+from modulemesh.router.envelopes import EnvelopeStore
+from modulemesh.router.errors import RouteError
+from modulemesh.router.metrics import RouterMetrics
+from modulemesh.router.privacy import Privacy
+from modulemesh.router.resilience import Breaker, RetryBudget
+from modulemesh.telemetry import inject
+
+__all__ = ["Executor"]
+
+_log = logging.getLogger("modulemesh.router")
+
+Handler = Callable[["Executor", Any, RequestContext, Tensors], Awaitable[Output]]
+
+
+class Executor:
+    """One graph's routing tree, ready to run requests."""
+
+    def __init__(
+        self,
+        resolved: ResolvedGraph,
+        *,
+        tracer: Tracer | None = None,
+        metrics: RouterMetrics | None = None,
+    ) -> None:
+        from modulemesh.router.nodes import HANDLERS
+
+        spec = resolved.spec
+        self.graph = resolved.name
+        self.spec = spec
+        self.policy = spec.policy
+        self.modules: dict[str, Module] = {m.name: m for m in spec.modules}
+        self.nodes: dict[str, Node] = {n.name: n for n in spec.routing.nodes}
+        missing = sorted(set(self.modules) - set(resolved.endpoints))
+        if missing:
+            raise ValueError(f"resolved graph has no endpoint for module(s) {', '.join(missing)}")
+        self.envelopes = EnvelopeStore(self.modules)
+        self.clients = {
+            name: ModuleClient(name, resolved.endpoints[name], self.envelopes[name])
+            for name in self.modules
+        }
+        self.breakers = {name: Breaker(self.policy.circuit_breaker) for name in self.modules}
+        self.budgets = {name: RetryBudget(self.policy.retries) for name in self.modules}
+        self.privacy = Privacy(resolved.gates, self.modules)
+        cache = self.policy.cache
+        self.cache = ResultCache(cache.max_entries, cache.ttl_seconds) if cache.enabled else None
+        self.conditions = _compile_conditions(spec.routing.nodes)
+        self.handlers: dict[str, Handler] = HANDLERS
+        self.tracer = tracer
+        self.metrics = metrics
+        self.background: set[asyncio.Task[Any]] = set()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self, poll_interval: float = 2.0) -> None:
+        """Open connection pools and start envelope polling (inside the running loop)."""
+        for client in self.clients.values():
+            client.start()
+        self.envelopes.start(self._fetch_envelope, poll_interval)
+
+    async def stop(self) -> None:
+        """Stop polling, cancel mirrors, close pools."""
+        await self.envelopes.stop()
+        for task in list(self.background):
+            task.cancel()
+        for client in self.clients.values():
+            client.close()
+
+    async def _fetch_envelope(self, module: str) -> tuple[int, bytes]:
+        return await self.clients[module].get("/envelope", timeout=2.0)
+
+    def spawn(self, coro: Awaitable[Any]) -> None:
+        """Run ``coro`` in the background (mirrors), keeping a reference until it ends."""
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    # -- nodes ----------------------------------------------------------------------------------
+
+    async def run_node(self, name: str, ctx: RequestContext, inputs: Tensors) -> Output:
+        """Run node ``name`` on ``inputs``."""
+        node = self.nodes[name]
+        previous, ctx.current_node = ctx.current_node, name
+        ctx.note("node", node=name, type=node.type)
+        try:
+            with self._span(
+                f"node {name}", {"modulemesh.node": name, "modulemesh.node.type": node.type}
+            ):
+                return await self.handlers[node.type](self, node, ctx, inputs)
+        finally:
+            ctx.current_node = previous
+
+    async def call(
+        self, target: Target, ctx: RequestContext, inputs: Tensors, *, node: str, step: str
+    ) -> Output:
+        """Call a step's target: a module (with resilience) or another node."""
+        if target.module is not None:
+            return await self.call_module(target.module, ctx, inputs, node=node, step=step)
+        return await self.run_node(str(target.node), ctx, inputs)
+
+    def condition(self, node: str, key: str | int) -> Condition:
+        """The compiled condition of a node (switch case index, ``escalate``, ``accept``)."""
+        return self.conditions[(node, key)]
+
+    # -- module calls ---------------------------------------------------------------------------
+
+    async def call_module(
+        self, name: str, ctx: RequestContext, inputs: Tensors, *, node: str, step: str
+    ) -> Output:
+        """Call module ``name``, or its fallbacks, for one step of ``node``."""
+        tried: list[str] = []
+        current = name
+        where = f"node {node!r} step {step!r}"
+        while True:
+            tried.append(current)
+            refusal = self._refusal(current, ctx, where)
+            if refusal is None:
+                try:
+                    return await self._attempts(current, ctx, inputs, node, step, where)
+                except RouteError as exc:
+                    if not exc.fallback:
+                        raise
+                    refusal = exc
+            fallback = self.modules[current].fallback
+            if fallback is None or fallback in tried:
+                if refusal.status == 403:
+                    refusal = RouteError(
+                        403,
+                        f"{refusal.message}; no cleared fallback, refused (fail closed)",
+                        node=node, module=current,
+                    )  # fmt: skip
+                raise refusal
+            ctx.note("fallback", node=node, step=step, module=current, to=fallback,
+                     reason=refusal.message)  # fmt: skip
+            if self.metrics is not None:
+                kind = {403: "privacy", 503: "unavailable", 504: "timeout"}.get(
+                    refusal.status, "error"
+                )
+                self.metrics.fallbacks.labels(self.graph, current, fallback, kind).inc()
+            current = fallback
+
+    def _refusal(self, module: str, ctx: RequestContext, where: str) -> RouteError | None:
+        """Why ``module`` must not be called for this request (privacy, health), or None."""
+        if ctx.tags:
+            verdict = self.privacy.check(module, ctx.tags)
+            if not verdict.allowed or verdict.dryrun or self.privacy.log_allowed:
+                trace_id = _trace_id(ctx)
+                self.privacy.record(module, ctx.tags, verdict, trace_id)
+            if not verdict.allowed:
+                ctx.note("privacy", module=module, decision="deny", reason=verdict.reason)
+                return RouteError(403, f"{where}: {verdict.reason}", module=module, fallback=True)
+            if verdict.dryrun:
+                ctx.note("privacy", module=module, decision="dryrun-deny", reason=verdict.reason)
+        if self.modules[module].fallback is not None:
+            env = self.envelopes[module].latest()
+            if env is not None and env.state is State.UNHEALTHY:
+                current = self.envelopes.state(module)
+                if current.state is State.UNHEALTHY:
+                    return RouteError(
+                        503,
+                        f"{where}: module {module!r} is Unhealthy by its envelope "
+                        f"({current.reason or 'no reason given'})",
+                        module=module, fallback=True,
+                    )  # fmt: skip
+        return None
+
+    async def _attempts(
+        self, module: str, ctx: RequestContext, inputs: Tensors, node: str, step: str, where: str
+    ) -> Output:
+        spec = self.modules[module]
+        digest: bytes | None = None
+        if self.cache is not None and (not ctx.tags or self.privacy.cacheable(ctx.tags)):
+            digest = input_digest(inputs)
+            cached = self.cache.get(module, spec.version, digest)
+            if self.metrics is not None:
+                self.metrics.cache.labels(self.graph, "miss" if cached is None else "hit").inc()
+            if cached is not None:
+                ctx.note("cache", node=node, step=step, module=module, result="hit")
+                return Output(cached, module, spec.confidence_output)
+        elif self.cache is not None:
+            ctx.note("cache", node=node, step=step, module=module, result="bypass",
+                     reason="tagged request; a gate does not allow caching")  # fmt: skip
+        client = self.clients[module]
+        breaker = self.breakers[module]
+        budget = self.budgets[module]
+        retries = self.policy.retries
+        call_timeout = (spec.timeout_ms or self.policy.call_timeout_ms) / 1000.0
+        tags = ",".join(sorted(ctx.tags)) if ctx.tags else None
+        budget.call()
+        attempt = 0
+        while True:
+            attempt += 1
+            remaining = ctx.remaining()
+            if remaining <= 0:
+                raise self.deadline_error(ctx, node, module)
+            why = breaker.acquire()
+            if why is not None:
+                ctx.note("call", node=node, step=step, module=module, attempt=attempt,
+                         outcome="ejected", reason=why)  # fmt: skip
+                raise RouteError(503, f"{where}: module {module!r} {why}", module=module,
+                                 fallback=True, retry_after=max(1, int(breaker.ejected_for() + 0.999)))  # fmt: skip
+            timeout = min(call_timeout, remaining)
+            started = time.perf_counter()
+            try:
+                with self._span(f"call {module}", {
+                    "modulemesh.module": module, "modulemesh.node": node,
+                    "modulemesh.step": step, "modulemesh.attempt": attempt,
+                }, kind=SpanKind.CLIENT):  # fmt: skip
+                    outputs, version = await client.infer(
+                        inputs, timeout=timeout, tags=tags,
+                        trace=self._trace_headers(ctx), where=where,
+                    )  # fmt: skip
+            except RouteError as exc:
+                elapsed = time.perf_counter() - started
+                if exc.breaker:
+                    breaker.failure()
+                else:
+                    breaker.release()
+                outcome = "timeout" if exc.status == 504 else "error"
+                if self.metrics is not None:
+                    self.metrics.call(module, outcome, elapsed)
+                ctx.note("call", node=node, step=step, module=module, attempt=attempt,
+                         outcome=outcome, status=exc.status, ms=round(elapsed * 1000, 3),
+                         error=exc.message)  # fmt: skip
+                if exc.status == 504 and timeout < call_timeout:
+                    raise self.deadline_error(ctx, node, module) from None
+                if exc.retryable and attempt <= retries.attempts and budget.try_retry():
+                    backoff = retries.backoff_ms / 1000.0 * (2 ** (attempt - 1))
+                    backoff *= 0.5 + random.random()
+                    if ctx.remaining() > backoff:
+                        ctx.note("retry", node=node, step=step, module=module,
+                                 attempt=attempt + 1, backoffMs=round(backoff * 1000, 3))  # fmt: skip
+                        await asyncio.sleep(backoff)
+                        continue
+                exc.node = node
+                raise
+            except BaseException:
+                breaker.release()
+                raise
+            elapsed = time.perf_counter() - started
+            breaker.success()
+            if self.metrics is not None:
+                self.metrics.call(module, "ok", elapsed)
+            if ctx.explain is not None:
+                ctx.note("call", node=node, step=step, module=module, attempt=attempt,
+                         outcome="ok", version=version, ms=round(elapsed * 1000, 3))  # fmt: skip
+            if digest is not None and self.cache is not None:
+                self.cache.put(module, spec.version, digest, outputs)
+            return Output(outputs, module, spec.confidence_output)
+
+    def deadline_error(
+        self, ctx: RequestContext, node: str, module: str | None = None
+    ) -> RouteError:
+        """504 naming the node (and module) where the request's deadline ran out."""
+        at = f" calling module {module!r}" if module else ""
+        return RouteError(
+            504,
+            f"deadline of {ctx.timeout_ms:.0f} ms exceeded in node {node!r}{at}",
+            node=node, module=module, fallback=False,
+        )  # fmt: skip
+
+    # -- telemetry ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _span(
+        self, name: str, attributes: dict[str, Any], kind: SpanKind = SpanKind.INTERNAL
+    ) -> Iterator[None]:
+        if self.tracer is None:
+            yield
+            return
+        with self.tracer.start_as_current_span(name, kind=kind, attributes=attributes):
+            yield
+
+    def _trace_headers(self, ctx: RequestContext) -> list[tuple[bytes, bytes]]:
+        if self.tracer is None:
+            return ctx.trace_headers
+        carrier: dict[str, str] = {}
+        inject(carrier)
+        return [(k.encode(), v.encode()) for k, v in carrier.items()]
+
+
+def _trace_id(ctx: RequestContext) -> str | None:
+    span_context = trace.get_current_span().get_span_context()
+    if span_context.is_valid:
+        return f"{span_context.trace_id:032x}"
+    for name, value in ctx.trace_headers:
+        if name == headers.TRACEPARENT.encode():
+            from modulemesh.telemetry import trace_id_from_traceparent
+
+            return trace_id_from_traceparent(value)
+    return None
+
+
+def _compile_conditions(nodes: list[Node]) -> dict[tuple[str, str | int], Condition]:
+    out: dict[tuple[str, str | int], Condition] = {}
+    for node in nodes:
+        if isinstance(node, SwitchNode):
+            for i, case in enumerate(node.cases):
+                out[(node.name, i)] = compile_condition(case.when, Environment.SWITCH)
+        elif isinstance(node, CascadeNode):
+            out[(node.name, "escalate")] = compile_condition(
+                node.escalate_when, Environment.ESCALATE
+            )
+        elif isinstance(node, ValidateNode):
+            out[(node.name, "accept")] = compile_condition(node.accept_when, Environment.ACCEPT)
+    return out

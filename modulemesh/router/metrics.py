@@ -1,0 +1,77 @@
+"""Router metrics per graph and module, in a registry of their own (served at ``/metrics``).
+
+Label children are resolved once per (module, outcome), so counting a call is a dict lookup
+and an increment, not a label resolution.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["RouterMetrics"]
+
+_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class RouterMetrics:
+    """Counters and histograms for one graph's router."""
+
+    def __init__(self, graph: str) -> None:
+        self.graph = graph
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "modulemesh_router_requests", "Graph requests by HTTP status.",
+            ["graph", "code"], registry=self.registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "modulemesh_router_request_seconds", "Graph request latency.",
+            ["graph"], buckets=_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.calls = Counter(
+            "modulemesh_router_module_calls", "Module calls by outcome (ok, error, timeout).",
+            ["graph", "module", "outcome"], registry=self.registry,
+        )  # fmt: skip
+        self.call_latency = Histogram(
+            "modulemesh_router_module_call_seconds", "Module call latency.",
+            ["graph", "module"], buckets=_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.fallbacks = Counter(
+            "modulemesh_router_fallbacks", "Calls sent to a declared fallback, by reason kind.",
+            ["graph", "module", "to", "reason"], registry=self.registry,
+        )  # fmt: skip
+        self.cache = Counter(
+            "modulemesh_router_cache", "Result cache lookups (hit, miss).",
+            ["graph", "result"], registry=self.registry,
+        )  # fmt: skip
+        self.shed = Counter(
+            "modulemesh_router_shed", "Requests refused with 429 by priority.",
+            ["graph", "priority"], registry=self.registry,
+        )  # fmt: skip
+        self.in_flight = Gauge(
+            "modulemesh_router_in_flight", "Graph requests in flight.",
+            ["graph"], registry=self.registry,
+        )  # fmt: skip
+        self._latency = self.latency.labels(graph)
+        self._codes: dict[int, Counter] = {}
+        self._calls: dict[tuple[str, str], Counter] = {}
+        self._call_latency: dict[str, Histogram] = {}
+
+    def request(self, status: int, seconds: float) -> None:
+        """Count one graph request."""
+        child = self._codes.get(status)
+        if child is None:
+            child = self._codes[status] = self.requests.labels(self.graph, str(status))
+        child.inc()
+        self._latency.observe(seconds)
+
+    def call(self, module: str, outcome: str, seconds: float) -> None:
+        """Count one module call."""
+        key = (module, outcome)
+        child = self._calls.get(key)
+        if child is None:
+            child = self._calls[key] = self.calls.labels(self.graph, module, outcome)
+        child.inc()
+        hist = self._call_latency.get(module)
+        if hist is None:
+            hist = self._call_latency[module] = self.call_latency.labels(self.graph, module)
+        hist.observe(seconds)

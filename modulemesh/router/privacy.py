@@ -1,0 +1,129 @@
+"""Privacy-aware routing: which tags a request carries and which modules may receive it.
+
+Tags come from ``x-modulemesh-tags`` and from the header classifiers of the graph's gates. A
+module may receive a tagged request only when every tag is in its clearance and, for tags
+whose gate restricts regions, the module's region is one of them (a module without a region
+is outside every restricted region: fail closed). A violation of a tag whose every gate is
+in ``dryrun`` mode is recorded and let through; anything else is denied. Decisions are
+memoised per (module, tags): they depend on nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from modulemesh import audit
+from modulemesh.api.gate import GateMode, GateTag, PrivacyGateSpec
+from modulemesh.api.graph import Module
+from modulemesh.audit import Decision
+
+__all__ = ["Clearance", "Privacy"]
+
+COMPONENT = "router"
+
+
+@dataclass(frozen=True, slots=True)
+class Clearance:
+    """The verdict for one module and one tag set."""
+
+    allowed: bool
+    reason: str
+    dryrun: bool = False
+    """Allowed only because the violated gates are in dry-run mode."""
+
+
+_CLEAR = Clearance(True, "")
+
+
+class Privacy:
+    """The gates of one graph, compiled for per-request use."""
+
+    def __init__(self, gates: Mapping[str, PrivacyGateSpec], modules: Mapping[str, Module]):
+        self._modules = modules
+        self._tags: dict[str, list[tuple[str, GateMode, GateTag]]] = {}
+        self._classifiers: list[tuple[str, str, frozenset[str] | None]] = []
+        self.log_allowed = any(g.audit.log_allowed for g in gates.values())
+        for gate_name, gate in gates.items():
+            for tag in gate.tags:
+                self._tags.setdefault(tag.name, []).append((gate_name, gate.mode, tag))
+                for c in tag.classifiers:
+                    values = None if c.values is None else frozenset(v.lower() for v in c.values)
+                    self._classifiers.append((c.header.lower(), tag.name, values))
+        self._memo: dict[tuple[str, frozenset[str]], Clearance] = {}
+
+    def classify(self, headers: Mapping[str, str], declared: frozenset[str]) -> frozenset[str]:
+        """The request's tags: those it declares plus those the gates' classifiers give it."""
+        if not self._classifiers:
+            return declared
+        found = set(declared)
+        for header, tag, values in self._classifiers:
+            value = headers.get(header)
+            if value is not None and (values is None or value.strip().lower() in values):
+                found.add(tag)
+        return frozenset(found)
+
+    def check(self, module: str, tags: frozenset[str]) -> Clearance:
+        """Whether ``module`` may receive a request with ``tags``."""
+        if not tags:
+            return _CLEAR
+        key = (module, tags)
+        verdict = self._memo.get(key)
+        if verdict is None:
+            verdict = self._check(self._modules[module], tags)
+            if len(self._memo) < 4096:
+                self._memo[key] = verdict
+        return verdict
+
+    def _check(self, module: Module, tags: frozenset[str]) -> Clearance:
+        clearance = set(module.clearance)
+        problems: list[str] = []
+        enforced = False
+        for tag in sorted(tags):
+            defs = self._tags.get(tag, [])
+            tag_enforced = not defs or any(mode is GateMode.ENFORCE for _, mode, _ in defs)
+            if tag not in clearance:
+                problems.append(f"tag {tag!r} is not in its clearance {sorted(clearance)}")
+                enforced = enforced or tag_enforced
+                continue
+            for gate_name, mode, gate_tag in defs:
+                regions = gate_tag.allowed_regions
+                if regions is not None and module.region not in regions:
+                    where = "has no region" if module.region is None else f"is in {module.region!r}"
+                    problems.append(
+                        f"tag {tag!r} may only be processed in {sorted(regions)} "
+                        f"(gate {gate_name!r}) but the module {where}"
+                    )
+                    enforced = enforced or mode is GateMode.ENFORCE
+        if not problems:
+            return _CLEAR
+        reason = f"module {module.name!r} is not cleared: " + "; ".join(problems)
+        return Clearance(not enforced, reason, dryrun=not enforced)
+
+    def cacheable(self, tags: frozenset[str]) -> bool:
+        """Results for ``tags`` may be cached: untagged, or every gate marks every tag cacheable."""
+        for tag in tags:
+            defs = self._tags.get(tag)
+            if not defs or not all(gate_tag.cacheable for _, _, gate_tag in defs):
+                return False
+        return True
+
+    def record(
+        self, module: str, tags: frozenset[str], verdict: Clearance, trace_id: str | None
+    ) -> None:
+        """Emit the audit record of a decision (allowed ones only when a gate asks for them)."""
+        if verdict.allowed and not verdict.dryrun:
+            if not self.log_allowed:
+                return
+            decision, reason = Decision.ALLOW, "cleared"
+        else:
+            decision = Decision.DRYRUN_DENY if verdict.dryrun else Decision.DENY
+            reason = verdict.reason
+        audit.emit(
+            component=COMPONENT,
+            module=module,
+            tags=tags,
+            decision=decision,
+            reason=reason,
+            trace_id=trace_id,
+        )
