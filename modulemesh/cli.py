@@ -37,6 +37,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "modulemesh.localmesh.command",
         "Run a ModuleGraph locally: runtimes, sidecars, router.",
     ),
+    "infer": ("modulemesh.router.infer_command", "Send one inference request to a graph's router."),
     "operator": ("modulemesh.operator.command", "Run the Kubernetes operator (kopf)."),
     "status": (
         "modulemesh.operator.status_command",

@@ -6,6 +6,7 @@ so a crashed runtime comes back on its own, as it would under a Deployment.
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import threading
@@ -17,7 +18,7 @@ from modulemesh.api.errors import Severity
 from modulemesh.api.loader import load_files
 from modulemesh.api.validation import validate_graph
 from modulemesh.localmesh.plan import MeshPlan, PlanError, free_port, plan_mesh
-from modulemesh.localmesh.supervisor import Mesh, MeshError
+from modulemesh.localmesh.supervisor import Mesh, MeshError, _get
 
 __all__ = ["build_missing", "run_mesh"]
 
@@ -132,12 +133,27 @@ def _print_ready(mesh: Mesh) -> None:
         _say("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     plan = mesh.plan
     name = plan.graph.metadata.name
-    first = plan.modules[0].name
+    base = f"http://127.0.0.1:{plan.router_port}/v2/models/{name}"
     _say(f"\ngraph {name!r} ready: {plan.endpoint}")
-    _say(f"  metadata:  curl -s http://127.0.0.1:{plan.router_port}/v2/models/{name}")
+    _say(f"  metadata:  curl -s {base}")
     _say(f"  envelopes: curl -s http://127.0.0.1:{plan.router_port}/envelopes")
-    _say(f"  infer:     modulemesh infer http://127.0.0.1:{plan.router_port}/v2/models/{name} "
-         f"--input NAME=1,2,3 --explain   (inputs: see metadata; first module {first!r})")  # fmt: skip
+    status, metadata = _get(base, timeout=5.0)
+    inputs = metadata.get("inputs", []) if status == 200 and isinstance(metadata, dict) else []
+    if inputs:
+        tensors = []
+        for t in inputs:
+            width = t.get("shape", [-1])[-1]
+            width = width if isinstance(width, int) and width > 0 else 1
+            tensors.append({"name": t["name"], "datatype": t["datatype"], "shape": [1, width],
+                            "data": [0.5] * width})  # fmt: skip
+        body = json.dumps({"inputs": tensors}, separators=(",", ":"))
+        _say(
+            f"  curl:      curl -s -X POST {plan.endpoint} -H 'x-modulemesh-explain: 1' -d '{body}'"
+        )
+        values = ",".join(["0.5"] * tensors[0]["shape"][1])
+        _say(
+            f"  infer:     modulemesh infer {base} --input {tensors[0]['name']}={values} --explain"
+        )
     _say("Ctrl-C stops every process.")
 
 
