@@ -3,6 +3,7 @@ Services, the router and the NetworkPolicy; and that the output is owner-agnosti
 
 from __future__ import annotations
 
+import argparse
 import copy
 import hashlib
 import json
@@ -13,6 +14,7 @@ from modulemesh.api.resolved import ResolvedGraph
 from modulemesh.operator import naming
 from modulemesh.operator.render import CONFIG_HASH_ANNOTATION, graph_endpoint, render
 from modulemesh.operator.settings import RenderSettings
+from modulemesh.router import command as router_command
 
 TWO = [{"name": "emb", "model": {"path": "e.onnx"}}, {"name": "clf", "model": {"path": "c.onnx"}}]
 
@@ -105,9 +107,11 @@ def test_router_runs_the_mounted_resolved_graph(settings: RenderSettings) -> Non
     router = container(pod, "router")
     assert deployment["spec"]["replicas"] == 2
     assert router["image"] == settings.image_sidecar
-    assert router["args"][0] == "router"
-    assert "--config=/etc/modulemesh/resolved.json" in router["args"]
-    assert "--port=8080" in router["args"]
+    assert router["command"] == ["modulemesh"] and router["args"][0] == "router"
+    parser = argparse.ArgumentParser()
+    router_command.configure(parser)  # the router's own parser: every flag must exist
+    args = parser.parse_args(router["args"][1:])
+    assert (args.config, args.host, args.port) == ("/etc/modulemesh/resolved.json", "0.0.0.0", 8080)
     assert router["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
     assert router["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     assert router["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
