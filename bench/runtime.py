@@ -1,0 +1,404 @@
+"""Benchmark of the module runtime against its ceiling and against KServe, in one run.
+
+Same ONNX model (``zoo.mlp``, sized so inference dominates a batch of 32), same closed-loop
+load (N keep-alive connections, each sending its next one-row JSON request as soon as the
+previous answer arrives) at each concurrency:
+
+(a) onnxruntime in-process at the mean batch size (b) achieved: the ceiling;
+(b) ``modulemesh runtime`` with dynamic batching;
+(c) ``modulemesh runtime`` with batching off (``--max-batch-size 1``);
+(d) KServe's Python ModelServer (``kserve`` from PyPI) serving the same onnxruntime session
+    from a ``kserve.Model`` whose ``predict`` calls ``session.run``.
+
+The load generator is a raw asyncio HTTP/1.1 client with pre-encoded requests; to show it is
+not the bottleneck it is also run against the runtime's trivial ``/v2/health/live`` and its
+own CPU use is reported for every point.
+
+KServe pins older protobuf than the shared venv, so it lives in its own venv and runs this
+same file in ``--serve-kserve`` mode (only stdlib at module level for that reason)::
+
+    python3 -m venv /work/kserve-venv && /work/kserve-venv/bin/pip install kserve onnxruntime
+    .venv/bin/python bench/runtime.py --kserve-python /work/kserve-venv/bin/python
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# --------------------------------------------------------------------------- KServe server
+
+
+def serve_kserve(model_path: str, port: int, name: str) -> None:
+    """Run KServe's ModelServer with one sync ``predict`` over an onnxruntime session."""
+    import kserve
+    import onnxruntime as ort
+    from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+
+    class OnnxModel(kserve.Model):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__(name)
+            self.session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+            self.ready = True
+
+        def predict(
+            self, payload: InferRequest, headers: dict[str, str] | None = None
+        ) -> InferResponse:
+            feed = {tensor.name: tensor.as_numpy() for tensor in payload.inputs}
+            names = [o.name for o in self.session.get_outputs()]
+            results = self.session.run(names, feed)
+            outputs = [
+                InferOutput(name=n, shape=list(r.shape), datatype="FP32", data=r)
+                for n, r in zip(names, results, strict=True)
+            ]
+            return InferResponse(
+                response_id=payload.id or "", model_name=name, infer_outputs=outputs
+            )
+
+    kserve.ModelServer(
+        http_port=port, enable_grpc=False, workers=1, enable_latency_logging=False
+    ).start([OnnxModel()])
+
+
+# --------------------------------------------------------------------------- load generator
+
+
+@dataclass
+class Point:
+    """One measured point: closed-loop load at one concurrency against one target."""
+
+    requests: int
+    errors: int
+    seconds: float
+    p50: float
+    p99: float
+    client_cpu: float
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    status_line = await reader.readline()
+    if not status_line:
+        raise ConnectionError("server closed the connection")
+    status = int(status_line.split()[1])
+    length = 0
+    while True:
+        line = await reader.readline()
+        if line in (b"\r\n", b"\n", b""):
+            break
+        key, _, value = line.partition(b":")
+        if key.strip().lower() == b"content-length":
+            length = int(value)
+    await reader.readexactly(length)
+    return status
+
+
+async def _closed_loop(
+    port: int, raw: bytes, concurrency: int, warmup: float, duration: float
+) -> Point:
+    latencies: list[float] = []
+    errors = 0
+    started = time.perf_counter()
+    measure_from = started + warmup
+    stop_at = measure_from + duration
+
+    async def connection() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while True:
+                t0 = time.perf_counter()
+                if t0 >= stop_at:
+                    return
+                writer.write(raw)
+                status = await _read_response(reader)
+                t1 = time.perf_counter()
+                # Count what completes inside the window, whenever it was sent.
+                if measure_from <= t1 <= stop_at:
+                    if status == 200:
+                        latencies.append(t1 - t0)
+                    else:
+                        errors += 1
+        finally:
+            writer.close()
+
+    cpu0 = time.process_time()
+    await asyncio.sleep(0)
+    await asyncio.gather(*(connection() for _ in range(concurrency)))
+    cpu = time.process_time() - cpu0
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    if not latencies:
+        return Point(0, errors, duration, 0.0, 0.0, cpu / elapsed)
+    return Point(
+        requests=len(latencies),
+        errors=errors,
+        seconds=duration,
+        p50=latencies[len(latencies) // 2],
+        p99=latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+        client_cpu=cpu / elapsed,
+    )
+
+
+def _http_request(method: str, path: str, body: bytes = b"") -> bytes:
+    head = (
+        f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def measure(port: int, raw: bytes, concurrency: int, warmup: float, duration: float) -> Point:
+    """Closed-loop load on a fresh uvloop; returns throughput, latencies and client CPU."""
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(_closed_loop(port, raw, concurrency, warmup, duration))
+
+
+# --------------------------------------------------------------------------- servers
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_ready(port: int, path: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"server on {port} not ready after {timeout}s")
+
+
+def _stats(port: int) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=5) as r:
+        stats: dict[str, Any] = json.load(r)
+        return stats
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _proc_cpu(pid: int) -> float:
+    """User+system CPU seconds of a process (and its threads) from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _ceiling(model_path: Path, batch: int, seconds: float) -> float:
+    """(a): rows/s of onnxruntime in-process at a given batch size."""
+    import numpy as np
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(1).standard_normal((batch, 256)).astype(np.float32)
+    for _ in range(3):
+        session.run(None, {"input": x})
+    runs = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        session.run(None, {"input": x})
+        runs += 1
+    return batch * runs / (time.perf_counter() - started)
+
+
+def _ratio(x: float, y: float) -> float:
+    return x / y if y else float("inf")
+
+
+def _row(label: str, c: int, point: Point, extra: str = "") -> str:
+    return (
+        f"| {label} | {c} | {point.rps:.0f} | {point.p50 * 1000:.1f} | {point.p99 * 1000:.1f} "
+        f"| {point.errors} | {point.client_cpu * 100:.0f}% | {extra} |"
+    )
+
+
+def run(args: argparse.Namespace) -> str:
+    """Measure every target; return the markdown results table and verdict."""
+    import numpy as np
+
+    from modulemesh import oip, zoo
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-runtime-"))
+    model_path = zoo.save(zoo.mlp(hidden=args.hidden), workdir / "mlp.onnx")
+    x = np.random.default_rng(0).standard_normal((1, 256)).astype(np.float32)
+    body, _ = oip.encode_request({"input": x})
+    infer = _http_request("POST", "/v2/models/mlp/infer", body)
+    conc = [int(c) for c in args.concurrency.split(",")]
+    lines: list[str] = []
+    results: dict[str, dict[int, Point]] = {}
+    batches: dict[int, float] = {}
+    server_cpu: dict[str, dict[int, float]] = {}
+
+    def runtime_cmd(port: int, max_batch: int) -> list[str]:
+        return [
+            sys.executable, "-m", "modulemesh", "runtime", "--model", str(model_path),
+            "--name", "mlp", "--port", str(port), "--max-batch-size", str(max_batch),
+            "--max-delay-ms", str(args.max_delay_ms), "--max-queue", "1024",
+            "--log-level", "warning",
+        ]  # fmt: skip
+
+    targets: list[tuple[str, list[str] | None]] = [
+        ("b", None),
+        ("c", None),
+    ]
+    if args.kserve_python:
+        targets.append(("d", None))
+    generator_line = ""
+    for key, _ in targets:
+        port = _free_port()
+        if key == "b":
+            cmd = runtime_cmd(port, args.max_batch_size)
+        elif key == "c":
+            cmd = runtime_cmd(port, 1)
+        else:
+            cmd = [
+                args.kserve_python, str(Path(__file__).resolve()), "--serve-kserve",
+                str(model_path), "--port", str(port),
+            ]  # fmt: skip
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            _wait_ready(port, "/v2/models/mlp/ready", proc)
+            if key == "b":
+                live = _http_request("GET", "/v2/health/live")
+                gen = measure(port, live, 32, args.warmup, args.duration)
+                generator_line = (
+                    f"Load generator check: {gen.rps:.0f} req/s at concurrency 32 against the "
+                    f"runtime's trivial `/v2/health/live` (client CPU {gen.client_cpu * 100:.0f}% "
+                    "of one core)"
+                )
+                print(generator_line, flush=True)
+            results[key] = {}
+            server_cpu[key] = {}
+            for c in conc:
+                before = _stats(port) if key in ("b", "c") else None
+                cpu0 = _proc_cpu(proc.pid)
+                point = measure(port, infer, c, args.warmup, args.duration)
+                server_cpu[key][c] = (_proc_cpu(proc.pid) - cpu0) / (args.warmup + args.duration)
+                results[key][c] = point
+                if before is not None and key == "b":
+                    after = _stats(port)
+                    done = after["batches"] - before["batches"]
+                    batches[c] = (after["rows"] - before["rows"]) / max(1, done)
+                print(
+                    f"{key} c={c}: {point.rps:.0f} req/s p50 {point.p50 * 1000:.1f} ms "
+                    f"p99 {point.p99 * 1000:.1f} ms errors {point.errors} "
+                    f"client cpu {point.client_cpu * 100:.0f}% "
+                    f"server cpu {server_cpu[key][c] * 100:.0f}%"
+                    + (f" mean batch {batches[c]:.1f}" if key == "b" else ""),
+                    flush=True,
+                )
+        finally:
+            _stop(proc)
+    ceiling: dict[int, float] = {}
+    for c in conc:
+        ceiling[c] = _ceiling(model_path, max(1, round(batches[c])), args.duration)
+        print(f"a c={c}: batch {max(1, round(batches[c]))} -> {ceiling[c]:.0f} rows/s", flush=True)
+
+    lines.append("| target | concurrency | req/s | p50 ms | p99 ms | errors | client CPU | notes |")
+    lines.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for c in conc:
+        lines.append(
+            f"| (a) onnxruntime in-process | {c} | {ceiling[c]:.0f} | | | | | "
+            f"batch {max(1, round(batches[c]))} |"
+        )
+        b = results["b"][c]
+        ratio_a = _ratio(b.rps, ceiling[c])
+        lines.append(
+            _row(
+                "(b) runtime, batching", c, b, f"mean batch {batches[c]:.1f}; {ratio_a:.0%} of (a)"
+            )
+        )
+        cc = results["c"][c]
+        lines.append(
+            _row("(c) runtime, no batching", c, cc, f"(b)/(c) {_ratio(b.rps, cc.rps):.2f}x")
+        )
+        if "d" in results:
+            d = results["d"][c]
+            lines.append(
+                _row("(d) KServe ModelServer", c, d, f"(b)/(d) {_ratio(b.rps, d.rps):.2f}x")
+            )
+    lines.append("")
+    lines.append(generator_line + ".")
+    lines.append("")
+    c32 = 32 if 32 in conc else conc[-1]
+    b = results["b"][c32]
+    verdict = [
+        f"At concurrency {c32}: (b) = {b.rps:.0f} req/s, p99 {b.p99 * 1000:.1f} ms; "
+        f"(a) = {ceiling[c32]:.0f} rows/s -> (b)/(a) = **{_ratio(b.rps, ceiling[c32]):.2f}** "
+        "(target >= 0.70)."
+    ]
+    if "d" in results:
+        d = results["d"][c32]
+        verdict.append(
+            f"(d) = {d.rps:.0f} req/s, p99 {d.p99 * 1000:.1f} ms -> (b)/(d) = "
+            f"**{_ratio(b.rps, d.rps):.2f}x** (target >= 3x), p99 (b) {b.p99 * 1000:.1f} ms vs (d) "
+            f"{d.p99 * 1000:.1f} ms (target: no worse)."
+        )
+    lines.extend(verdict)
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--serve-kserve", metavar="MODEL", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--kserve-python", help="interpreter with kserve installed, for (d)")
+    parser.add_argument("--concurrency", default="1,8,32,64")
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds measured per point")
+    parser.add_argument("--warmup", type=float, default=0.5, help="seconds before measuring")
+    parser.add_argument("--hidden", type=int, default=2048, help="zoo.mlp hidden width")
+    parser.add_argument("--max-batch-size", type=int, default=64)
+    parser.add_argument("--max-delay-ms", type=float, default=2.0)
+    args, _ = parser.parse_known_args()
+    if args.serve_kserve:
+        serve_kserve(args.serve_kserve, args.port, "mlp")
+        return 0
+    sys.path.insert(0, str(ROOT))
+    table = run(args)
+    print()
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
