@@ -57,7 +57,9 @@ def test_latency_and_counts_match_a_known_load(models: dict[str, Path], tmp_path
         got = envelope["latency"][key]
         # The sidecar times a sub-interval of what the client times; its histogram is 1 % exact.
         assert got <= expected * 1.02, (key, got, expected)
-        assert got >= expected - max(0.002, 0.25 * expected), (key, got, expected)
+        # The rest is the client's and the servers' HTTP work, and CPU contention on a shared
+        # 2-core machine: bounded, but not tiny.
+        assert got >= expected - max(0.005, 0.35 * expected), (key, got, expected)
     assert envelope["latency"]["p50"] < envelope["latency"]["p95"]
 
 
