@@ -158,7 +158,7 @@ class Model:
     def run(self, inputs: Mapping[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:
         """Run the session on all outputs (blocking; call it off the event loop)."""
         feed = {
-            name: (array.astype(str) if array.dtype.kind == "O" else array)
+            name: (_as_strings(array) if array.dtype.kind == "O" else array)
             for name, array in inputs.items()
         }
         results = self.session.run(self.output_names, feed)
@@ -186,6 +186,12 @@ class Model:
             self.run(batch)
         if rows > 1 and self.batchable:
             self.run(self.synthetic_batch(1))
+
+
+def _as_strings(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """BYTES (object array of bytes) -> the str array onnxruntime wants for string tensors."""
+    flat = [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in array.flat]
+    return np.array(flat, dtype=object).reshape(array.shape)
 
 
 def _datatype_name(array: np.ndarray[Any, Any]) -> str:
