@@ -33,6 +33,7 @@ class RuntimeConfig:
     provider: str = "auto"
     intra_op_threads: int = 0
     inter_op_threads: int = 0
+    spinning: bool = True
     device_id: int = 0
     cache_dir: Path = Path.home() / ".cache" / "modulemesh" / "models"
     ca_bundle: str | None = None
@@ -91,6 +92,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add("--intra-op-threads", int, 0, "onnxruntime intra-op threads (0: onnxruntime decides)")
     add("--inter-op-threads", int, 0, "onnxruntime inter-op threads (0: onnxruntime decides)")
+    env_spin = os.environ.get(_env_name("--no-spinning"))
+    parser.add_argument(
+        "--no-spinning",
+        dest="spinning",
+        action="store_false",
+        default=not _truthy(env_spin) if env_spin else True,
+        help="stop onnxruntime's idle intra-op threads from spinning, leaving CPU to the "
+        f"HTTP loop on small machines (env {_env_name('--no-spinning')})",
+    )
     add("--device-id", int, 0, "GPU device id for CUDA/TensorRT")
     add("--cache-dir", Path, defaults.cache_dir, "where downloaded models are cached")
     add("--ca-bundle", str, None, "CA bundle (PEM) to verify https:// model downloads")
@@ -127,6 +137,7 @@ def from_args(args: argparse.Namespace) -> RuntimeConfig:
         provider=args.provider,
         intra_op_threads=args.intra_op_threads,
         inter_op_threads=args.inter_op_threads,
+        spinning=args.spinning,
         device_id=args.device_id,
         cache_dir=args.cache_dir,
         ca_bundle=args.ca_bundle,

@@ -225,6 +225,7 @@ def load(
     intra_op_threads: int,
     inter_op_threads: int,
     device_id: int,
+    spinning: bool = True,
 ) -> Model:
     """Create the onnxruntime session with the chosen providers and thread settings."""
     import onnxruntime as ort
@@ -237,6 +238,9 @@ def load(
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = inter_op_threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     providers = choose_providers(provider, ort.get_available_providers())
     provider_options = [
         {"device_id": str(device_id)} if p != "CPUExecutionProvider" else {} for p in providers

@@ -49,6 +49,7 @@ async def load_model(state: RuntimeState, config: RuntimeConfig) -> None:
                 provider=config.provider,
                 intra_op_threads=config.intra_op_threads,
                 inter_op_threads=config.inter_op_threads,
+                spinning=config.spinning,
                 device_id=config.device_id,
             )
 
