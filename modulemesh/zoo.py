@@ -23,6 +23,7 @@ __all__ = [
     "OPSET",
     "classifier",
     "embedder",
+    "identity",
     "mlp",
     "multi_input",
     "pooler",
@@ -237,6 +238,28 @@ def pooler(*, name: str = "pooler", version: str = "1") -> onnx.ModelProto:
         nodes,
         [_tensor("input", "length")],
         [_tensor("mean", 1)],
+        [],
+        version,
+    )
+
+
+def identity(
+    *,
+    name: str = "identity",
+    elem_type: int = TensorProto.FLOAT,
+    width: int = 4,
+    version: str = "1",
+) -> onnx.ModelProto:
+    """``output = input`` for any tensor element type (``TensorProto.*``), ``[batch, width]``.
+
+    Lets protocol tests push every datatype through a real server and get it back unchanged.
+    """
+    nodes = [helper.make_node("Identity", ["input"], ["output"])]
+    return _model(
+        name,
+        nodes,
+        [_tensor("input", width, elem_type)],
+        [_tensor("output", width, elem_type)],
         [],
         version,
     )
