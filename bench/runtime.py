@@ -43,7 +43,18 @@ ROOT = Path(__file__).resolve().parent.parent
 # --------------------------------------------------------------------------- KServe server
 
 
-def serve_kserve(model_path: str, port: int, name: str) -> None:
+def _session_options(spinning: bool) -> Any:
+    """The same onnxruntime session options for (a), (b), (c) and (d)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return options
+
+
+def serve_kserve(model_path: str, port: int, name: str, spinning: bool) -> None:
     """Run KServe's ModelServer with one sync ``predict`` over an onnxruntime session."""
     import kserve
     import onnxruntime as ort
@@ -52,7 +63,9 @@ def serve_kserve(model_path: str, port: int, name: str) -> None:
     class OnnxModel(kserve.Model):  # type: ignore[misc]
         def __init__(self) -> None:
             super().__init__(name)
-            self.session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(
+                model_path, _session_options(spinning), providers=["CPUExecutionProvider"]
+            )
             self.ready = True
 
         def predict(
@@ -231,12 +244,14 @@ def _proc_cpu(pid: int) -> float:
 # --------------------------------------------------------------------------- the run
 
 
-def _ceiling(model_path: Path, batch: int, seconds: float) -> float:
+def _ceiling(model_path: Path, batch: int, seconds: float, spinning: bool) -> float:
     """(a): rows/s of onnxruntime in-process at a given batch size."""
     import numpy as np
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(model_path), _session_options(spinning), providers=["CPUExecutionProvider"]
+    )
     x = np.random.default_rng(1).standard_normal((batch, 256)).astype(np.float32)
     for _ in range(3):
         session.run(None, {"input": x})
@@ -288,7 +303,8 @@ def run(args: argparse.Namespace) -> str:
             sys.executable, "-m", "modulemesh", "runtime", "--model", str(model_path),
             "--name", "mlp", "--port", str(port), "--max-batch-size", str(max_batch),
             "--max-delay-ms", str(args.max_delay_ms), "--max-queue", "1024",
-            "--log-level", "warning", *shlex.split(args.runtime_flags),
+            "--log-level", "warning", *([] if args.spinning else ["--no-spinning"]),
+            *shlex.split(args.runtime_flags),
         ]  # fmt: skip
 
     ports = {t: _free_port() for t in targets}
@@ -298,6 +314,7 @@ def run(args: argparse.Namespace) -> str:
         "d": [
             str(args.kserve_python), str(Path(__file__).resolve()), "--serve-kserve",
             str(model_path), "--port", str(ports.get("d", 0)),
+            *(["--spinning"] if args.spinning else []),
         ],
     }  # fmt: skip
     procs = {
@@ -339,7 +356,7 @@ def run(args: argparse.Namespace) -> str:
                         done = after["batches"] - before["batches"]
                         mean_batches.append((after["rows"] - before["rows"]) / max(1, done))
                         batch = max(1, round(mean_batches[-1]))
-                        ceilings.append(_ceiling(model_path, batch, args.duration))
+                        ceilings.append(_ceiling(model_path, batch, args.duration, args.spinning))
                         extra = (
                             f" mean batch {mean_batches[-1]:.1f}; (a) at batch {batch}: "
                             f"{ceilings[-1]:.0f} rows/s"
@@ -413,11 +430,16 @@ def main() -> int:
     parser.add_argument("--max-batch-size", type=int, default=64)
     parser.add_argument("--max-delay-ms", type=float, default=2.0)
     parser.add_argument("--runtime-flags", default="", help="extra flags for (b) and (c)")
+    parser.add_argument(
+        "--spinning",
+        action="store_true",
+        help="let onnxruntime's idle threads spin (default off everywhere: 2 shared cores)",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="rounds per point (median)")
     parser.add_argument("--targets", default="b,c,d", help="servers to measure (b needed)")
     args, _ = parser.parse_known_args()
     if args.serve_kserve:
-        serve_kserve(args.serve_kserve, args.port, "mlp")
+        serve_kserve(args.serve_kserve, args.port, "mlp", args.spinning)
         return 0
     sys.path.insert(0, str(ROOT))
     table = run(args)

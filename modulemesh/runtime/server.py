@@ -142,6 +142,8 @@ async def serve(
         loop="none",
         lifespan="off",
         access_log=False,
+        proxy_headers=False,  # loopback behind the sidecar: no X-Forwarded-* to trust
+        server_header=False,
         log_level=config.log_level,
         timeout_graceful_shutdown=max(1, int(config.drain_timeout)),
     )
