@@ -91,6 +91,17 @@ class RouterApp:
                     await _respond(send, 405, _error(f"{path} takes POST"))
                     return
                 await self._infer(scope, receive, send)
+            elif (
+                path.startswith("/v2/models/")
+                and not path.startswith(self._model_path + "/")
+                and path != self._model_path
+            ):
+                name = path[len("/v2/models/") :].split("/", 1)[0]
+                await _respond(
+                    send, 404,
+                    _error(f"model {name!r} not found: this router serves graph {self.graph!r} "
+                           f"(POST {self._infer_path})"),
+                )  # fmt: skip
             elif method != "GET":
                 await _respond(send, 405, _error(f"{path} takes GET"))
             elif path == self._model_path:
@@ -119,13 +130,6 @@ class RouterApp:
                 await _respond(
                     send, 200, generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST.encode()
                 )
-            elif path.startswith("/v2/models/"):
-                name = path[len("/v2/models/") :].split("/", 1)[0]
-                await _respond(
-                    send, 404,
-                    _error(f"model {name!r} not found: this router serves graph {self.graph!r} "
-                           f"(POST {self._infer_path})"),
-                )  # fmt: skip
             else:
                 await _respond(send, 404, _error(f"no route {path} on the router"))
         except RouteError as exc:
