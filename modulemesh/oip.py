@@ -178,6 +178,14 @@ def _load_json(raw: bytes | memoryview, what: str) -> Any:
         raise ProtocolError(400, f"{what} is not valid JSON: {exc}") from None
 
 
+def _params(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ProtocolError(400, f"{what}: 'parameters' must be an object, got {value!r}")
+    return dict(value)
+
+
 def _shape(tensor: Mapping[str, Any], what: str) -> tuple[int, ...]:
     shape = tensor.get("shape")
     if not isinstance(shape, list) or not all(
@@ -271,7 +279,7 @@ def _decode_inputs(
                 400, f"{what}: unknown datatype {datatype!r}; expected one of {list(DATATYPES)}"
             )
         shape = _shape(tensor, what)
-        params = dict(tensor.get("parameters") or {})
+        params = _params(tensor.get("parameters"), what)
         size = params.pop("binary_data_size", None)
         if size is not None:
             if "data" in tensor:
@@ -323,7 +331,7 @@ def decode_request(body: bytes, header_length: int | str | None = None) -> Infer
     if not isinstance(header, dict):
         raise ProtocolError(400, "request body must be a JSON object")
     inputs, input_parameters = _decode_inputs(header, binary)
-    parameters = dict(header.get("parameters") or {})
+    parameters = _params(header.get("parameters"), "request")
     binary_data_output = bool(parameters.pop("binary_data_output", False))
     outputs: list[RequestedOutput] | None = None
     raw_outputs = header.get("outputs")
@@ -334,7 +342,7 @@ def decode_request(body: bytes, header_length: int | str | None = None) -> Infer
         for index, out in enumerate(raw_outputs):
             if not isinstance(out, dict) or not isinstance(out.get("name"), str):
                 raise ProtocolError(400, f"outputs[{index}] must be an object with a string 'name'")
-            out_params = dict(out.get("parameters") or {})
+            out_params = _params(out.get("parameters"), f"output {out['name']!r}")
             wish = out_params.pop("binary_data", None)
             outputs.append(
                 RequestedOutput(out["name"], None if wish is None else bool(wish), out_params)

@@ -139,6 +139,16 @@ def test_no_outputs_means_all_in_default_encoding() -> None:
             91,
             "not claimed",
         ),
+        (
+            b'{"parameters":3,"inputs":[{"name":"x","datatype":"FP32","shape":[1],"data":[1]}]}',
+            None,
+            "request: 'parameters' must be an object",
+        ),
+        (
+            b'{"inputs":[{"name":"x","datatype":"FP32","shape":[1],"data":[1],"parameters":[]}]}',
+            None,
+            "input 'x': 'parameters' must be an object",
+        ),
         (b"{}", 99, "outside"),
         (b"{}", "x", "not an integer"),
     ],
