@@ -1,0 +1,200 @@
+"""Router overhead: a module called directly (through its sidecar) vs the same module behind
+a 1-step graph, a 3-step sequence and a 3-way ensemble, all measured in the same run.
+
+Starts three real modules (runtime + sidecar each, an 8 -> 8 ``tanh(x @ W)`` model so steps
+chain) with :mod:`modulemesh.localmesh`, and three ``modulemesh router`` processes. The client
+is the lean httptools keep-alive client the sidecar uses, so its own cost stays small on a
+2-core machine. Reported, as medians over alternating rounds:
+
+* p50 latency at concurrency 1 and the router's added time per hop
+  (1-step: graph - direct; 3-step: (graph - 3 x direct) / 3; ensemble: graph - direct, the
+  three calls run in parallel) -- target <= 1 ms per hop;
+* throughput at concurrency 32, and the 1-step graph's share of direct -- target >= 0.80.
+
+    .venv/bin/python bench/router.py [--rounds 3] [--requests 1000] [--seconds 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from modulemesh import oip, zoo
+from modulemesh.api.graph import ModuleGraph
+from modulemesh.api.resolved import resolve
+from modulemesh.localmesh.plan import free_port, plan_mesh
+from modulemesh.localmesh.process import Child
+from modulemesh.localmesh.supervisor import Mesh
+from modulemesh.sidecar.config import Upstream
+from modulemesh.sidecar.upstream import Pool
+
+MODULES = ("m1", "m2", "m3")
+
+
+def graph(name: str, nodes: list[dict[str, object]], model: Path) -> ModuleGraph:
+    modules = [{"name": m, "model": {"path": str(model)}} for m in MODULES]
+    return ModuleGraph.model_validate(
+        {"apiVersion": "modulemesh.io/v1alpha1", "kind": "ModuleGraph", "metadata": {"name": name},
+         "spec": {"modules": modules, "routing": {"entry": "main", "nodes": nodes}}}
+    )  # fmt: skip
+
+
+GRAPHS: dict[str, list[dict[str, object]]] = {
+    "one": [{"name": "main", "type": "sequence", "steps": [{"module": "m1"}]}],
+    "seq3": [{"name": "main", "type": "sequence", "steps": [
+        {"module": "m1"},
+        {"module": "m2", "inputs": {"input": "m1.embedding"}},
+        {"module": "m3", "inputs": {"input": "m2.embedding"}},
+    ]}],
+    "ens3": [{"name": "main", "type": "ensemble", "merge": "mean",
+              "steps": [{"module": m} for m in MODULES]}],
+}  # fmt: skip
+
+
+def wait_ready(url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"{url} not ready after {timeout}s")
+
+
+async def sequential(port: int, head: bytes, body: bytes, count: int) -> list[float]:
+    pool = Pool(Upstream("127.0.0.1", port))
+    latencies = []
+    for _ in range(count):
+        started = time.perf_counter()
+        conn = await pool.request(head, body, timeout=10)
+        while await conn.read():
+            pass
+        conn.release()
+        if conn.status != 200:
+            raise SystemExit(f"status {conn.status} from port {port}")
+        latencies.append(time.perf_counter() - started)
+    pool.close()
+    return latencies
+
+
+async def throughput(
+    port: int, head: bytes, body: bytes, concurrency: int, seconds: float
+) -> float:
+    pool = Pool(Upstream("127.0.0.1", port))
+    done = 0
+    stop = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal done
+        while time.perf_counter() < stop:
+            conn = await pool.request(head, body, timeout=30)
+            while await conn.read():
+                pass
+            conn.release()
+            if conn.status != 200:
+                raise SystemExit(f"status {conn.status} from port {port}")
+            done += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    pool.close()
+    return done / elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--requests", type=int, default=1000, help="requests per c=1 round")
+    parser.add_argument("--seconds", type=float, default=4.0, help="duration of a c=32 round")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="mm-bench-router-"))
+    model = zoo.save(zoo.embedder(name="chain", features=8, dimensions=8), tmp / "chain.onnx")
+    plan = plan_mesh(graph("pool", GRAPHS["one"], model), [], tmp, router_port=free_port())
+    mesh = Mesh(plan, log_dir=tmp / "logs")
+    routers: dict[str, tuple[Child, int]] = {}
+    try:
+        for m in plan.modules:
+            mesh.start_module(m.name)
+        for m in plan.modules:
+            mesh.wait_module(m.name, time.monotonic() + 120)
+        endpoints = {m.name: m.url for m in plan.modules}
+        for name, nodes in GRAPHS.items():
+            config = tmp / f"{name}.json"
+            config.write_text(resolve(graph(name, nodes, model), [], endpoints).dumps())
+            port = free_port()
+            routers[name] = (
+                Child(f"router-{name}", [sys.executable, "-m", "modulemesh", "router", "--config",
+                      str(config), "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                      log_dir=tmp / "logs"),
+                port,
+            )  # fmt: skip
+        for _, port in routers.values():
+            wait_ready(f"http://127.0.0.1:{port}/v2/health/ready")
+
+        body, _ = oip.encode_request(
+            {"input": np.random.default_rng(0).standard_normal((1, 8)).astype(np.float32)}
+        )
+
+        def head(path: str) -> bytes:
+            return (f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+                    f"content-length: {len(body)}\r\n\r\n").encode()  # fmt: skip
+
+        m1 = plan.modules[0]
+        targets = {"direct": (m1.sidecar_port, head("/v2/models/m1/infer"))}
+        for name, (_, port) in routers.items():
+            targets[name] = (port, head(f"/v2/models/{name}/infer"))
+        for port, h in targets.values():  # warm-up
+            asyncio.run(sequential(port, h, body, 200))
+        p50: dict[str, list[float]] = {k: [] for k in targets}
+        rps: dict[str, list[float]] = {k: [] for k in targets}
+        for _ in range(args.rounds):
+            for name, (port, h) in targets.items():
+                p50[name].append(
+                    statistics.median(asyncio.run(sequential(port, h, body, args.requests)))
+                )
+            for name, (port, h) in targets.items():
+                rps[name].append(
+                    asyncio.run(throughput(port, h, body, args.concurrency, args.seconds))
+                )
+        med = {k: statistics.median(v) * 1000 for k, v in p50.items()}
+        thr = {k: statistics.median(v) for k, v in rps.items()}
+        d = med["direct"]
+        print(
+            f"rounds={args.rounds} requests={args.requests} seconds={args.seconds} cpus={os.cpu_count()}"
+        )
+        print(
+            f"{'target':8} {'p50 c=1 (ms)':>13} {'rps c=' + str(args.concurrency):>11} {'rps/direct':>10}"
+        )
+        for k in targets:
+            print(f"{k:8} {med[k]:13.3f} {thr[k]:11.0f} {thr[k] / thr['direct']:10.3f}")
+        print(f"added per hop, 1-step graph:   {med['one'] - d:7.3f} ms  (target <= 1 ms)")
+        print(
+            f"added per hop, 3-step sequence: {(med['seq3'] - 3 * d) / 3:7.3f} ms  (target <= 1 ms)"
+        )
+        print(f"added, 3-way ensemble (parallel): {med['ens3'] - d:7.3f} ms")
+        print(
+            f"1-step graph throughput / direct: {thr['one'] / thr['direct']:.3f}  (target >= 0.80)"
+        )
+    finally:
+        for child, _ in routers.values():
+            child.stop()
+        mesh.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
