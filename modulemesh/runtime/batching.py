@@ -1,9 +1,11 @@
 """Dynamic batching: queue requests, concatenate along dim 0, run off the loop, split back.
 
-One dispatcher coroutine forms batches and one worker thread runs them (onnxruntime releases
-the GIL and uses its own intra-op threads). While a batch runs, new requests queue up, so the
-next batch fills itself under load; when idle, a batch waits at most ``max_delay`` after its
-oldest request for company. Requests whose non-batch shapes or dtypes differ never share a
+One dispatcher coroutine forms batches and ``workers`` threads run them (onnxruntime releases
+the GIL and uses its own intra-op threads). A batch is formed only when a worker is free, so
+while all workers are busy new requests queue up and the next batch fills itself under load;
+otherwise a batch waits at most ``max_delay`` after its oldest request for company. Two
+workers let the next batch compute while the previous one's responses are encoded and its
+callers send their next requests. Requests whose non-batch shapes or dtypes differ never share a
 batch. The queue is bounded: :class:`QueueFull` lets the server answer 503 with Retry-After.
 """
 
@@ -60,6 +62,7 @@ class Batcher:
         max_batch_size: int,
         max_delay_s: float,
         max_queue: int,
+        workers: int = 1,
     ) -> None:
         self._run = run
         self.max_batch_size = max(1, max_batch_size)
@@ -68,7 +71,10 @@ class Batcher:
         self._queue: collections.deque[_Item] = collections.deque()
         self._rows_by_key: dict[BatchKey, int] = collections.defaultdict(int)
         self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ort")
+        self.workers = max(1, workers)
+        self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="ort")
+        self._slots = asyncio.Semaphore(self.workers)
+        self._running: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self.in_flight = 0
         self.batches = 0
@@ -144,6 +150,7 @@ class Batcher:
     async def _dispatch(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            await self._slots.acquire()
             while not self._queue:
                 await self._wait(None)
             first = self._queue[0]
@@ -155,26 +162,35 @@ class Batcher:
                 await self._wait(remaining)
             batch = self._take(first.key)
             if not batch:
+                self._slots.release()
                 continue
-            self.in_flight = sum(item.rows for item in batch)
-            try:
-                outputs = await loop.run_in_executor(self._executor, self._run_batch, batch)
-            except Exception as exc:
-                log.exception("batch of %d requests failed", len(batch))
-                error = BatchError(f"inference failed: {exc}")
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(error)
-                continue
-            finally:
-                self.in_flight = 0
-            size = sum(item.rows for item in batch)
-            self.batches += 1
-            self.rows += size
-            self._fills.append(min(1.0, size / self.max_batch_size))
-            for item, result in zip(batch, outputs, strict=True):
+            task = loop.create_task(self._execute(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _execute(self, batch: list[_Item]) -> None:
+        """Run one batch on a worker thread and hand each request its rows."""
+        loop = asyncio.get_running_loop()
+        size = sum(item.rows for item in batch)
+        self.in_flight += size
+        try:
+            outputs = await loop.run_in_executor(self._executor, self._run_batch, batch)
+        except Exception as exc:
+            log.exception("batch of %d requests failed", len(batch))
+            error = BatchError(f"inference failed: {exc}")
+            for item in batch:
                 if not item.future.done():
-                    item.future.set_result((result, size))
+                    item.future.set_exception(error)
+            return
+        finally:
+            self.in_flight -= size
+            self._slots.release()
+        self.batches += 1
+        self.rows += size
+        self._fills.append(min(1.0, size / self.max_batch_size))
+        for item, result in zip(batch, outputs, strict=True):
+            if not item.future.done():
+                item.future.set_result((result, size))
 
     def _run_batch(self, batch: list[_Item]) -> list[Arrays]:
         """Worker thread: concatenate, run, split so each request gets exactly its rows."""

@@ -29,6 +29,7 @@ class RuntimeConfig:
     max_batch_size: int = 8
     max_delay_ms: float = 2.0
     max_queue: int = 256
+    batch_workers: int = 1
     max_body_bytes: int = 64 * 1024 * 1024
     provider: str = "auto"
     intra_op_threads: int = 0
@@ -82,6 +83,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--max-batch-size", int, defaults.max_batch_size, "max rows per batch; 0 or 1: off")
     add("--max-delay-ms", float, defaults.max_delay_ms, "max wait for a batch to fill")
     add("--max-queue", int, defaults.max_queue, "requests queued before answering 503")
+    add(
+        "--batch-workers",
+        int,
+        defaults.batch_workers,
+        "batches run concurrently (threads sharing the session)",
+    )
     add("--max-body-bytes", int, defaults.max_body_bytes, "request bodies above this get 413")
     add(
         "--provider",
@@ -133,6 +140,7 @@ def from_args(args: argparse.Namespace) -> RuntimeConfig:
         max_batch_size=args.max_batch_size,
         max_delay_ms=args.max_delay_ms,
         max_queue=args.max_queue,
+        batch_workers=args.batch_workers,
         max_body_bytes=args.max_body_bytes,
         provider=args.provider,
         intra_op_threads=args.intra_op_threads,
