@@ -89,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         http="httptools",
         lifespan="on",
         access_log=False,
+        proxy_headers=False,
         log_level="warning",
         timeout_keep_alive=75,
         server_header=False,

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from opentelemetry import trace
@@ -36,6 +36,8 @@ from modulemesh.router.resilience import Breaker, RetryBudget
 from modulemesh.telemetry import inject
 
 __all__ = ["Executor"]
+
+_NO_SPAN = contextlib.nullcontext()
 
 _log = logging.getLogger("modulemesh.router")
 
@@ -290,15 +292,13 @@ class Executor:
 
     # -- telemetry ------------------------------------------------------------------------------
 
-    @contextlib.contextmanager
     def _span(
         self, name: str, attributes: dict[str, Any], kind: SpanKind = SpanKind.INTERNAL
-    ) -> Iterator[None]:
+    ) -> contextlib.AbstractContextManager[Any]:
+        """A span when tracing is exported; else a shared no-op (nothing allocated per call)."""
         if self.tracer is None:
-            yield
-            return
-        with self.tracer.start_as_current_span(name, kind=kind, attributes=attributes):
-            yield
+            return _NO_SPAN
+        return self.tracer.start_as_current_span(name, kind=kind, attributes=attributes)
 
     def _trace_headers(self, ctx: RequestContext) -> list[tuple[bytes, bytes]]:
         if self.tracer is None:
