@@ -5,7 +5,10 @@ entry (all node kinds: steps, cases and default, split arms and mirror, cascade 
 candidates, validate generator/validator/corrector/fallback). Each module on the way must be
 *compliant* for the tag, or have a compliant module along its ``fallback`` chain (the router
 falls back to it for tagged requests). Compliant means: the tag is in the module's
-``clearance`` and, when the tag sets ``allowedRegions``, the module's ``region`` is one of them.
+``clearance`` and, when the tag sets ``allowedRegions``, the module runs in one of them: its
+``region`` is one of them, or it sets no region and an enforcing gate pins it there (render
+turns an enforcing gate's allowed regions into required node affinity; a dry-run gate only
+into a preferred one, so there an unpinned module may land anywhere and is reported).
 A violation is an error when the gate enforces and a warning in dry-run.
 """
 
@@ -19,12 +22,17 @@ from modulemesh.api.graph import Module, ModuleGraphSpec, Node
 from modulemesh.api.targets import node_targets
 
 
-def compliance_problem(module: Module, tag: GateTag) -> str | None:
-    """Why ``module`` may not receive requests tagged ``tag``; None when it may."""
+def compliance_problem(module: Module, tag: GateTag, *, pinned: bool = True) -> str | None:
+    """Why ``module`` may not receive requests tagged ``tag``; None when it may.
+
+    ``pinned``: whether the gate's allowed regions become required node affinity (enforce).
+    """
     if tag.name not in module.clearance:
         cleared = ", ".join(module.clearance) or "nothing"
         return f"is not cleared for tag {tag.name!r} (its clearance: {cleared})"
     if tag.allowed_regions is not None and module.region not in tag.allowed_regions:
+        if module.region is None and pinned and tag.allowed_regions:
+            return None  # placed by node affinity into an allowed region
         where = f"runs in region {module.region!r}" if module.region else "sets no region"
         return (
             f"{where}, but tag {tag.name!r} may only be processed in "
@@ -33,12 +41,14 @@ def compliance_problem(module: Module, tag: GateTag) -> str | None:
     return None
 
 
-def compliant_in_chain(module: Module, tag: GateTag, modules: Mapping[str, Module]) -> bool:
+def compliant_in_chain(
+    module: Module, tag: GateTag, modules: Mapping[str, Module], *, pinned: bool = True
+) -> bool:
     """Whether ``module`` or a module on its fallback chain may receive ``tag``."""
     seen: set[str] = set()
     current: Module | None = module
     while current is not None and current.name not in seen:
-        if compliance_problem(current, tag) is None:
+        if compliance_problem(current, tag, pinned=pinned) is None:
             return True
         seen.add(current.name)
         current = modules.get(current.fallback) if current.fallback else None
@@ -90,9 +100,10 @@ def _walk(
                 stack.append((ref.target.node, hop))
                 continue
             module = modules.get(str(ref.target.module))
-            if module is None or compliant_in_chain(module, tag, modules):
+            pinned = mode is GateMode.ENFORCE
+            if module is None or compliant_in_chain(module, tag, modules, pinned=pinned):
                 continue
-            problem = compliance_problem(module, tag)
+            problem = compliance_problem(module, tag, pinned=pinned)
             fallbacks = _fallback_names(module, modules)
             fix = (
                 f"its fallbacks ({', '.join(fallbacks)}) are not compliant either"

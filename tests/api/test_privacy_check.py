@@ -70,14 +70,24 @@ def test_region_outside_allowed_regions_is_non_compliant() -> None:
     )
 
 
-def test_module_without_region_is_non_compliant_when_regions_are_restricted() -> None:
+def test_module_without_region_is_pinned_by_an_enforcing_gate() -> None:
+    """Render turns an enforcing gate's regions into required affinity: that is compliant."""
     doc = mesh(
         [module("a", **EU), module("b", clearance=["phi"])],
         seq("main", {"module": "a"}, {"module": "b"}),
     )
-    one_error(
-        check(doc, gate("phi-gate", PHI)), "spec.routing.nodes[0].steps[1].module", "sets no region"
+    assert check(doc, gate("phi-gate", PHI)) == []
+
+
+def test_module_without_region_is_reported_under_a_dryrun_gate() -> None:
+    """A dry-run gate only prefers its regions, so an unpinned module may land elsewhere."""
+    doc = mesh(
+        [module("a", **EU), module("b", clearance=["phi"])],
+        seq("main", {"module": "a"}, {"module": "b"}),
     )
+    issues = check(doc, gate("phi-gate", PHI, mode="dryrun"))
+    assert [i.path for i in issues] == ["t.yaml: spec.routing.nodes[0].steps[1].module"]
+    assert "sets no region" in issues[0].message and issues[0].severity.value == "warning"
 
 
 def test_any_region_is_fine_when_the_tag_sets_none() -> None:
