@@ -303,6 +303,7 @@ def run(args: argparse.Namespace) -> str:
             sys.executable, "-m", "modulemesh", "runtime", "--model", str(model_path),
             "--name", "mlp", "--port", str(port), "--max-batch-size", str(max_batch),
             "--max-delay-ms", str(args.max_delay_ms), "--max-queue", "1024",
+            "--batch-workers", str(args.batch_workers),
             "--log-level", "warning", *([] if args.spinning else ["--no-spinning"]),
             *shlex.split(args.runtime_flags),
         ]  # fmt: skip
@@ -429,6 +430,7 @@ def main() -> int:
     parser.add_argument("--hidden", type=int, default=2048, help="zoo.mlp hidden width")
     parser.add_argument("--max-batch-size", type=int, default=64)
     parser.add_argument("--max-delay-ms", type=float, default=2.0)
+    parser.add_argument("--batch-workers", type=int, default=2, help="for (b) and (c)")
     parser.add_argument("--runtime-flags", default="", help="extra flags for (b) and (c)")
     parser.add_argument(
         "--spinning",
