@@ -138,7 +138,7 @@ def test_ensemble_first_returns_fastest_and_cancels_the_rest(
     elapsed = time.monotonic() - started
     large = direct(pool.urls["large"], "large", {"input": X8})["probabilities"]
     np.testing.assert_allclose(outputs(response)["probabilities"], large, rtol=1e-5)
-    assert elapsed < 0.25, f"first-merge waited for the slow step ({elapsed:.3f}s)"
+    assert elapsed < 0.45, f"first-merge waited for the slow step ({elapsed:.3f}s)"
 
 
 def test_ensemble_hard_failure_cancels_siblings_and_names_the_step(nodes_router: Router) -> None:
@@ -149,7 +149,7 @@ def test_ensemble_hard_failure_cancels_siblings_and_names_the_step(nodes_router:
     error = response.json()["error"]
     assert "ensemble 'hard': step 'dead' failed (cancelled 1 sibling step(s))" in error
     assert "module 'dead' unreachable" in error
-    assert elapsed < 0.25, f"the slow sibling (300 ms) was not cancelled ({elapsed:.3f}s)"
+    assert elapsed < 0.45, f"the slow sibling (600 ms) was not cancelled ({elapsed:.3f}s)"
 
 
 def test_ensemble_soft_step_may_fail(pool: Pool, nodes_router: Router) -> None:
