@@ -3,7 +3,8 @@
 Concurrent callers with distinct random rows (1-3 rows each) are checked against onnxruntime
 run in-process; requests whose non-batch shapes differ (``zoo.pooler`` over different lengths)
 never share a batch; batching off means one request per batch; and the event loop stays
-responsive while a long batch runs on the worker thread.
+responsive while a long batch runs on the worker thread. The row check runs with one and
+with two batch workers (batches computed concurrently).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import httpx
 import numpy as np
 import onnxruntime as ort
+import pytest
 
 from modulemesh import headers
 from tests.runtime.conftest import Runtime
@@ -57,10 +59,13 @@ async def _callers(
     return [item for per_caller in results for item in per_caller]
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
 def test_each_caller_gets_its_rows(
-    models: dict[str, Path], start_runtime: Callable[..., Runtime]
+    models: dict[str, Path], start_runtime: Callable[..., Runtime], workers: str
 ) -> None:
     runtime = start_runtime(
+        "--batch-workers",
+        workers,
         "--model",
         str(models["classifier"]),
         "--name",
