@@ -2,10 +2,11 @@
 
 Tags come from ``x-modulemesh-tags`` and from the header classifiers of the graph's gates. A
 module may receive a tagged request only when every tag is in its clearance and, for tags
-whose gate restricts regions, the module's region is one of them (a module without a region
-is outside every restricted region: fail closed). A violation of a tag whose every gate is
-in ``dryrun`` mode is recorded and let through; anything else is denied. Decisions are
-memoised per (module, tags): they depend on nothing else.
+whose gate restricts regions, the module runs in one of them: its ``region`` is one of them,
+or it sets none and the gate enforces (the operator turns an enforcing gate's regions into
+required node affinity, as :mod:`modulemesh.api.privacy_check` assumes). A violation of a
+tag whose every gate is in ``dryrun`` mode is recorded and let through; anything else is
+denied. Decisions are memoised per (module, tags): they depend on nothing else.
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ class Privacy:
                 continue
             for gate_name, mode, gate_tag in defs:
                 regions = gate_tag.allowed_regions
-                if regions is not None and module.region not in regions:
+                pinned = module.region is None and mode is GateMode.ENFORCE and bool(regions)
+                if regions is not None and module.region not in regions and not pinned:
                     where = "has no region" if module.region is None else f"is in {module.region!r}"
                     problems.append(
                         f"tag {tag!r} may only be processed in {sorted(regions)} "
