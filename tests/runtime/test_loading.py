@@ -2,7 +2,8 @@
 pinned by sha256 with an on-disk cache, and how failures are reported.
 
 ``https://`` is tested for real: a throw-away self-signed certificate (made with ``openssl`` at
-test time) on a TLS file server on 127.0.0.1, trusted through ``--ca-bundle``. A failed load
+test time) on a TLS file server on 127.0.0.1, trusted through ``--ca-bundle``. Plain ``http://`` is refused unless
+``--allow-insecure-http`` (or its env variable) is given. A failed load
 keeps the process up and live, not ready, with the reason at the ready endpoints, in
 ``/stats`` and in the log. Also: warm-up before ready, and flags from ``MODULEMESH_RUNTIME_*``.
 """
@@ -198,11 +199,30 @@ def test_https_needs_pin_and_trusted_certificate(
     _assert_not_ready(runtime, "multi", reason)
 
 
-def test_plain_http_refused_without_flag(start_runtime: Callable[..., Runtime]) -> None:
-    runtime = start_runtime(
+def test_plain_http_only_with_explicit_flag(
+    models: dict[str, Path], tmp_path: Path, start_runtime: Callable[..., Runtime]
+) -> None:
+    refused = start_runtime(
         "--model", "http://127.0.0.1:9/multi.onnx", "--sha256", "0" * 64, ready=False
     )
-    _assert_not_ready(runtime, "multi", "refusing plain-http model")
+    _assert_not_ready(refused, "multi", "refusing plain-http model")
+    served = tmp_path / "served"
+    served.mkdir()
+    shutil.copy(models["multi"], served / "multi.onnx")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        runtime = start_runtime(
+            "--model", f"http://127.0.0.1:{server.server_address[1]}/multi.onnx",
+            "--sha256", _sha(models["multi"]), "--cache-dir", str(tmp_path / "cache"),
+            env={"MODULEMESH_RUNTIME_ALLOW_INSECURE_HTTP": "1"},
+        )  # fmt: skip
+        _infer_ok(runtime, "multi")
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_broken_or_missing_model_reports_reason(
