@@ -2,10 +2,11 @@
 pinned by sha256 with an on-disk cache, and how failures are reported.
 
 ``https://`` is tested for real: a throw-away self-signed certificate (made with ``openssl`` at
-test time) on a TLS file server on 127.0.0.1, trusted through ``--ca-bundle``. Plain ``http://`` is refused unless
-``--allow-insecure-http`` (or its env variable) is given. A failed load
-keeps the process up and live, not ready, with the reason at the ready endpoints, in
-``/stats`` and in the log. Also: warm-up before ready, and flags from ``MODULEMESH_RUNTIME_*``.
+test time) on a TLS file server on 127.0.0.1, trusted through ``--ca-bundle``. Plain
+``http://`` is refused unless ``--allow-insecure-http`` (or its env variable) is given. A
+failed load keeps the process up and live, not ready, with the reason at the ready endpoints,
+in ``/stats`` and in the log. Also: warm-up before ready, and flags from
+``MODULEMESH_RUNTIME_*``.
 """
 
 from __future__ import annotations
