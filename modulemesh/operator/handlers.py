@@ -37,6 +37,7 @@ from modulemesh.operator.kube import (
     KubeError,
     load_config,
 )
+from modulemesh.operator.observe import parse_envelopes
 from modulemesh.operator.reconcile import Outcome, Reconciler
 
 log = logging.getLogger("modulemesh.operator")
@@ -78,9 +79,17 @@ def _lock(namespace: str, name: str) -> asyncio.Lock:
     return _locks.setdefault((namespace, name), asyncio.Lock())
 
 
+class _QuietTimer(logging.Filter):
+    """Drop kopf's per-tick "Timer 'refresh' succeeded" line; failures are still logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Timer 'refresh' succeeded")
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     """Keep kopf's own bookkeeping out of ``status`` (ours alone) and name the field manager."""
+    logging.getLogger("kopf.objects").addFilter(_QuietTimer())
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="modulemesh.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="modulemesh.io", key="last-handled-configuration"
@@ -194,10 +203,10 @@ async def fetch_envelopes(endpoint: str | None) -> tuple[dict[str, Any] | None, 
         payload = response.json()
     except (httpx.HTTPError, ValueError) as error:
         return None, f"router envelopes unreachable at {url}: {error.__class__.__name__}"
-    modules = payload.get("modules", payload) if isinstance(payload, dict) else None
-    if not isinstance(modules, dict):
-        return None, f"router envelopes at {url} are not a JSON object"
-    return {str(k): v if isinstance(v, dict) else None for k, v in modules.items()}, None
+    modules = parse_envelopes(payload)
+    if modules is None:
+        return None, f"router envelopes at {url} are not in the expected form"
+    return modules, None
 
 
 # --- gates -------------------------------------------------------------------------------

@@ -133,6 +133,24 @@ def _number(value: Any) -> float | None:
     return round(float(value), 6)
 
 
+def parse_envelopes(payload: Any) -> dict[str, dict[str, Any] | None] | None:
+    """``module -> envelope JSON`` from the router's ``GET /envelopes`` answer, or None.
+
+    Each module entry is ``{"envelope": {...}, "source", "ageSeconds", "error", "breaker"}``
+    (docs/architecture.md); an entry without a usable envelope maps to None (Unknown).
+    """
+    if not isinstance(payload, Mapping):
+        return None
+    modules = payload.get("modules")
+    if not isinstance(modules, Mapping):
+        return None
+    parsed: dict[str, dict[str, Any] | None] = {}
+    for name, entry in modules.items():
+        envelope = entry.get("envelope") if isinstance(entry, Mapping) else None
+        parsed[str(name)] = dict(envelope) if isinstance(envelope, Mapping) else None
+    return parsed
+
+
 def compute_status(obs: Observation) -> tuple[dict[str, Any], list[ConditionUpdate]]:
     """The status fields (without conditions) and the condition updates for one graph."""
     spec = obs.graph.spec

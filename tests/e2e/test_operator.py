@@ -379,8 +379,10 @@ def test_operator_killed_mid_apply_converges_without_duplicates_or_orphans(
     try:
         fresh = OperatorProcess(cluster, tmp_path / "first.log").start()
         docs = [graph_doc(f"g{i:02d}") for i in range(20)]
-        for doc in docs:  # CPU only: 20 graphs must not compete for the 16 simulated GPUs
-            doc["spec"]["modules"][1]["resources"] = {"gpu": 0}
+        for doc in docs:  # CPU only and small: 60 pods must fit the two 16-CPU simulated nodes
+            for module in doc["spec"]["modules"]:
+                module["resources"] = {"cpu": "100m", "memory": "128Mi"}
+            doc["spec"]["router"] = {"cpu": "100m", "memory": "128Mi"}
         cluster.apply(docs, namespace)
         time.sleep(3.0)
         fresh.stop(kill=True)

@@ -10,7 +10,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from modulemesh.api import Issue, ModuleGraph, Severity
-from modulemesh.operator.observe import Observation, compute_status, envelope_summary
+from modulemesh.operator.observe import (
+    Observation,
+    compute_status,
+    envelope_summary,
+    parse_envelopes,
+)
 
 NOW = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
 
@@ -199,3 +204,20 @@ def test_no_deployments_yet_is_pending_not_failed() -> None:
     assert conds["Scheduled"][:2] == ("Unknown", "Pending")
     assert conds["RouterReady"][:2] == ("False", "RouterNotCreated")
     assert "Deployment not created yet" in conds["ModulesReady"][2]
+
+
+def test_router_envelopes_answer_is_parsed_per_module() -> None:
+    payload = {
+        "graph": "g",
+        "modules": {
+            "emb": {"envelope": envelope(), "source": "header", "error": None},
+            "clf": {"envelope": None, "source": None, "error": "connection refused"},
+            "odd": "garbage",
+        },
+    }
+    parsed = parse_envelopes(payload)
+    assert parsed is not None
+    assert parsed["emb"] is not None and parsed["emb"]["state"] == "Healthy"
+    assert parsed["clf"] is None and parsed["odd"] is None
+    assert parse_envelopes({"modules": []}) is None
+    assert parse_envelopes("nope") is None
