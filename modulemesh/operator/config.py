@@ -9,6 +9,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from modulemesh.operator.settings import RenderSettings
+
 ENV_PREFIX = "MODULEMESH_"
 
 
@@ -31,16 +33,12 @@ def _float(env: Mapping[str, str], key: str, default: float) -> float:
 
 @dataclass(frozen=True)
 class OperatorSettings:
-    """Everything the operator is configured with."""
+    """Everything the operator is configured with; what render needs is in ``render``."""
 
+    render: RenderSettings = field(default_factory=RenderSettings)
+    """Images, GPU resource name, cluster domain: one set of defaults, shared with the CLI."""
     watch_namespaces: tuple[str, ...] = ()
     """Namespaces to watch; empty means every namespace (cluster-wide)."""
-    gpu_resource: str = "nvidia.com/gpu"
-    image_runtime: str = "ghcr.io/modulemesh/modulemesh-runtime:0.1.0"
-    image_runtime_gpu: str = "ghcr.io/modulemesh/modulemesh-runtime-gpu:0.1.0"
-    image_sidecar: str = "ghcr.io/modulemesh/modulemesh:0.1.0"
-    image_pull_policy: str = "IfNotPresent"
-    cluster_domain: str = "cluster.local"
     envelope_interval_s: float = 15.0
     """How often each graph's router ``/envelopes`` is read into the status."""
     resync_interval_s: float = 300.0
@@ -48,7 +46,11 @@ class OperatorSettings:
     log_format: str = "json"
     liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
     kubeconfig: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def gpu_resource(self) -> str:
+        """The GPU extended resource name GPU limits use."""
+        return self.render.gpu_resource
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorSettings:
@@ -62,21 +64,23 @@ class OperatorSettings:
         log_format = text("LOG_FORMAT", defaults.log_format)
         if log_format not in ("json", "plain"):
             raise ValueError(f"{ENV_PREFIX}LOG_FORMAT={log_format!r}: expected json or plain")
+        base = defaults.render
+        render = replace(
+            base,
+            image_runtime=text("IMAGE_RUNTIME", base.image_runtime),
+            image_runtime_gpu=text("IMAGE_RUNTIME_GPU", base.image_runtime_gpu),
+            image_sidecar=text("IMAGE_SIDECAR", base.image_sidecar),
+            image_router=env.get(ENV_PREFIX + "IMAGE_ROUTER") or base.image_router,
+            image_pull_policy=text("IMAGE_PULL_POLICY", base.image_pull_policy),
+            gpu_resource=text("GPU_RESOURCE", base.gpu_resource),
+            cluster_domain=text("CLUSTER_DOMAIN", base.cluster_domain),
+        )
         return cls(
+            render=render,
             watch_namespaces=_split(env.get(ENV_PREFIX + "WATCH_NAMESPACES", "")),
-            gpu_resource=text("GPU_RESOURCE", defaults.gpu_resource),
-            image_runtime=text("IMAGE_RUNTIME", defaults.image_runtime),
-            image_runtime_gpu=text("IMAGE_RUNTIME_GPU", defaults.image_runtime_gpu),
-            image_sidecar=text("IMAGE_SIDECAR", defaults.image_sidecar),
-            image_pull_policy=text("IMAGE_PULL_POLICY", defaults.image_pull_policy),
-            cluster_domain=text("CLUSTER_DOMAIN", defaults.cluster_domain),
             envelope_interval_s=_float(env, "ENVELOPE_INTERVAL", defaults.envelope_interval_s),
             resync_interval_s=_float(env, "RESYNC_INTERVAL", defaults.resync_interval_s),
             log_format=log_format,
             liveness_endpoint=text("LIVENESS_ENDPOINT", defaults.liveness_endpoint),
             kubeconfig=env.get("KUBECONFIG") or None,
         )
-
-    def with_overrides(self, **overrides: object) -> OperatorSettings:
-        """A copy with the given (non-None) fields replaced, for CLI flags."""
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]

@@ -28,7 +28,6 @@ from modulemesh.operator.config import OperatorSettings
 from modulemesh.operator.kube import CHILD_KINDS, GATES, GRAPHS, POD, Kube, KubeError
 from modulemesh.operator.observe import GRAPH_LABEL, Observation, compute_status
 from modulemesh.operator.render import graph_endpoint, render
-from modulemesh.operator.settings import RenderSettings
 
 log = logging.getLogger("modulemesh.operator")
 
@@ -48,18 +47,6 @@ class Outcome:
     status_changed: bool = False
     transitions: list[tuple[str, str | None, str]] = field(default_factory=list)
     """``(condition, old status, new status)`` for every condition that changed."""
-
-
-def render_settings(settings: OperatorSettings) -> RenderSettings:
-    """The render settings the operator's configuration implies."""
-    return RenderSettings(
-        image_runtime=settings.image_runtime,
-        image_runtime_gpu=settings.image_runtime_gpu,
-        image_sidecar=settings.image_sidecar,
-        image_pull_policy=settings.image_pull_policy,
-        gpu_resource=settings.gpu_resource,
-        cluster_domain=settings.cluster_domain,
-    )
 
 
 def is_privacy_issue(issue: Issue) -> bool:
@@ -86,7 +73,7 @@ class Reconciler:
     def __init__(self, kube: Kube, settings: OperatorSettings) -> None:
         self.kube = kube
         self.settings = settings
-        self.render_settings = render_settings(settings)
+        self.render_settings = settings.render
 
     def gates(self, namespace: str) -> list[PrivacyGate]:
         """The namespace's PrivacyGates that parse; broken ones are logged and left out."""

@@ -1,0 +1,54 @@
+"""Operator settings from MODULEMESH_* environment variables: defaults shared with render,
+overrides, and clear errors for bad values."""
+
+from __future__ import annotations
+
+import pytest
+
+from modulemesh.operator.config import OperatorSettings
+from modulemesh.operator.settings import RenderSettings
+
+
+def test_defaults_are_render_defaults() -> None:
+    settings = OperatorSettings.from_env({})
+    assert settings.render == RenderSettings()
+    assert settings.watch_namespaces == ()
+    assert settings.gpu_resource == "nvidia.com/gpu"
+
+
+def test_environment_overrides_render_and_operator_settings() -> None:
+    settings = OperatorSettings.from_env(
+        {
+            "MODULEMESH_WATCH_NAMESPACES": "team-a, team-b,,",
+            "MODULEMESH_GPU_RESOURCE": "amd.com/gpu",
+            "MODULEMESH_IMAGE_RUNTIME": "registry.local/rt:1",
+            "MODULEMESH_IMAGE_ROUTER": "registry.local/router:1",
+            "MODULEMESH_ENVELOPE_INTERVAL": "2.5",
+            "MODULEMESH_LOG_FORMAT": "plain",
+            "KUBECONFIG": "/tmp/kc",
+        }
+    )
+    assert settings.watch_namespaces == ("team-a", "team-b")
+    assert settings.render.gpu_resource == "amd.com/gpu"
+    assert settings.render.image_runtime == "registry.local/rt:1"
+    assert settings.render.router_image == "registry.local/router:1"
+    assert settings.envelope_interval_s == 2.5
+    assert settings.log_format == "plain"
+    assert settings.kubeconfig == "/tmp/kc"
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        (
+            {"MODULEMESH_ENVELOPE_INTERVAL": "soon"},
+            "MODULEMESH_ENVELOPE_INTERVAL='soon' is not a number",
+        ),
+        ({"MODULEMESH_RESYNC_INTERVAL": "-1"}, "MODULEMESH_RESYNC_INTERVAL='-1' must be positive"),
+        ({"MODULEMESH_LOG_FORMAT": "xml"}, "MODULEMESH_LOG_FORMAT='xml': expected json or plain"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_variable(env: dict[str, str], named: str) -> None:
+    with pytest.raises(ValueError) as error:
+        OperatorSettings.from_env(env)
+    assert named in str(error.value)
