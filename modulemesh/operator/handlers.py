@@ -103,9 +103,18 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 async def reconcile_named(
-    namespace: str, name: str, *, apply: bool, body: Mapping[str, Any] | None = None
+    namespace: str,
+    name: str,
+    *,
+    apply: bool,
+    body: Mapping[str, Any] | None = None,
+    announce: bool = True,
 ) -> Outcome | None:
-    """Reconcile one graph under its lock; ``body`` is fetched fresh when not given."""
+    """Reconcile one graph under its lock; ``body`` is fetched fresh when not given.
+
+    ``announce=False`` (the periodic resync) posts a Reconciled event only if it pruned
+    something, so a quiet graph does not collect an event every resync.
+    """
     async with _lock(namespace, name):
         rec = reconciler()
         if body is None or not apply:
@@ -118,7 +127,7 @@ async def reconcile_named(
         )
         if apply:
             _last_resync[(namespace, name)] = time.monotonic()
-        _post_events(body, outcome, applied=apply)
+        _post_events(body, outcome, applied=apply and (announce or bool(outcome.pruned)))
         return outcome
 
 
@@ -188,7 +197,7 @@ async def refresh(body: kopf.Body, name: str, namespace: str | None, **_: Any) -
     endpoint = (body.get("status") or {}).get("endpoint")
     _envelopes[(namespace, name)] = await fetch_envelopes(endpoint)
     due = time.monotonic() - _last_resync.get((namespace, name), 0.0) >= SETTINGS.resync_interval_s
-    await reconcile_named(namespace, name, apply=due, body=dict(body))
+    await reconcile_named(namespace, name, apply=due, body=dict(body), announce=False)
 
 
 async def fetch_envelopes(endpoint: str | None) -> tuple[dict[str, Any] | None, str | None]:
