@@ -31,7 +31,7 @@ from modulemesh.router.metrics import RouterMetrics
 from modulemesh.router.shedding import Shedder, parse_priority
 from modulemesh.telemetry import extract
 
-__all__ = ["RouterApp"]
+__all__ = ["MAX_BODY", "RouterApp"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -48,7 +48,7 @@ _DEADLINE = headers.DEADLINE_MS.encode()
 _TRACEPARENT = headers.TRACEPARENT.encode()
 _TRACESTATE = headers.TRACESTATE.encode()
 _HEADER_LENGTH = oip.HEADER_LENGTH.encode()
-_MAX_BODY = 64 * 1024 * 1024
+MAX_BODY = 64 * 1024 * 1024
 _DEADLINE_GRACE = 0.05
 """Seconds the whole-request guard waits past the deadline, so per-call timeouts (which
 name the module) normally fire first."""
@@ -215,7 +215,7 @@ class RouterApp:
         body = await _read_body(receive)
         if body is None:
             await self._finish(
-                send, started, 413, _error(f"request body larger than {_MAX_BODY} bytes")
+                send, started, 413, _error(f"request body larger than {MAX_BODY} bytes")
             )
             return
         timeout_ms = self._timeout_ms
@@ -362,7 +362,7 @@ async def _read_body(receive: Receive) -> bytes | None:
         chunk = message.get("body", b"")
         if chunk:
             size += len(chunk)
-            if size > _MAX_BODY:
+            if size > MAX_BODY:
                 return None
             chunks.append(chunk)
         if not message.get("more_body", False):

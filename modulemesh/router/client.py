@@ -111,13 +111,7 @@ class ModuleClient:
             finally:
                 conn.release()
         except UpstreamTimeout:
-            raise RouteError(
-                504,
-                f"{where}: module {module!r} did not answer within {timeout * 1000:.0f} ms",
-                module=module,
-                retryable=True,
-                breaker=True,
-            ) from None
+            raise _timeout(where, module, timeout) from None
         except UpstreamError as exc:
             raise RouteError(
                 502, f"{where}: module {module!r} unreachable: {exc}", module=module,
@@ -135,6 +129,10 @@ class ModuleClient:
                 length = value
             elif name == _RETRY_AFTER:
                 retry_after = value
+        if status == 504:
+            # The sidecar holds the same deadline (sent as x-modulemesh-deadline-ms) and may
+            # notice it first: that is this call timing out, reported as such.
+            raise _timeout(where, module, timeout)
         if status != 200:
             raise _status_error(status, data, module, where, retry_after)
         try:
@@ -145,6 +143,16 @@ class ModuleClient:
                 retryable=False, breaker=True, fallback=True,
             ) from None  # fmt: skip
         return response.outputs, response.model_version
+
+
+def _timeout(where: str, module: str, timeout: float) -> RouteError:
+    return RouteError(
+        504,
+        f"{where}: module {module!r} did not answer within {timeout * 1000:.0f} ms",
+        module=module,
+        retryable=True,
+        breaker=True,
+    )
 
 
 def _status_error(

@@ -1,6 +1,6 @@
 """``modulemesh router --config resolved.json --port P``: run one graph's router.
 
-Only light imports here; uvicorn, numpy and the app load inside :func:`run`.
+Only light imports here; the server, numpy and the app load inside :func:`run`.
 """
 
 from __future__ import annotations
@@ -68,10 +68,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     _setup_logging(args.log_level)
 
-    import uvicorn
-
     from modulemesh import telemetry
-    from modulemesh.router.app import RouterApp
+    from modulemesh.httpserver import ServerConfig, serve
+    from modulemesh.router.app import MAX_BODY, RouterApp
 
     tel = telemetry.setup(f"modulemesh-router-{resolved.name}", component="router")
     try:
@@ -81,18 +80,4 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, CelError) as exc:
         print(f"modulemesh router: graph {resolved.name!r}: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        proxy_headers=False,
-        log_level="warning",
-        timeout_keep_alive=75,
-        server_header=False,
-        date_header=False,
-    )
-    return 0
+    return serve(app, ServerConfig(host=args.host, port=args.port, max_body=MAX_BODY))

@@ -2,7 +2,7 @@
 
 Every flag can also come from a ``MODULEMESH_SIDECAR_<FLAG>`` environment variable (e.g.
 ``MODULEMESH_SIDECAR_CLEARANCE=pii,eu``), which is how the operator configures the container.
-Only light imports here; uvicorn and the app load inside :func:`run`.
+Only light imports here; the server and the app load inside :func:`run`.
 """
 
 from __future__ import annotations
@@ -112,26 +112,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     _setup_logging(args.log_level)
 
-    import uvicorn
-
     from modulemesh import telemetry
+    from modulemesh.httpserver import ServerConfig, serve
     from modulemesh.sidecar.app import SidecarApp
     from modulemesh.sidecar.metrics import register_otel
 
     tel = telemetry.setup(f"modulemesh-sidecar-{config.module}", component="sidecar")
     app = SidecarApp(config, tracer=tel.tracer if tel.tracing else None)
     register_otel(tel.meter, app.health)
-    uvicorn.run(
-        app,
-        host=config.host,
-        port=config.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        log_level="warning",
-        timeout_keep_alive=75,
-        server_header=False,
-        date_header=False,
-    )
-    return 0
+    server = ServerConfig(host=config.host, port=config.port, max_body=None)
+    return serve(app, server)

@@ -1,0 +1,111 @@
+"""Requests the server refuses itself: too-large bodies (413), malformed requests (400), slow
+request heads (408), and idle keep-alive connections closing."""
+
+from __future__ import annotations
+
+import asyncio
+
+from .conftest import read_response, start
+
+
+async def test_declared_body_over_the_limit_is_413_and_closes() -> None:
+    srv = await start(max_body=1000)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+        writer.write(b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: 1001\r\n\r\n")
+        status, headers, body = await read_response(reader)
+        assert status == 413 and headers[b"connection"] == b"close" and b"1000" in body
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+    finally:
+        await srv.shutdown()
+
+
+async def test_chunked_body_over_the_limit_is_413() -> None:
+    srv = await start(max_body=1000)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+        writer.write(b"POST /echo HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n")
+        writer.write(b"%x\r\n%s\r\n" % (800, b"a" * 800))
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"%x\r\n%s\r\n" % (800, b"a" * 800))
+        status, _, _ = await read_response(reader)
+        assert status == 413
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+    finally:
+        await srv.shutdown()
+
+
+async def test_body_at_the_limit_is_served() -> None:
+    srv = await start(max_body=1000)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+        writer.write(
+            b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: 1000\r\n\r\n" + b"a" * 1000
+        )
+        assert (await read_response(reader))[0] == 200
+    finally:
+        await srv.shutdown()
+
+
+async def test_malformed_requests_are_400() -> None:
+    srv = await start()
+    try:
+        for junk in (b"NOT HTTP AT ALL\r\n\r\n", b"GET / HTTP/1.1\r\nbad header line\r\n\r\n",
+                     b"POST / HTTP/1.1\r\ncontent-length: x\r\n\r\n"):  # fmt: skip
+            reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+            writer.write(junk)
+            status, headers, _ = await read_response(reader)
+            assert status == 400 and headers[b"connection"] == b"close", junk
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+    finally:
+        await srv.shutdown()
+
+
+async def test_oversized_head_is_400() -> None:
+    srv = await start(max_head=1024)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+        writer.write(b"GET / HTTP/1.1\r\nx-big: " + b"a" * 2000 + b"\r\n\r\n")
+        assert (await read_response(reader))[0] == 400
+    finally:
+        await srv.shutdown()
+
+
+async def test_slow_request_head_gets_408() -> None:
+    srv = await start(head_timeout=0.3)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+        writer.write(b"GET /echo HTTP/1.1\r\nhost:")
+        started = asyncio.get_running_loop().time()
+        status, _, _ = await read_response(reader)
+        assert status == 408
+        assert asyncio.get_running_loop().time() - started < 3
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+    finally:
+        await srv.shutdown()
+
+
+async def test_slow_reader_gets_the_whole_streamed_answer() -> None:
+    srv = await start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port, limit=1024)
+        body = b"z" * (4 * 1024 * 1024)
+        writer.write(b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: %d\r\n\r\n" % len(body))
+        writer.write(body)
+        await asyncio.sleep(0.3)  # the server's writes back up meanwhile
+        status, _, answer = await read_response(reader)
+        assert status == 200 and answer.endswith(body)
+    finally:
+        await srv.shutdown()
+
+
+async def test_idle_keep_alive_connection_is_closed() -> None:
+    srv = await start(keep_alive_timeout=0.3)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+        writer.write(b"GET /echo HTTP/1.1\r\nhost: t\r\n\r\n")
+        assert (await read_response(reader))[0] == 200
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed without a response
+    finally:
+        await srv.shutdown()
