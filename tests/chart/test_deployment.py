@@ -132,7 +132,7 @@ class RecordingEnv(dict[str, str]):
         super().__init__()
         self.read: set[str] = set()
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Any:
         self.read.add(key)
         return super().get(key, default)
 

@@ -23,7 +23,8 @@ def resolve(node: Mapping[str, Any]) -> Mapping[str, Any]:
     if ref is None:
         return node
     assert ref.startswith("#/definitions/"), ref
-    return SCHEMA["definitions"][ref.removeprefix("#/definitions/")]
+    target: Mapping[str, Any] = SCHEMA["definitions"][ref.removeprefix("#/definitions/")]
+    return target
 
 
 def walk(
