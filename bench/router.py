@@ -60,6 +60,12 @@ GRAPHS: dict[str, list[dict[str, object]]] = {
 }  # fmt: skip
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (from /proc), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_ready(url: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -161,15 +167,20 @@ def main() -> int:
             asyncio.run(sequential(port, h, body, 200))
         p50: dict[str, list[float]] = {k: [] for k in targets}
         rps: dict[str, list[float]] = {k: [] for k in targets}
+        router_cpu_us: list[float] = []
+        one_pid = routers["one"][0].pid
         for _ in range(args.rounds):
             for name, (port, h) in targets.items():
                 p50[name].append(
                     statistics.median(asyncio.run(sequential(port, h, body, args.requests)))
                 )
             for name, (port, h) in targets.items():
-                rps[name].append(
-                    asyncio.run(throughput(port, h, body, args.concurrency, args.seconds))
-                )
+                before, t0 = cpu_seconds(one_pid), time.perf_counter()
+                rate = asyncio.run(throughput(port, h, body, args.concurrency, args.seconds))
+                rps[name].append(rate)
+                if name == "one":
+                    count = rate * (time.perf_counter() - t0)
+                    router_cpu_us.append((cpu_seconds(one_pid) - before) / count * 1e6)
         med = {k: statistics.median(v) * 1000 for k, v in p50.items()}
         thr = {k: statistics.median(v) for k, v in rps.items()}
         d = med["direct"]
@@ -189,6 +200,8 @@ def main() -> int:
         print(
             f"1-step graph throughput / direct: {thr['one'] / thr['direct']:.3f}  (target >= 0.80)"
         )
+        print(f"1-step router CPU per request at c={args.concurrency}: "
+              f"{statistics.median(router_cpu_us):.0f} us")  # fmt: skip
     finally:
         for child, _ in routers.values():
             child.stop()

@@ -44,6 +44,12 @@ def free_port() -> int:
         return port
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (from /proc), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_ready(url: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -144,14 +150,21 @@ def main() -> int:
             asyncio.run(sequential(port, head, body, 200))
         p50: dict[str, list[float]] = {k: [] for k in targets}
         rps: dict[str, list[float]] = {k: [] for k in targets}
+        cpu_us: dict[str, list[float]] = {"runtime": [], "sidecar": []}
+        pids = {"runtime": procs[0].pid, "sidecar": procs[1].pid}
         for _ in range(args.rounds):
             for name, port in targets.items():
                 lat = asyncio.run(sequential(port, head, body, args.requests))
                 p50[name].append(statistics.median(lat))
             for name, port in targets.items():
-                rps[name].append(
-                    asyncio.run(throughput(port, head, body, args.concurrency, args.seconds))
-                )
+                before = {k: cpu_seconds(pid) for k, pid in pids.items()}
+                t0 = time.perf_counter()
+                rate = asyncio.run(throughput(port, head, body, args.concurrency, args.seconds))
+                count = rate * (time.perf_counter() - t0)
+                rps[name].append(rate)
+                if name == "sidecar":  # CPU per request through the sidecar, both processes
+                    for k, pid in pids.items():
+                        cpu_us[k].append((cpu_seconds(pid) - before[k]) / count * 1e6)
         d50, s50 = statistics.median(p50["direct"]), statistics.median(p50["sidecar"])
         drps, srps = statistics.median(rps["direct"]), statistics.median(rps["sidecar"])
         print(f"model={args.model} rows={args.rows} rounds={args.rounds} cpus={os.cpu_count()}")
@@ -171,6 +184,11 @@ def main() -> int:
             f"c={args.concurrency} rps sidecar {srps:8.0f}      rounds {[round(x) for x in rps['sidecar']]}"
         )
         print(f"c={args.concurrency} throughput ratio {srps / drps:.3f}   (target >= 0.90)")
+        print(
+            f"c={args.concurrency} CPU per request through the sidecar: sidecar "
+            f"{statistics.median(cpu_us['sidecar']):.0f} us, runtime "
+            f"{statistics.median(cpu_us['runtime']):.0f} us"
+        )
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
