@@ -12,9 +12,9 @@
 # Everything is installed into a virtualenv at /opt/modulemesh (Debian's python refuses pip
 # system installs, PEP 668); the final stages copy that venv, with pip and setuptools removed,
 # onto a clean base: no compilers, no pip, no caches, uid/gid 65532, ENTRYPOINT modulemesh.
-# Build args for the build stages only: PIP_CERT (CA bundle pip trusts; mount the host's over
-# it behind a TLS-inspecting proxy) and PIP_CACHE_DIR (point it at a mounted directory to reuse
-# downloads between builds; the default is deleted in the same step).
+# Build args for the build stages only (never in a shipped image): PIP_CERT, the CA bundle pip
+# trusts (mount the host's over it behind a TLS-inspecting proxy), and PIP_FIND_LINKS +
+# PIP_NO_INDEX=1 to install from a mounted wheelhouse instead of PyPI (hack/images/build does).
 #
 #   docker build --target runtime -t modulemesh-runtime .
 #   buildah bud --target runtime-gpu --build-arg CUDA_BASE=... -t modulemesh-runtime-gpu .
@@ -27,8 +27,9 @@ ARG CUDA_BASE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
 # The package as a wheel (pure Python), built once and installed into every flavour.
 FROM ${PYTHON_BASE} AS wheel
 ARG PIP_CERT=/etc/ssl/certs/ca-certificates.crt
-ARG PIP_CACHE_DIR=/tmp/pip-cache
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
+ARG PIP_FIND_LINKS=""
+ARG PIP_NO_INDEX=0
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY modulemesh ./modulemesh
@@ -40,34 +41,36 @@ RUN python3 -m venv /opt/build \
 # (docker build, buildah --layers) this slow step is reused while only the source changes.
 FROM ${PYTHON_BASE} AS deps
 ARG PIP_CERT=/etc/ssl/certs/ca-certificates.crt
-ARG PIP_CACHE_DIR=/tmp/pip-cache
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
+ARG PIP_FIND_LINKS=""
+ARG PIP_NO_INDEX=0
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 COPY pyproject.toml /tmp/pyproject.toml
 RUN python3 -m venv /opt/modulemesh \
     && python3 -c 'import sys, tomllib; p = tomllib.load(open(sys.argv[1], "rb"))["project"]; print("\n".join(p["dependencies"]))' \
          /tmp/pyproject.toml > /tmp/requirements.txt \
-    && /opt/modulemesh/bin/pip install --quiet -r /tmp/requirements.txt \
-    && rm -rf /tmp/pip-cache
+    && /opt/modulemesh/bin/pip install --quiet -r /tmp/requirements.txt
 
 # Finish a venv: install the wheel without touching dependencies, then drop pip/setuptools.
 FROM deps AS venv-slim
 ARG PIP_CERT=/etc/ssl/certs/ca-certificates.crt
-ARG PIP_CACHE_DIR=/tmp/pip-cache
+ARG PIP_FIND_LINKS=""
+ARG PIP_NO_INDEX=0
 COPY --from=wheel /wheels /wheels
 RUN /opt/modulemesh/bin/pip install --quiet --no-deps /wheels/modulemesh-*.whl \
     && /opt/modulemesh/bin/pip uninstall --quiet --yes pip setuptools \
-    && rm -rf /tmp/pip-cache /tmp/*.txt /tmp/pyproject.toml
+    && rm -rf /tmp/*.txt /tmp/pyproject.toml /root/.cache
 
 FROM deps AS venv-cpu
 ARG PIP_CERT=/etc/ssl/certs/ca-certificates.crt
-ARG PIP_CACHE_DIR=/tmp/pip-cache
+ARG PIP_FIND_LINKS=""
+ARG PIP_NO_INDEX=0
 COPY --from=wheel /wheels /wheels
 RUN python3 -c 'import sys, tomllib; p = tomllib.load(open(sys.argv[1], "rb"))["project"]; print("\n".join(p["optional-dependencies"]["cpu"]))' \
          /tmp/pyproject.toml > /tmp/requirements-cpu.txt \
     && /opt/modulemesh/bin/pip install --quiet -r /tmp/requirements-cpu.txt \
     && /opt/modulemesh/bin/pip install --quiet --no-deps /wheels/modulemesh-*.whl \
     && /opt/modulemesh/bin/pip uninstall --quiet --yes pip setuptools \
-    && rm -rf /tmp/pip-cache /tmp/*.txt /tmp/pyproject.toml
+    && rm -rf /tmp/*.txt /tmp/pyproject.toml /root/.cache
 
 # The CUDA base with python3 + venv (nvidia/cuda images ship none) and the service user.
 FROM ${CUDA_BASE} AS cuda-python
@@ -84,8 +87,9 @@ RUN if ! python3 -c 'import ensurepip, tomllib, venv' 2>/dev/null; then \
 
 FROM cuda-python AS venv-gpu
 ARG PIP_CERT=/etc/ssl/certs/ca-certificates.crt
-ARG PIP_CACHE_DIR=/tmp/pip-cache
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
+ARG PIP_FIND_LINKS=""
+ARG PIP_NO_INDEX=0
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 COPY pyproject.toml /tmp/pyproject.toml
 COPY --from=wheel /wheels /wheels
 RUN python3 -m venv /opt/modulemesh \
@@ -94,7 +98,7 @@ RUN python3 -m venv /opt/modulemesh \
     && /opt/modulemesh/bin/pip install --quiet -r /tmp/requirements.txt \
     && /opt/modulemesh/bin/pip install --quiet --no-deps /wheels/modulemesh-*.whl \
     && /opt/modulemesh/bin/pip uninstall --quiet --yes pip setuptools \
-    && rm -rf /tmp/pip-cache /tmp/*.txt /tmp/pyproject.toml
+    && rm -rf /tmp/*.txt /tmp/pyproject.toml /root/.cache
 
 # The Python base with the service user (final stages start here).
 FROM ${PYTHON_BASE} AS python-user

@@ -15,6 +15,7 @@ IMAGES_CACHE="$MODULEMESH_CACHE/images"
 # image can be pulled here. Bump BASE_RECIPE when the recipe changes: it moves the cache key.
 BASE_SUITE=bookworm
 BASE_INCLUDE=python3,python3-venv,python3-pip,ca-certificates
+BASE_PYTHON=3.11 # bookworm's python3
 BASE_RECIPE="r1 $BASE_SUITE minbase include=$BASE_INCLUDE"
 BASE_KEY="$(printf '%s\n' "$BASE_RECIPE" | sha256sum | cut -c1-10)"
 BASE_TARBALL="$IMAGES_CACHE/base-$BASE_SUITE-$BASE_KEY.tar"
@@ -25,7 +26,7 @@ STORAGE_ROOT="${MODULEMESH_IMAGE_STORAGE:-$IMAGES_CACHE/storage}"
 STORAGE_RUNROOT="${MODULEMESH_IMAGE_RUNROOT:-$IMAGES_CACHE/run}"
 STORAGE_ARGS=(--root "$STORAGE_ROOT" --runroot "$STORAGE_RUNROOT" --storage-driver vfs)
 IMAGE_PREFIX="${MODULEMESH_IMAGE_PREFIX:-localhost/modulemesh}"
-PIP_CACHE="$IMAGES_CACHE/pip"
+WHEELHOUSE="$IMAGES_CACHE/wheels"
 CA_BUNDLE="${MODULEMESH_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
 
 # Dockerfile target -> image name (the chart's image values default to the same repositories).

@@ -1,0 +1,121 @@
+"""Build and run the project's images with Debian's buildah: no Docker engine, vfs storage,
+chroot isolation (see hack/images). Used by tests/images."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+HACK_IMAGES = REPO_ROOT / "hack" / "images"
+TARGETS = ("slim", "runtime", "runtime-gpu")
+BUILD_TIMEOUT_S = 1800.0
+
+
+class BuildahError(RuntimeError):
+    """A buildah command or a hack/images script failed."""
+
+
+def images_env() -> dict[str, str]:
+    """The KEY=VALUE settings printed by hack/images/env."""
+    out = subprocess.run(
+        [str(HACK_IMAGES / "env")], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+@dataclass(frozen=True)
+class Built:
+    """One built target: its image name and how long the build took."""
+
+    target: str
+    image: str
+    seconds: float
+
+
+class Buildah:
+    """buildah with the project's storage flags."""
+
+    def __init__(self) -> None:
+        env = images_env()
+        self.settings = env
+        self.storage = [
+            "--root",
+            env["STORAGE_ROOT"],
+            "--runroot",
+            env["STORAGE_RUNROOT"],
+            "--storage-driver",
+            "vfs",
+        ]
+
+    def run(
+        self, *args: str, timeout: float = 600.0, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            ["buildah", *self.storage, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise BuildahError(
+                f"buildah {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+            )
+        return proc
+
+    def build(self, target: str) -> Built:
+        """hack/images/build TARGET (the base image is made first when absent)."""
+        start = time.monotonic()
+        proc = subprocess.run(
+            [str(HACK_IMAGES / "build"), target],
+            capture_output=True,
+            text=True,
+            timeout=BUILD_TIMEOUT_S,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise BuildahError(f"hack/images/build {target} failed:\n{proc.stderr[-8000:]}")
+        image = proc.stdout.strip().splitlines()[-1]
+        return Built(target, image, time.monotonic() - start)
+
+    def inspect_image(self, image: str) -> dict[str, Any]:
+        doc: dict[str, Any] = json.loads(self.run("inspect", "--type", "image", image).stdout)
+        return doc
+
+    def from_image(self, image: str) -> Container:
+        """A working container of ``image`` (removed with :meth:`Container.remove`)."""
+        name = self.run("from", "--pull-never", image, timeout=900).stdout.strip().splitlines()[-1]
+        return Container(self, name)
+
+
+@dataclass(frozen=True)
+class Container:
+    """A buildah working container; commands run in it with chroot isolation, as its USER."""
+
+    buildah: Buildah
+    name: str
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        volumes: Sequence[str] = (),
+        timeout: float = 300.0,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[str]:
+        args = ["run", "--isolation", "chroot"]
+        for volume in volumes:
+            args += ["-v", volume]
+        return self.buildah.run(*args, self.name, "--", *argv, timeout=timeout, check=check)
+
+    def sh(self, script: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        return self.run(["/bin/sh", "-c", script], **kwargs)
+
+    def remove(self) -> None:
+        self.buildah.run("rm", self.name, check=False, timeout=600)
