@@ -39,6 +39,7 @@ __all__ = [
     "InferRequest",
     "InferResponse",
     "ProtocolError",
+    "RequestHead",
     "RequestedOutput",
     "datatype_of",
     "decode_request",
@@ -47,6 +48,7 @@ __all__ = [
     "encode_request",
     "encode_response",
     "error_body",
+    "parse_request",
 ]
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -138,23 +140,71 @@ class InferRequest:
 
     def output_names(self, available: Sequence[str]) -> list[str]:
         """Names of the outputs to return, checked against ``available`` (400 if unknown)."""
-        if self.outputs is None:
-            return list(available)
-        known = set(available)
-        for out in self.outputs:
-            if out.name not in known:
-                raise ProtocolError(
-                    400,
-                    f"unknown output {out.name!r}; the model has {sorted(known)}",
-                )
-        return [out.name for out in self.outputs]
+        return _output_names(self.outputs, available)
 
     def binary_outputs(self) -> dict[str, bool] | bool:
         """Per-output binary wishes, for :func:`encode_response`'s ``binary`` argument."""
-        if self.outputs is None:
-            return self.binary_data_output
-        default = self.binary_data_output
-        return {o.name: (default if o.binary_data is None else o.binary_data) for o in self.outputs}
+        return _binary_outputs(self.outputs, self.binary_data_output)
+
+
+@dataclass
+class RequestHead:
+    """An infer request whose JSON part is parsed but whose tensors are not decoded yet.
+
+    A proxy (the router) can read what the client asked for (outputs, binary wishes, id) and
+    forward the body untouched; :meth:`decode` turns the tensors into arrays only when
+    something needs them.
+    """
+
+    header: dict[str, Any]
+    binary: memoryview
+    outputs: list[RequestedOutput] | None
+    id: str | None
+    parameters: dict[str, Any]
+    binary_data_output: bool
+
+    def input_names(self) -> list[str]:
+        """Input names as the client listed them (unchecked: :meth:`decode` validates)."""
+        raw = self.header.get("inputs")
+        if not isinstance(raw, list):
+            return []
+        return [t["name"] for t in raw if isinstance(t, dict) and isinstance(t.get("name"), str)]
+
+    def decode(self) -> InferRequest:
+        """The full request with its input arrays (binary ones are views of the body)."""
+        inputs, input_parameters = _decode_inputs(self.header, self.binary)
+        return InferRequest(
+            inputs=inputs,
+            outputs=self.outputs,
+            id=self.id,
+            parameters=self.parameters,
+            binary_data_output=self.binary_data_output,
+            input_parameters=input_parameters,
+        )
+
+    def output_names(self, available: Sequence[str]) -> list[str]:
+        """Names of the outputs to return, checked against ``available`` (400 if unknown)."""
+        return _output_names(self.outputs, available)
+
+    def binary_outputs(self) -> dict[str, bool] | bool:
+        """Per-output binary wishes, for :func:`encode_response`'s ``binary`` argument."""
+        return _binary_outputs(self.outputs, self.binary_data_output)
+
+
+def _output_names(outputs: list[RequestedOutput] | None, available: Sequence[str]) -> list[str]:
+    if outputs is None:
+        return list(available)
+    known = set(available)
+    for out in outputs:
+        if out.name not in known:
+            raise ProtocolError(400, f"unknown output {out.name!r}; the model has {sorted(known)}")
+    return [out.name for out in outputs]
+
+
+def _binary_outputs(outputs: list[RequestedOutput] | None, default: bool) -> dict[str, bool] | bool:
+    if outputs is None:
+        return default
+    return {o.name: (default if o.binary_data is None else o.binary_data) for o in outputs}
 
 
 @dataclass
@@ -327,10 +377,17 @@ def decode_request(body: bytes, header_length: int | str | None = None) -> Infer
 
     Input arrays decoded from binary data are read-only views of ``body``.
     """
+    return parse_request(body, header_length).decode()
+
+
+def parse_request(body: bytes, header_length: int | str | None = None) -> RequestHead:
+    """Parse the JSON part of an infer request and check its shape, leaving tensors encoded."""
     header, binary = _split_body(body, header_length)
     if not isinstance(header, dict):
         raise ProtocolError(400, "request body must be a JSON object")
-    inputs, input_parameters = _decode_inputs(header, binary)
+    raw_inputs = header.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise ProtocolError(400, "request has no 'inputs' list")
     parameters = _params(header.get("parameters"), "request")
     binary_data_output = bool(parameters.pop("binary_data_output", False))
     outputs: list[RequestedOutput] | None = None
@@ -348,13 +405,13 @@ def decode_request(body: bytes, header_length: int | str | None = None) -> Infer
                 RequestedOutput(out["name"], None if wish is None else bool(wish), out_params)
             )
     request_id = header.get("id")
-    return InferRequest(
-        inputs=inputs,
+    return RequestHead(
+        header=header,
+        binary=binary,
         outputs=outputs,
         id=None if request_id is None else str(request_id),
         parameters=parameters,
         binary_data_output=binary_data_output,
-        input_parameters=input_parameters,
     )
 
 
@@ -368,6 +425,12 @@ def _bytes_to_binary(array: np.ndarray[Any, Any]) -> bytes:
         parts.append(struct.pack("<I", len(raw)))
         parts.append(raw)
     return b"".join(parts)
+
+
+def _raw_view(array: np.ndarray[Any, Any], dtype: np.dtype[Any]) -> bytes | memoryview:
+    """The array's little-endian bytes as a flat view (a copy only if it must convert)."""
+    flat = np.ascontiguousarray(array, dtype=dtype).reshape(-1)
+    return flat.data.cast("B") if flat.size else b""
 
 
 def _json_data(array: np.ndarray[Any, Any]) -> list[Any]:
@@ -384,9 +447,9 @@ def _encode_tensors(
     tensors: Mapping[str, np.ndarray[Any, Any]],
     binary: Mapping[str, bool] | bool,
     extra: Mapping[str, Mapping[str, Any]] | None = None,
-) -> tuple[list[dict[str, Any]], list[bytes]]:
+) -> tuple[list[dict[str, Any]], list[bytes | memoryview]]:
     described: list[dict[str, Any]] = []
-    chunks: list[bytes] = []
+    chunks: list[bytes | memoryview] = []
     for name, value in tensors.items():
         array = np.asarray(value)
         datatype = datatype_of(array)
@@ -394,11 +457,15 @@ def _encode_tensors(
         params = dict(extra.get(name, {})) if extra else {}
         as_binary = binary.get(name, False) if isinstance(binary, Mapping) else binary
         if as_binary:
+            raw: bytes | memoryview
             if datatype == "BYTES":
                 raw = _bytes_to_binary(array)
             else:
-                raw = np.ascontiguousarray(array, dtype=DATATYPES[datatype]).tobytes()
-            params["binary_data_size"] = len(raw)
+                # A view, not a copy: the one copy happens when the body is joined. Arrays
+                # decoded from a binary body are views of it, so a step's outputs go on to the
+                # next step without an intermediate bytes object.
+                raw = _raw_view(array, DATATYPES[datatype])
+            params["binary_data_size"] = raw.nbytes if isinstance(raw, memoryview) else len(raw)
             chunks.append(raw)
         else:
             entry["data"] = _json_data(array)
@@ -408,7 +475,7 @@ def _encode_tensors(
     return described, chunks
 
 
-def _assemble(header: dict[str, Any], chunks: list[bytes]) -> tuple[bytes, int | None]:
+def _assemble(header: dict[str, Any], chunks: list[bytes | memoryview]) -> tuple[bytes, int | None]:
     head = orjson.dumps(header)
     if not chunks:
         return head, None

@@ -28,6 +28,7 @@ from modulemesh.router.errors import RouteError
 from modulemesh.router.executor import Executor
 from modulemesh.router.metadata import GraphMetadata
 from modulemesh.router.metrics import RouterMetrics
+from modulemesh.router.payload import ClientInputs, rename_model
 from modulemesh.router.shedding import Shedder, parse_priority
 from modulemesh.telemetry import extract
 
@@ -228,7 +229,9 @@ class RouterApp:
                 ))  # fmt: skip
                 return
         try:
-            request = oip.decode_request(
+            # Only the JSON part is parsed here; tensors are decoded if and when a node needs
+            # them, and a call whose inputs are the client's forwards these bytes as they are.
+            request = ClientInputs.parse(
                 body, None if header_length is None else header_length.decode("latin-1")
             )
         except oip.ProtocolError as exc:
@@ -238,12 +241,13 @@ class RouterApp:
             request_headers,
             headers.parse_tags(None if raw_tags is None else raw_tags.decode("latin-1")),
         )
+        head = request.head
         ctx = RequestContext(
-            inputs=request.inputs,
+            inputs=request,
             headers=request_headers,
             tags=tags,
             priority=priority,
-            parameters=request.parameters,
+            parameters=head.parameters,
             timeout_ms=timeout_ms,
             explain=explain,
             trace_headers=trace_headers,
@@ -252,23 +256,31 @@ class RouterApp:
             try:
                 async with asyncio.timeout(max(0.0, ctx.remaining()) + _DEADLINE_GRACE):
                     output = await self.executor.run_node(
-                        self.resolved.spec.routing.entry, ctx, request.inputs
+                        self.resolved.spec.routing.entry, ctx, request, final=True
                     )
-                names = request.output_names(list(output.tensors))
-                outputs = {name: output.tensors[name] for name in names}
-                parameters: dict[str, Any] = {}
-                if ctx.explain is not None:
-                    parameters["modulemesh_explain"] = {
-                        "graph": self.graph,
-                        "tags": sorted(ctx.tags),
-                        "priority": priority.value,
-                        "path": ctx.explain,
-                        "ms": round((time.perf_counter() - started) * 1000, 3),
-                    }
-                response_body, length = oip.encode_response(
-                    oip.InferResponse(self.graph, outputs, id=request.id, parameters=parameters),
-                    request.binary_outputs(),
-                )
+                if output.raw is not None:
+                    # One module's answer, already holding the client's outputs in the
+                    # client's format: only the model name changes.
+                    response_body, length = rename_model(
+                        output.raw.body, output.raw.header_length, self.graph
+                    )
+                    self.metrics.forwarded_answer.inc()
+                else:
+                    names = head.output_names(list(output.tensors))
+                    outputs = {name: output.tensors[name] for name in names}
+                    parameters: dict[str, Any] = {}
+                    if ctx.explain is not None:
+                        parameters["modulemesh_explain"] = {
+                            "graph": self.graph,
+                            "tags": sorted(ctx.tags),
+                            "priority": priority.value,
+                            "path": ctx.explain,
+                            "ms": round((time.perf_counter() - started) * 1000, 3),
+                        }
+                    response_body, length = oip.encode_response(
+                        oip.InferResponse(self.graph, outputs, id=head.id, parameters=parameters),
+                        head.binary_outputs(),
+                    )
             except TimeoutError:
                 late = self.executor.deadline_error(
                     ctx, ctx.current_node or self.resolved.spec.routing.entry
@@ -276,6 +288,10 @@ class RouterApp:
                 await self._finish(send, started, 504, _error(late.message, ctx.explain))
                 return
             except RouteError as exc:
+                if exc.status == 400 and exc.module is not None:
+                    # A module refused forwarded client bytes: if the client's tensors are
+                    # malformed, say so as the router would have had it decoded them first.
+                    exc = request.problem() or exc
                 body_bytes = _error(exc.message, ctx.explain)
                 await self._finish(
                     send, started, exc.status, body_bytes, retry_after=exc.retry_after

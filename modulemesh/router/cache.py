@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 __all__ = ["ResultCache", "input_digest"]
 
-Tensors = dict[str, np.ndarray[Any, Any]]
+Tensors = Mapping[str, np.ndarray[Any, Any]]
 
 
 def input_digest(inputs: Tensors) -> bytes:

@@ -1,7 +1,10 @@
 """Calls to one module's sidecar: OIP v2 over a pooled keep-alive HTTP/1.1 connection.
 
 Requests and responses use the binary tensor extension (no JSON number formatting on either
-side). Every call carries the request's tags, the remaining deadline and the trace context;
+side). When the inputs are the client's own (:class:`~modulemesh.router.payload.ClientInputs`)
+their bytes are forwarded instead of re-encoded; when the answer is the graph's answer
+(``final``), the module is asked for the client's outputs in the client's format and its body
+is kept undecoded (:class:`~modulemesh.router.context.RawAnswer`). Every call carries the request's tags, the remaining deadline and the trace context;
 every response's envelope header is handed to the envelope store. Failures come back as
 :class:`~modulemesh.router.errors.RouteError` classified for retry, fallback and the breaker.
 The connection pool is the sidecar's lean httptools client (one implementation to tune).
@@ -10,20 +13,19 @@ The connection pool is the sidecar's lean httptools client (one implementation t
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
 
 from modulemesh import headers, oip
+from modulemesh.router.context import RawAnswer, Tensors
 from modulemesh.router.envelopes import ModuleEnvelope
 from modulemesh.router.errors import RouteError
+from modulemesh.router.payload import ClientInputs
 from modulemesh.sidecar.config import Upstream
 from modulemesh.sidecar.upstream import Pool, UpstreamError, UpstreamTimeout
 
-__all__ = ["ModuleClient", "parse_endpoint"]
-
-Tensors = dict[str, Any]
+__all__ = ["ModuleClient", "decode_answer", "parse_endpoint"]
 
 _ENVELOPE = headers.ENVELOPE.encode()
 _HEADER_LENGTH = oip.HEADER_LENGTH.encode()
@@ -48,10 +50,9 @@ class ModuleClient:
         self.envelope = envelope
         self._pool: Pool | None = None
         host = f"{self.upstream.host}:{self.upstream.port}"
-        self._infer_head = (
-            f"POST /v2/models/{module}/infer HTTP/1.1\r\nhost: {host}\r\n"
-            f"content-type: application/octet-stream\r\n"
-        ).encode()
+        line = f"POST /v2/models/{module}/infer HTTP/1.1\r\nhost: {host}\r\n"
+        self._binary_head = (line + "content-type: application/octet-stream\r\n").encode()
+        self._json_head = (line + "content-type: application/json\r\n").encode()
 
     def start(self) -> None:
         """Create the connection pool (needs the running loop)."""
@@ -83,14 +84,19 @@ class ModuleClient:
         tags: str | None,
         trace: list[tuple[bytes, bytes]],
         where: str,
-    ) -> tuple[Tensors, str | None]:
+        final: oip.RequestHead | None = None,
+    ) -> tuple[Tensors | RawAnswer, str | None]:
         """Run the module on ``inputs``; returns its outputs and model version.
 
         ``timeout`` (seconds) bounds the whole exchange and is sent downstream as the
-        deadline; ``where`` prefixes every error message (node and step).
+        deadline; ``where`` prefixes every error message (node and step). With ``final`` (the
+        client's request head) the module answers with the client's outputs in the client's
+        format and the body comes back undecoded, with no version (only explain reports it,
+        and explain never asks for a raw answer).
         """
-        body, header_length = oip.encode_request(inputs, binary=True, binary_data_output=True)
-        parts = [self._infer_head, b"content-length: %d\r\n" % len(body)]
+        body, header_length = _request_body(inputs, final)
+        head = self._json_head if header_length is None else self._binary_head
+        parts = [head, b"content-length: %d\r\n" % len(body)]
         if header_length is not None:
             parts.append(b"inference-header-content-length: %d\r\n" % header_length)
         parts.append(b"x-modulemesh-deadline-ms: %d\r\n" % max(1, int(timeout * 1000)))
@@ -136,13 +142,42 @@ class ModuleClient:
         if status != 200:
             raise _status_error(status, data, module, where, retry_after)
         try:
-            response = oip.decode_response(data, None if length is None else int(length))
+            header_length = None if length is None else int(length)
+            if final is not None:
+                return RawAnswer(data, header_length), None
+            response = oip.decode_response(data, header_length)
         except (oip.ProtocolError, ValueError) as exc:
-            raise RouteError(
-                502, f"{where}: module {module!r} sent a bad response: {exc}", module=module,
-                retryable=False, breaker=True, fallback=True,
-            ) from None  # fmt: skip
+            raise _bad_response(where, module, exc) from None
         return response.outputs, response.model_version
+
+
+def _request_body(inputs: Tensors, final: oip.RequestHead | None) -> tuple[bytes, int | None]:
+    """The module's request body: the client's bytes when the inputs are the client's."""
+    if isinstance(inputs, ClientInputs):
+        if final is not None:
+            return inputs.body, inputs.header_length
+        return inputs.for_module()
+    if final is not None:
+        return oip.encode_request(
+            inputs, outputs=final.outputs, binary=True,
+            binary_data_output=final.binary_data_output, id=final.id,
+        )  # fmt: skip
+    return oip.encode_request(inputs, binary=True, binary_data_output=True)
+
+
+def decode_answer(raw: RawAnswer, module: str) -> Tensors:
+    """The tensors of a raw module answer (502 naming the module if they do not decode)."""
+    try:
+        return oip.decode_response(raw.body, raw.header_length).outputs
+    except oip.ProtocolError as exc:
+        raise _bad_response("graph answer", module, exc) from None
+
+
+def _bad_response(where: str, module: str, exc: Exception) -> RouteError:
+    return RouteError(
+        502, f"{where}: module {module!r} sent a bad response: {exc}", module=module,
+        retryable=False, breaker=True, fallback=True,
+    )  # fmt: skip
 
 
 def _timeout(where: str, module: str, timeout: float) -> RouteError:

@@ -8,7 +8,8 @@ when a condition asks for it.
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,21 +17,59 @@ from modulemesh.api.graph import Priority
 from modulemesh.cel import RequestVars, TensorVars
 from modulemesh.oip import datatype_of
 
-__all__ = ["Output", "RequestContext", "Tensors"]
+if TYPE_CHECKING:
+    from modulemesh.router.payload import ClientInputs
 
-Tensors = dict[str, np.ndarray[Any, Any]]
+__all__ = ["Output", "RawAnswer", "RequestContext", "Tensors"]
+
+Tensors = Mapping[str, np.ndarray[Any, Any]]
+"""Named tensors; the request's own are a lazily decoded :class:`ClientInputs`."""
+
+
+class RawAnswer:
+    """A module's response body kept as sent, already in the format the client asked for."""
+
+    __slots__ = ("body", "header_length")
+
+    def __init__(self, body: bytes, header_length: int | None) -> None:
+        self.body = body
+        self.header_length = header_length
 
 
 class Output:
-    """What a node or module produced: tensors, the module that made them, its confidence."""
+    """What a node or module produced: tensors, the module that made them, its confidence.
 
-    __slots__ = ("_confidence", "confidence_output", "module", "tensors")
+    A call whose answer is the graph's answer keeps the module's body in ``raw`` (sent to the
+    client with only the model name changed); its tensors are decoded only if asked for.
+    """
 
-    def __init__(self, tensors: Tensors, module: str, confidence_output: str | None = None) -> None:
-        self.tensors = tensors
+    __slots__ = ("_confidence", "_tensors", "confidence_output", "module", "raw")
+
+    def __init__(
+        self,
+        tensors: Tensors | None,
+        module: str,
+        confidence_output: str | None = None,
+        *,
+        raw: RawAnswer | None = None,
+    ) -> None:
+        if tensors is None and raw is None:
+            raise ValueError("Output needs tensors or a raw answer")
+        self._tensors = tensors
+        self.raw = raw
         self.module = module
         self.confidence_output = confidence_output
         self._confidence: float | bool | None = False  # False: not computed yet
+
+    @property
+    def tensors(self) -> Tensors:
+        """The output tensors (decoded from ``raw`` on first access)."""
+        if self._tensors is None:
+            assert self.raw is not None
+            from modulemesh.router.client import decode_answer
+
+            self._tensors = decode_answer(self.raw, self.module)
+        return self._tensors
 
     @property
     def confidence(self) -> float | None:
@@ -91,7 +130,7 @@ class RequestContext:
     def __init__(
         self,
         *,
-        inputs: Tensors,
+        inputs: ClientInputs,
         headers: dict[str, str],
         tags: frozenset[str],
         priority: Priority,
@@ -101,6 +140,7 @@ class RequestContext:
         trace_headers: list[tuple[bytes, bytes]],
     ) -> None:
         self.inputs = inputs
+        """The client's tensors; ``x is ctx.inputs`` means "forward the client's bytes"."""
         self.headers = headers
         self.tags = tags
         self.priority = priority

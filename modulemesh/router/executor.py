@@ -27,10 +27,11 @@ from modulemesh.cel import Condition, Environment, compile_condition
 from modulemesh.envelope import State
 from modulemesh.router.cache import ResultCache, input_digest
 from modulemesh.router.client import ModuleClient
-from modulemesh.router.context import Output, RequestContext, Tensors
+from modulemesh.router.context import Output, RawAnswer, RequestContext, Tensors
 from modulemesh.router.envelopes import EnvelopeStore
 from modulemesh.router.errors import RouteError
 from modulemesh.router.metrics import RouterMetrics
+from modulemesh.router.payload import ClientInputs
 from modulemesh.router.privacy import Privacy
 from modulemesh.router.resilience import Breaker, RetryBudget
 from modulemesh.telemetry import inject
@@ -41,7 +42,9 @@ _NO_SPAN = contextlib.nullcontext()
 
 _log = logging.getLogger("modulemesh.router")
 
-Handler = Callable[["Executor", Any, RequestContext, Tensors], Awaitable[Output]]
+Handler = Callable[["Executor", Any, RequestContext, Tensors, bool], Awaitable[Output]]
+"""``run(executor, node, ctx, inputs, final)``; ``final``: the node's output is the graph's
+answer, returned to the client as it is (so its last call may answer in the client's format)."""
 
 
 class Executor:
@@ -108,8 +111,10 @@ class Executor:
 
     # -- nodes ----------------------------------------------------------------------------------
 
-    async def run_node(self, name: str, ctx: RequestContext, inputs: Tensors) -> Output:
-        """Run node ``name`` on ``inputs``."""
+    async def run_node(
+        self, name: str, ctx: RequestContext, inputs: Tensors, *, final: bool = False
+    ) -> Output:
+        """Run node ``name`` on ``inputs`` (``final``: its output is the graph's answer)."""
         node = self.nodes[name]
         previous, ctx.current_node = ctx.current_node, name
         ctx.note("node", node=name, type=node.type)
@@ -117,17 +122,26 @@ class Executor:
             with self._span(
                 f"node {name}", {"modulemesh.node": name, "modulemesh.node.type": node.type}
             ):
-                return await self.handlers[node.type](self, node, ctx, inputs)
+                return await self.handlers[node.type](self, node, ctx, inputs, final)
         finally:
             ctx.current_node = previous
 
     async def call(
-        self, target: Target, ctx: RequestContext, inputs: Tensors, *, node: str, step: str
+        self,
+        target: Target,
+        ctx: RequestContext,
+        inputs: Tensors,
+        *,
+        node: str,
+        step: str,
+        final: bool = False,
     ) -> Output:
         """Call a step's target: a module (with resilience) or another node."""
         if target.module is not None:
-            return await self.call_module(target.module, ctx, inputs, node=node, step=step)
-        return await self.run_node(str(target.node), ctx, inputs)
+            return await self.call_module(
+                target.module, ctx, inputs, node=node, step=step, final=final
+            )
+        return await self.run_node(str(target.node), ctx, inputs, final=final)
 
     def condition(self, node: str, key: str | int) -> Condition:
         """The compiled condition of a node (switch case index, ``escalate``, ``accept``)."""
@@ -136,7 +150,14 @@ class Executor:
     # -- module calls ---------------------------------------------------------------------------
 
     async def call_module(
-        self, name: str, ctx: RequestContext, inputs: Tensors, *, node: str, step: str
+        self,
+        name: str,
+        ctx: RequestContext,
+        inputs: Tensors,
+        *,
+        node: str,
+        step: str,
+        final: bool = False,
     ) -> Output:
         """Call module ``name``, or its fallbacks, for one step of ``node``."""
         tried: list[str] = []
@@ -147,7 +168,7 @@ class Executor:
             refusal = self._refusal(current, ctx, where)
             if refusal is None:
                 try:
-                    return await self._attempts(current, ctx, inputs, node, step, where)
+                    return await self._attempts(current, ctx, inputs, node, step, where, final)
                 except RouteError as exc:
                     if not exc.fallback:
                         raise
@@ -196,7 +217,14 @@ class Executor:
         return None
 
     async def _attempts(
-        self, module: str, ctx: RequestContext, inputs: Tensors, node: str, step: str, where: str
+        self,
+        module: str,
+        ctx: RequestContext,
+        inputs: Tensors,
+        node: str,
+        step: str,
+        where: str,
+        final: bool,
     ) -> Output:
         spec = self.modules[module]
         digest: bytes | None = None
@@ -211,6 +239,9 @@ class Executor:
         elif self.cache is not None:
             ctx.note("cache", node=node, step=step, module=module, result="bypass",
                      reason="tagged request; a gate does not allow caching")  # fmt: skip
+        # The module answers in the client's format only when nothing here needs the tensors:
+        # explain reports the version, and the cache stores decoded outputs.
+        answer_for = ctx.inputs.head if final and digest is None and ctx.explain is None else None
         client = self.clients[module]
         breaker = self.breakers[module]
         budget = self.budgets[module]
@@ -239,7 +270,7 @@ class Executor:
                 }, kind=SpanKind.CLIENT):  # fmt: skip
                     outputs, version = await client.infer(
                         inputs, timeout=timeout, tags=tags,
-                        trace=self._trace_headers(ctx), where=where,
+                        trace=self._trace_headers(ctx), where=where, final=answer_for,
                     )  # fmt: skip
             except RouteError as exc:
                 elapsed = time.perf_counter() - started
@@ -272,9 +303,13 @@ class Executor:
             breaker.success()
             if self.metrics is not None:
                 self.metrics.call(module, "ok", elapsed)
+                if isinstance(inputs, ClientInputs):
+                    self.metrics.forwarded_request.inc()
             if ctx.explain is not None:
                 ctx.note("call", node=node, step=step, module=module, attempt=attempt,
                          outcome="ok", version=version, ms=round(elapsed * 1000, 3))  # fmt: skip
+            if isinstance(outputs, RawAnswer):
+                return Output(None, module, spec.confidence_output, raw=outputs)
             if digest is not None and self.cache is not None:
                 self.cache.put(module, spec.version, digest, outputs)
             return Output(outputs, module, spec.confidence_output)

@@ -47,6 +47,14 @@ class RouterMetrics:
             "modulemesh_router_shed", "Requests refused with 429 by priority.",
             ["graph", "priority"], registry=self.registry,
         )  # fmt: skip
+        self.forwarded = Counter(
+            "modulemesh_router_forwarded",
+            "Bodies passed on without tensor decoding: the client's tensors to a module "
+            "(part=request) or a module's answer to the client (part=answer).",
+            ["graph", "part"], registry=self.registry,
+        )  # fmt: skip
+        self.forwarded_request = self.forwarded.labels(graph, "request")
+        self.forwarded_answer = self.forwarded.labels(graph, "answer")
         self.in_flight = Gauge(
             "modulemesh_router_in_flight", "Graph requests in flight.",
             ["graph"], registry=self.registry,

@@ -1,4 +1,9 @@
-"""Tensor plumbing between steps: explicit input mapping and the ensemble merges."""
+"""Tensor plumbing between steps: explicit input mapping and the ensemble merges.
+
+A mapping that hands a step exactly the request's tensors under their own names returns the
+request's :class:`~modulemesh.router.payload.ClientInputs` itself, so the call can forward the
+client's bytes instead of decoding and re-encoding them.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,8 @@ from modulemesh.router.errors import RouteError
 
 __all__ = ["map_inputs", "merge"]
 
-Tensors = dict[str, np.ndarray[Any, Any]]
+from modulemesh.router.context import Tensors
+from modulemesh.router.payload import ClientInputs
 
 
 def map_inputs(
@@ -25,7 +31,10 @@ def map_inputs(
     ``scope`` (``request`` and earlier steps), or ``default`` when there is no mapping."""
     if mapping is None:
         return default
-    out: Tensors = {}
+    request = scope.get("request")
+    if isinstance(request, ClientInputs) and _is_identity(mapping, request):
+        return request
+    out: dict[str, np.ndarray[Any, Any]] = {}
     for name, ref in mapping.items():
         source, _, tensor = ref.partition(".")
         tensors = scope.get(source)
@@ -52,6 +61,14 @@ def map_inputs(
     return out
 
 
+def _is_identity(mapping: Mapping[str, str], request: ClientInputs) -> bool:
+    """Whether ``mapping`` is ``{x: "request.x"}`` for every request input and no other."""
+    names = request.names()
+    if len(names) != len(mapping) or set(names) != set(mapping):
+        return False
+    return all(mapping[name] == f"request.{name}" for name in names)
+
+
 def merge(strategy: MergeStrategy, results: Sequence[tuple[str, Tensors]], where: str) -> Tensors:
     """Combine ensemble step outputs (``results`` in declared step order)."""
     if strategy is MergeStrategy.FIRST:
@@ -68,7 +85,7 @@ def merge(strategy: MergeStrategy, results: Sequence[tuple[str, Tensors]], where
                 f"{where}: cannot {strategy.value}-merge: step {results[0][0]!r} produced "
                 f"{sorted(names)} but step {step!r} produced {sorted(tensors)}",
             )
-    out: Tensors = {}
+    out: dict[str, np.ndarray[Any, Any]] = {}
     for name in names:
         arrays = [tensors[name] for _, tensors in results]
         try:

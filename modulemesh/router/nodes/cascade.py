@@ -15,8 +15,12 @@ if TYPE_CHECKING:
     from modulemesh.router.executor import Executor
 
 
-async def run(ex: Executor, node: CascadeNode, ctx: RequestContext, inputs: Tensors) -> Output:
-    """Try candidates in order until one is good enough (or the last one answers)."""
+async def run(
+    ex: Executor, node: CascadeNode, ctx: RequestContext, inputs: Tensors, final: bool
+) -> Output:
+    """Try candidates in order until one is good enough (or the last one answers).
+
+    Only the last candidate's answer is returned unjudged, so only it may be ``final``."""
     condition = ex.condition(node.name, "escalate")
     scope: dict[str, Tensors] = {"request": ctx.inputs}
     last_index = len(node.candidates) - 1
@@ -25,7 +29,10 @@ async def run(ex: Executor, node: CascadeNode, ctx: RequestContext, inputs: Tens
         where = f"node {node.name!r} step {name!r}"
         step_inputs = map_inputs(step.inputs, scope, inputs, where)
         try:
-            out = await ex.call(step, ctx, step_inputs, node=node.name, step=name)
+            out = await ex.call(
+                step, ctx, step_inputs, node=node.name, step=name,
+                final=final and index == last_index,
+            )  # fmt: skip
         except RouteError as exc:
             if index == last_index or exc.status in (400, 403, 422, 504):
                 raise

@@ -16,14 +16,20 @@ if TYPE_CHECKING:
     from modulemesh.router.executor import Executor
 
 
-async def run(ex: Executor, node: EnsembleNode, ctx: RequestContext, inputs: Tensors) -> Output:
-    """Run all steps concurrently and merge their outputs."""
+async def run(
+    ex: Executor, node: EnsembleNode, ctx: RequestContext, inputs: Tensors, final: bool
+) -> Output:
+    """Run all steps concurrently and merge their outputs (``first`` returns one step's
+    answer unmerged, so only then may the steps be ``final``)."""
+    tail = final and node.merge is MergeStrategy.FIRST
     scope: dict[str, Tensors] = {"request": ctx.inputs}
     tasks: dict[asyncio.Task[Output], Step] = {}
     for step in node.steps:
         name = step.step_name
         step_inputs = map_inputs(step.inputs, scope, inputs, f"node {node.name!r} step {name!r}")
-        task = asyncio.ensure_future(ex.call(step, ctx, step_inputs, node=node.name, step=name))
+        task = asyncio.ensure_future(
+            ex.call(step, ctx, step_inputs, node=node.name, step=name, final=tail)
+        )
         tasks[task] = step
     results: dict[str, Output] = {}
     failures: list[str] = []

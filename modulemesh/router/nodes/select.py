@@ -82,7 +82,9 @@ def rank(ex: Executor, node: SelectNode) -> list[Candidate]:
     return sorted(out, key=lambda c: (c.ejected, not c.within_budget, c.score))
 
 
-async def run(ex: Executor, node: SelectNode, ctx: RequestContext, inputs: Tensors) -> Output:
+async def run(
+    ex: Executor, node: SelectNode, ctx: RequestContext, inputs: Tensors, final: bool
+) -> Output:
     """Call the best candidate; on failure, the next best."""
     ranked = rank(ex, node)
     ctx.note("decision", node=node.name, chosen=ranked[0].step.step_name,
@@ -93,7 +95,7 @@ async def run(ex: Executor, node: SelectNode, ctx: RequestContext, inputs: Tenso
         name = c.step.step_name
         step_inputs = map_inputs(c.step.inputs, scope, inputs, f"node {node.name!r} step {name!r}")
         try:
-            return await ex.call(c.step, ctx, step_inputs, node=node.name, step=name)
+            return await ex.call(c.step, ctx, step_inputs, node=node.name, step=name, final=final)
         except RouteError as exc:
             if exc.status in (400, 403, 422, 504):
                 raise

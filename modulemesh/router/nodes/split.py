@@ -35,7 +35,9 @@ def choose(node: SplitNode, sticky_value: str | None) -> int:
     return len(node.targets) - 1  # unreachable: point < total
 
 
-async def run(ex: Executor, node: SplitNode, ctx: RequestContext, inputs: Tensors) -> Output:
+async def run(
+    ex: Executor, node: SplitNode, ctx: RequestContext, inputs: Tensors, final: bool
+) -> Output:
     """Route to one arm; maybe mirror a copy."""
     sticky = None
     if node.sticky_header is not None:
@@ -47,7 +49,7 @@ async def run(ex: Executor, node: SplitNode, ctx: RequestContext, inputs: Tensor
     if mirror is not None and random.random() * 100.0 < mirror.percent:
         ctx.note("mirror", node=node.name, target=mirror.ref)
         ex.spawn(_mirror(ex, node, ctx, inputs))
-    return await ex.call(arm, ctx, inputs, node=node.name, step=f"targets[{index}]")
+    return await ex.call(arm, ctx, inputs, node=node.name, step=f"targets[{index}]", final=final)
 
 
 async def _mirror(ex: Executor, node: SplitNode, ctx: RequestContext, inputs: Tensors) -> None:

@@ -14,7 +14,9 @@ if TYPE_CHECKING:
     from modulemesh.router.executor import Executor
 
 
-async def run(ex: Executor, node: SwitchNode, ctx: RequestContext, inputs: Tensors) -> Output:
+async def run(
+    ex: Executor, node: SwitchNode, ctx: RequestContext, inputs: Tensors, final: bool
+) -> Output:
     """Pick the case and run its target."""
     context = {"request": ctx.request_vars()}
     for index, case in enumerate(node.cases):
@@ -26,10 +28,12 @@ async def run(ex: Executor, node: SwitchNode, ctx: RequestContext, inputs: Tenso
             ) from None
         if matched:
             ctx.note("decision", node=node.name, case=index, when=case.when, target=case.ref)
-            return await ex.call(case, ctx, inputs, node=node.name, step=f"cases[{index}]")
+            return await ex.call(
+                case, ctx, inputs, node=node.name, step=f"cases[{index}]", final=final
+            )
     if node.default is not None:
         ctx.note("decision", node=node.name, case="default", target=node.default.ref)
-        return await ex.call(node.default, ctx, inputs, node=node.name, step="default")
+        return await ex.call(node.default, ctx, inputs, node=node.name, step="default", final=final)
     raise RouteError(
         422,
         f"switch {node.name!r}: no case matched the request and there is no default "

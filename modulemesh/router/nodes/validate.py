@@ -16,8 +16,11 @@ if TYPE_CHECKING:
     from modulemesh.router.executor import Executor
 
 
-async def run(ex: Executor, node: ValidateNode, ctx: RequestContext, inputs: Tensors) -> Output:
-    """Loop generate/validate/correct."""
+async def run(
+    ex: Executor, node: ValidateNode, ctx: RequestContext, inputs: Tensors, final: bool
+) -> Output:
+    """Loop generate/validate/correct. Generated answers are also the validator's input, so
+    only the ``onExhausted: fallback`` call may be ``final``."""
     condition = ex.condition(node.name, "accept")
     scope: dict[str, Tensors] = {"request": ctx.inputs}
     gen, val, fix = node.generator, node.validator, node.corrector
@@ -54,7 +57,9 @@ async def run(ex: Executor, node: ValidateNode, ctx: RequestContext, inputs: Ten
     if node.on_exhausted is Exhausted.RETURN_LAST:
         return generated
     if node.on_exhausted is Exhausted.FALLBACK and node.fallback is not None:
-        return await ex.call(node.fallback, ctx, inputs, node=node.name, step="fallback")
+        return await ex.call(
+            node.fallback, ctx, inputs, node=node.name, step="fallback", final=final
+        )
     raise RouteError(
         422,
         f"validate {node.name!r}: output not accepted ({node.accept_when!r}) after "
