@@ -11,7 +11,8 @@
 # (3.11+) with the venv module; the CUDA stage installs them with apt when the base lacks them.
 # Everything is installed into a virtualenv at /opt/modulemesh (Debian's python refuses pip
 # system installs, PEP 668); the final stages copy that venv, with pip and setuptools removed,
-# onto a clean base: no compilers, no pip, no caches, uid/gid 65532, ENTRYPOINT modulemesh.
+# onto a clean base: no compilers, no pip in the venv, no caches, uid/gid 65532, ENTRYPOINT
+# modulemesh.
 # Build args for the build stages only (never in a shipped image): PIP_CERT, the CA bundle pip
 # trusts (mount the host's over it behind a TLS-inspecting proxy), and PIP_FIND_LINKS +
 # PIP_NO_INDEX=1 to install from a mounted wheelhouse instead of PyPI (hack/images/build does).

@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034 # variables for the scripts that source this file
 # Shared settings for hack/images scripts. Source it; do not execute it.
 #
 # Images are built with Debian's buildah, no Docker engine: vfs storage (works on any

@@ -15,6 +15,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 HACK_IMAGES = REPO_ROOT / "hack" / "images"
 TARGETS = ("slim", "runtime", "runtime-gpu")
 BUILD_TIMEOUT_S = 1800.0
+BUILD_TIMES: dict[str, float] = {}
+"""target -> seconds its last build took in this session (shown in the terminal summary)."""
 
 
 class BuildahError(RuntimeError):
@@ -82,7 +84,8 @@ class Buildah:
         if proc.returncode != 0:
             raise BuildahError(f"hack/images/build {target} failed:\n{proc.stderr[-8000:]}")
         image = proc.stdout.strip().splitlines()[-1]
-        return Built(target, image, time.monotonic() - start)
+        BUILD_TIMES[target] = time.monotonic() - start
+        return Built(target, image, BUILD_TIMES[target])
 
     def inspect_image(self, image: str) -> dict[str, Any]:
         doc: dict[str, Any] = json.loads(self.run("inspect", "--type", "image", image).stdout)

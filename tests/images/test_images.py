@@ -43,14 +43,9 @@ def buildah() -> Buildah:
 
 
 @pytest.fixture(scope="session")
-def built(buildah: Buildah, pytestconfig: pytest.Config) -> dict[str, Built]:
+def built(buildah: Buildah) -> dict[str, Built]:
     """Every target built from the working tree (the base image made first when absent)."""
-    result = {target: buildah.build(target) for target in TARGETS}
-    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        times = ", ".join(f"{b.target} {b.seconds:.0f} s" for b in result.values())
-        reporter.write_line(f"\nimages built: {times}")
-    return result
+    return {target: buildah.build(target) for target in TARGETS}
 
 
 @pytest.fixture(scope="session")
@@ -126,6 +121,7 @@ class TestInsideTheImage:
             " for path in /opt/modulemesh/bin/pip /opt/modulemesh/bin/pip3 /root/.cache /wheels"
             " /src /opt/build /var/cache/modulemesh-wheels; do test -e $path && echo found-$path;"
             " done;"
+            " test -n \"$(ls -A /mnt)\" && echo found-in-mnt;"
             " python -c 'import pip' 2>/dev/null && echo found-import-pip;"
             " test -w /opt/modulemesh && echo writable-venv;"
             " test -w /opt/modulemesh/lib && echo writable-lib;"
