@@ -121,7 +121,7 @@ class TestInsideTheImage:
             " for path in /opt/modulemesh/bin/pip /opt/modulemesh/bin/pip3 /root/.cache /wheels"
             " /src /opt/build /var/cache/modulemesh-wheels; do test -e $path && echo found-$path;"
             " done;"
-            " test -n \"$(ls -A /mnt)\" && echo found-in-mnt;"
+            ' test -n "$(ls -A /mnt)" && echo found-in-mnt;'
             " python -c 'import pip' 2>/dev/null && echo found-import-pip;"
             " test -w /opt/modulemesh && echo writable-venv;"
             " test -w /opt/modulemesh/lib && echo writable-lib;"
