@@ -9,8 +9,9 @@ Triggers:
 - a PrivacyGate changes: full reconcile of every graph that names it (found by a kopf index);
 - an owned child is deleted or changed by someone else: full reconcile of its graph (drift);
 - an owned Deployment or a graph's Pod changes: status refresh (no apply);
-- a timer per graph: read the router's ``/envelopes`` and refresh status; every
-  ``resyncInterval`` a full reconcile as a safety net.
+- one operator-wide loop: read each graph's router ``/envelopes`` and refresh status; every
+  ``resyncInterval`` a full reconcile as a safety net. (Not a kopf timer: timers put a finalizer
+  on every graph; this operator puts none, so graphs stay deletable without it.)
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ _locks: dict[tuple[str, str], asyncio.Lock] = {}
 _envelopes: dict[tuple[str, str], tuple[dict[str, Any] | None, str | None]] = {}
 _last_resync: dict[tuple[str, str], float] = {}
 _reconciler: Reconciler | None = None
+_known: set[tuple[str, str]] = set()
+"""Graphs seen by create/update/resume and not deleted since: what the refresh loop visits."""
+_background: list[asyncio.Task[None]] = []
 
 EVENT_REASONS: dict[tuple[str, str], tuple[str, str]] = {
     # (condition, new status) -> (event type, reason)
@@ -79,27 +83,30 @@ def _lock(namespace: str, name: str) -> asyncio.Lock:
     return _locks.setdefault((namespace, name), asyncio.Lock())
 
 
-class _QuietTimer(logging.Filter):
-    """Drop kopf's per-tick "Timer 'refresh' succeeded" line; failures are still logged."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Timer 'refresh' succeeded")
-
-
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     """Keep kopf's own bookkeeping out of ``status`` (ours alone) and name the field manager."""
-    logging.getLogger("kopf.objects").addFilter(_QuietTimer())
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="modulemesh.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="modulemesh.io", key="last-handled-configuration"
     )
-    settings.persistence.finalizer = "modulemesh.io/finalizer"
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 120
     settings.watching.client_timeout = 150
     settings.execution.max_workers = 16
     settings.networking.request_timeout = 60
+    _background.append(
+        asyncio.get_running_loop().create_task(refresh_loop(SETTINGS.envelope_interval_s))
+    )
+
+
+@kopf.on.cleanup()
+async def stop_background(**_: Any) -> None:
+    """Stop the refresh loop when the operator stops."""
+    for task in _background:
+        task.cancel()
+    await asyncio.gather(*_background, return_exceptions=True)
+    _background.clear()
 
 
 async def reconcile_named(
@@ -170,14 +177,17 @@ def _post_events(body: Mapping[str, Any], outcome: Outcome, *, applied: bool) ->
 @kopf.on.update(GROUP, VERSION, "modulegraphs", field="spec")
 async def graph_changed(body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
     """A graph appeared, changed, or the operator started: make its children match."""
+    _known.add((str(namespace), name))
     await reconcile_named(str(namespace), name, apply=True, body=dict(body))
 
 
 @kopf.on.delete(GROUP, VERSION, "modulegraphs", optional=True)
 def graph_deleted(name: str, namespace: str | None, **_: Any) -> None:
     """Children go with the graph (ownerReferences); only forget what we cached."""
+    key = (str(namespace), name)
+    _known.discard(key)
     for cache in (_locks, _envelopes, _last_resync):
-        cache.pop((str(namespace), name), None)
+        cache.pop(key, None)
 
 
 @kopf.index(GROUP, VERSION, "modulegraphs")
@@ -188,16 +198,34 @@ def graphs_by_gate(
     return {(str(namespace), str(gate)): name for gate in spec.get("gates", []) or []}
 
 
-@kopf.timer(
-    GROUP, VERSION, "modulegraphs", interval=SETTINGS.envelope_interval_s, initial_delay=2.0
-)
-async def refresh(body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
-    """Read the router's envelopes into the status; re-apply every resync interval."""
-    namespace = str(namespace)
-    endpoint = (body.get("status") or {}).get("endpoint")
-    _envelopes[(namespace, name)] = await fetch_envelopes(endpoint)
-    due = time.monotonic() - _last_resync.get((namespace, name), 0.0) >= SETTINGS.resync_interval_s
-    await reconcile_named(namespace, name, apply=due, body=dict(body), announce=False)
+async def refresh_loop(interval: float) -> None:
+    """Every ``interval`` s: read each known graph's router envelopes into its status, and
+    re-apply graphs whose last apply is older than the resync interval.
+
+    One operator-wide loop rather than a kopf timer per graph: kopf puts a finalizer on every
+    object with a timer, which would leave graphs undeletable once the operator is uninstalled.
+    """
+    limit = asyncio.Semaphore(8)
+
+    async def one(namespace: str, name: str) -> None:
+        async with limit:
+            try:
+                rec = reconciler()
+                body = await asyncio.to_thread(rec.kube.get, GRAPHS, namespace, name)
+                if body is None:
+                    _known.discard((namespace, name))
+                    return
+                endpoint = (body.get("status") or {}).get("endpoint")
+                _envelopes[(namespace, name)] = await fetch_envelopes(endpoint)
+                last = _last_resync.get((namespace, name), 0.0)
+                due = time.monotonic() - last >= SETTINGS.resync_interval_s
+                await reconcile_named(namespace, name, apply=due, body=body, announce=False)
+            except Exception:  # one graph's trouble must not stop the others' refresh
+                log.exception("refreshing ModuleGraph %s/%s failed", namespace, name)
+
+    while True:
+        await asyncio.sleep(interval)
+        await asyncio.gather(*(one(ns, name) for ns, name in sorted(_known)))
 
 
 async def fetch_envelopes(endpoint: str | None) -> tuple[dict[str, Any] | None, str | None]:

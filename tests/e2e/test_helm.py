@@ -143,12 +143,6 @@ def release(cluster: Cluster) -> Iterator[Release]:
     rel = Release(cluster, f"mm-{suffix}", namespace, (watched,))
     yield rel
     cluster.helm("uninstall", rel.name, "-n", namespace, "--ignore-not-found", check=False)
-    for ns in (*rel.watched, *rel.extra_namespaces):
-        # no operator is left to release graph finalizers, which would block the namespace
-        names = cluster.kubectl("-n", ns, "get", "mg", "-o", "name", check=False).stdout.split()
-        for name in names:
-            drop = json.dumps({"metadata": {"finalizers": None}})
-            cluster.kubectl("-n", ns, "patch", name, "--type=merge", "-p", drop, check=False)
     for ns in (namespace, *rel.watched, *rel.extra_namespaces):
         cluster.delete_namespace(ns)
 
@@ -300,7 +294,7 @@ class TestNamespacedRelease:
             except TimeoutError as error:
                 raise AssertionError(f"{error}\noperator log:\n{op.log()}") from error
             assert graph_condition(graph, "Validated") == "True"
-            assert "modulemesh.io/finalizer" in graph["metadata"].get("finalizers", [])
+            assert not graph["metadata"].get("finalizers"), "the operator puts no finalizers"
             # Its pods were admitted in the restricted namespace.
             pods = cluster.kubectl_json(
                 "-n", ns, "get", "pods", "-l", "modulemesh.io/graph=quickstart"
@@ -418,18 +412,18 @@ class TestNamespacedRelease:
         for crd in CRDS:
             cluster.kubectl("get", "crd", crd)
         graph = cluster.kubectl_json("-n", ns, "get", "mg", "quickstart")
-        assert graph["metadata"]["finalizers"] == ["modulemesh.io/finalizer"]
-        # With no operator left, deleting a graph waits on its finalizer; the documented way
-        # out (docs/operations.md, "Uninstall") is to drop the finalizer by hand.
-        cluster.kubectl("-n", ns, "delete", "mg", "quickstart", "--wait=false")
-        deleting = cluster.kubectl_json("-n", ns, "get", "mg", "quickstart")
-        assert deleting["metadata"].get("deletionTimestamp")
-        drop = json.dumps({"metadata": {"finalizers": None}})
-        cluster.kubectl("-n", ns, "patch", "mg", "quickstart", "--type=merge", "-p", drop)
+        assert not graph["metadata"].get("finalizers")
+        # With no operator left, a graph still deletes at once (no finalizer), and the garbage
+        # collector takes its children with it (ownerReferences).
+        cluster.kubectl("-n", ns, "delete", "mg", "quickstart", "--wait=true", "--timeout=30s")
         wait_until(
-            lambda: cluster.kubectl("-n", ns, "get", "mg", "quickstart", check=False).returncode,
-            timeout=30,
-            message="quickstart gone once its finalizer is dropped",
+            lambda: (
+                not cluster.kubectl_json(
+                    "-n", ns, "get", "deployments", "-l", "modulemesh.io/graph=quickstart"
+                )["items"]
+            ),
+            timeout=60,
+            message="quickstart's Deployments collected with it",
         )
 
 

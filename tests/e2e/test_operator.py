@@ -156,6 +156,7 @@ def test_example_reconciles_onto_gpu_nodes_of_the_right_region(
         ready = wait_condition(cluster, operator, namespace, name, "Ready", "True", timeout=120)
         status = ready["status"]
         assert status["observedGeneration"] == ready["metadata"]["generation"]
+        assert not ready["metadata"].get("finalizers"), "graphs must stay deletable without us"
         assert status["modulesReady"] == f"{len(graph.spec.modules)}/{len(graph.spec.modules)}"
         for type_ in ("Validated", "Scheduled", "ModulesReady", "RouterReady"):
             assert condition(ready, type_)["status"] == "True", type_
@@ -365,8 +366,12 @@ def test_gate_change_re_renders_affinity(
         return affinity_regions(d) == {"us-east"}
 
     wait_until(moved, timeout=60, message="affinity to follow the gate to us-east")
-    gate = cluster.kubectl_json("-n", namespace, "get", "privacygate", "phi")
-    assert gate.get("status", {}).get("graphs") == ["gated"]
+
+    def gate_lists_graph() -> bool:
+        gate = cluster.kubectl_json("-n", namespace, "get", "privacygate", "phi")
+        return bool(gate.get("status", {}).get("graphs") == ["gated"])
+
+    wait_until(gate_lists_graph, timeout=30, message="the gate's status to list the graph")
 
 
 # --- restart in the middle of applying many graphs ----------------------------------------

@@ -51,7 +51,7 @@ app.kubernetes.io/component: operator
 {{/*
 The namespaced permissions the operator uses, shared by the ClusterRole (every namespace) and
 the per-namespace Roles (watchNamespaces). Each rule names what needs it:
-- its own resources: kopf lists/watches them and patches metadata (finalizer, annotations where
+- its own resources: kopf lists/watches them and patches metadata (progress annotations where
   it keeps its progress); the reconciler reads gates and patches status;
 - the children it renders: server-side apply is patch (plus create when absent), delete prunes
   a module removed from the spec, no update (nothing is PUT); kopf watches them for drift;
