@@ -699,6 +699,6 @@ def serve(app: App, config: ServerConfig, *, ready: Callable[[Server], None] | N
     """Serve ``app`` until SIGTERM/SIGINT, on uvloop when installed; returns the exit code."""
     try:
         import uvloop
-    except ImportError:  # pragma: no cover - uvicorn[standard] brings uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; asyncio's loop works too
         return asyncio.run(_serve(app, config, ready))
     return uvloop.run(_serve(app, config, ready))

@@ -2,8 +2,8 @@
 
 Raw ASGI rather than a framework because the ``infer`` path is the hot path of every module
 and the sidecar/router budgets depend on it: a handful of fixed routes needs no router, and
-skipping request/response objects saves tens of microseconds per call. Serve it with uvicorn
-(httptools + uvloop).
+skipping request/response objects saves tens of microseconds per call. Served by
+:mod:`modulemesh.httpserver` (httptools + uvloop), like the sidecar and the router.
 
 Routes: ``GET /v2/health/live``, ``/v2/health/ready``, ``/v2``, ``/v2/models/{m}[/versions/{v}]``,
 ``.../ready``, ``POST .../infer`` and ``GET /stats``. Errors are ``{"error": "..."}``.

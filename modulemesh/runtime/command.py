@@ -1,6 +1,6 @@
 """``modulemesh runtime``: serve one ONNX model over the Open Inference Protocol v2.
 
-Only light imports here; onnxruntime, uvicorn and the server load inside :func:`run`.
+Only light imports here; onnxruntime and the server load inside :func:`run`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
         import uvloop
 
         runner: asyncio.Runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    except ImportError:  # pragma: no cover - uvicorn[standard] brings uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency
         runner = asyncio.Runner()
     with runner:
         return runner.run(serve(config))

@@ -13,10 +13,8 @@ import logging
 import signal
 import time
 from collections.abc import Callable
-from types import FrameType
 
-import uvicorn
-
+from modulemesh.httpserver import Server, ServerConfig
 from modulemesh.runtime import model as model_module
 from modulemesh.runtime import source
 from modulemesh.runtime.app import RuntimeApp, RuntimeState, default_name
@@ -93,72 +91,63 @@ async def load_model(state: RuntimeState, config: RuntimeConfig) -> None:
         log.exception("model %s failed to load", state.name)
 
 
-class DrainingServer(uvicorn.Server):
-    """uvicorn server whose first SIGTERM/SIGINT drains instead of closing sockets at once."""
-
-    def __init__(self, config: uvicorn.Config, state: RuntimeState, drain_timeout: float) -> None:
-        super().__init__(config)
-        self.state = state
-        self.drain_timeout = drain_timeout
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        # Not appending to _captured_signals: uvicorn would re-raise it on exit (exit != 0).
-        if self.state.draining:
-            log.warning("second %s: exiting now", signal.Signals(sig).name)
-            self.should_exit = True
-            self.force_exit = True
-            return
-        log.info(
-            "%s received: draining (%d in flight)", signal.Signals(sig).name, self.state.active
-        )
-        self.state.draining = True
-
-    async def watch_drain(self) -> None:
-        """Once draining, wait for in-flight requests (bounded), then let uvicorn exit."""
-        while not self.should_exit and not self.state.draining:
-            await asyncio.sleep(0.05)
-        deadline = time.monotonic() + self.drain_timeout
-        batcher = self.state.batcher
-        while time.monotonic() < deadline and (
-            self.state.active > 0 or (batcher is not None and batcher.queue_depth > 0)
-        ):
-            await asyncio.sleep(0.02)
-        if self.state.active > 0:
-            log.warning("drain timeout: %d requests still in flight", self.state.active)
-        else:
-            log.info("drained; exiting")
-        self.should_exit = True
+async def drain(state: RuntimeState, timeout: float, forced: asyncio.Event) -> None:
+    """Wait for in-flight requests and queued batches (bounded by ``timeout``, cut short by a
+    second signal). New requests meanwhile get 503 from the app, so the port stays open:
+    a client that connects during the drain learns why instead of being refused."""
+    deadline = time.monotonic() + timeout
+    batcher = state.batcher
+    while (
+        time.monotonic() < deadline
+        and not forced.is_set()
+        and (state.active > 0 or (batcher is not None and batcher.queue_depth > 0))
+    ):
+        await asyncio.sleep(0.02)
+    if state.active > 0:
+        log.warning("drain ended with %d requests still in flight", state.active)
+    else:
+        log.info("drained; exiting")
 
 
-async def serve(
-    config: RuntimeConfig, on_started: Callable[[DrainingServer], None] | None = None
-) -> int:
-    """Run the runtime until drained; returns the exit code."""
+async def serve(config: RuntimeConfig, on_started: Callable[[Server], None] | None = None) -> int:
+    """Run the runtime on :mod:`modulemesh.httpserver` until drained; returns the exit code."""
     state = RuntimeState(name=config.name or default_name(config.model))
     app = RuntimeApp(config, state)
-    uv_config = uvicorn.Config(
+    # The app enforces its own body limit (413 naming --max-body-bytes) while it reads.
+    server = Server(
         app,
-        host=config.host,
-        port=config.port,
-        http="httptools",
-        loop="none",
-        lifespan="off",
-        access_log=False,
-        proxy_headers=False,  # loopback behind the sidecar: no X-Forwarded-* to trust
-        server_header=False,
-        log_level=config.log_level,
-        timeout_graceful_shutdown=max(1, int(config.drain_timeout)),
+        ServerConfig(host=config.host, port=config.port, max_body=None, drain_timeout=1.0),
     )
-    server = DrainingServer(uv_config, state, config.drain_timeout)
+    try:
+        await server.start()
+    except (RuntimeError, OSError) as exc:
+        log.error("runtime did not start: %s", exc)
+        return 3
     loader = asyncio.create_task(load_model(state, config), name="load-model")
-    watcher = asyncio.create_task(server.watch_drain(), name="drain")
+    stop, forced = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set():
+            log.warning("second %s: exiting now", sig.name)
+            forced.set()
+            return
+        log.info("%s received: draining (%d in flight)", sig.name, state.active)
+        state.draining = True
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
     if on_started is not None:
         on_started(server)
     try:
-        await server.serve()
+        await stop.wait()
+        await drain(state, config.drain_timeout, forced)
+        await server.shutdown()
     finally:
-        for task in (loader, watcher):
-            task.cancel()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        loader.cancel()
         if state.batcher is not None:
             await state.batcher.close()
     return 0

@@ -10,7 +10,7 @@ import json
 import sys
 from typing import Any
 
-import uvicorn
+from modulemesh.httpserver import ServerConfig, serve
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -78,4 +78,4 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+    sys.exit(serve(app, ServerConfig(host="127.0.0.1", port=int(sys.argv[1]), max_body=None)))
