@@ -427,7 +427,7 @@ def main() -> int:
     parser.add_argument("--concurrency", default="1,8,32,64")
     parser.add_argument("--duration", type=float, default=3.0, help="seconds measured per point")
     parser.add_argument("--warmup", type=float, default=0.5, help="seconds before measuring")
-    parser.add_argument("--hidden", type=int, default=2048, help="zoo.mlp hidden width")
+    parser.add_argument("--hidden", type=int, default=4096, help="zoo.mlp hidden width")
     parser.add_argument("--max-batch-size", type=int, default=64)
     parser.add_argument("--max-delay-ms", type=float, default=2.0)
     parser.add_argument("--batch-workers", type=int, default=2, help="for (b) and (c)")
