@@ -25,8 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
+from loadgen import cpu_seconds, sequential, throughput, wait_ready
 
 from modulemesh import oip, zoo
 from modulemesh.api.graph import ModuleGraph
@@ -34,8 +34,6 @@ from modulemesh.api.resolved import resolve
 from modulemesh.localmesh.plan import free_port, plan_mesh
 from modulemesh.localmesh.process import Child
 from modulemesh.localmesh.supervisor import Mesh
-from modulemesh.sidecar.config import Upstream
-from modulemesh.sidecar.upstream import Pool
 
 MODULES = ("m1", "m2", "m3")
 
@@ -58,65 +56,6 @@ GRAPHS: dict[str, list[dict[str, object]]] = {
     "ens3": [{"name": "main", "type": "ensemble", "merge": "mean",
               "steps": [{"module": m} for m in MODULES]}],
 }  # fmt: skip
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (from /proc), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def wait_ready(url: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"{url} not ready after {timeout}s")
-
-
-async def sequential(port: int, head: bytes, body: bytes, count: int) -> list[float]:
-    pool = Pool(Upstream("127.0.0.1", port))
-    latencies = []
-    for _ in range(count):
-        started = time.perf_counter()
-        conn = await pool.request(head, body, timeout=10)
-        while await conn.read():
-            pass
-        conn.release()
-        if conn.status != 200:
-            raise SystemExit(f"status {conn.status} from port {port}")
-        latencies.append(time.perf_counter() - started)
-    pool.close()
-    return latencies
-
-
-async def throughput(
-    port: int, head: bytes, body: bytes, concurrency: int, seconds: float
-) -> float:
-    pool = Pool(Upstream("127.0.0.1", port))
-    done = 0
-    stop = time.perf_counter() + seconds
-
-    async def worker() -> None:
-        nonlocal done
-        while time.perf_counter() < stop:
-            conn = await pool.request(head, body, timeout=30)
-            while await conn.read():
-                pass
-            conn.release()
-            if conn.status != 200:
-                raise SystemExit(f"status {conn.status} from port {port}")
-            done += 1
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - started
-    pool.close()
-    return done / elapsed
 
 
 def main() -> int:

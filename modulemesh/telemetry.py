@@ -131,3 +131,24 @@ def current_trace_id(fallback_headers: Iterable[tuple[bytes, bytes]] = ()) -> st
         if name == b"traceparent":
             return trace_id_from_traceparent(value)
     return None
+
+
+def setup_logging(level: str) -> None:
+    """Component logs to stderr as ``time LEVEL logger: message``; audit records as bare JSON
+    lines (one per privacy decision, so log pipelines can parse them without a prefix)."""
+    import logging
+    import sys
+
+    from modulemesh.audit import LOGGER_NAME
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    audit_handler = logging.StreamHandler(sys.stderr)
+    audit_handler.setFormatter(logging.Formatter("%(message)s"))
+    audit_logger = logging.getLogger(LOGGER_NAME)
+    audit_logger.addHandler(audit_handler)
+    audit_logger.setLevel(logging.INFO)
+    audit_logger.propagate = False

@@ -28,24 +28,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default=env(_PREFIX + "LOG_LEVEL", "info"), help="log level")
 
 
-def _setup_logging(level: str) -> None:
-    import logging
-
-    from modulemesh.audit import LOGGER_NAME
-
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(level.upper())
-    audit_handler = logging.StreamHandler(sys.stderr)
-    audit_handler.setFormatter(logging.Formatter("%(message)s"))
-    audit_logger = logging.getLogger(LOGGER_NAME)
-    audit_logger.addHandler(audit_handler)
-    audit_logger.setLevel(logging.INFO)
-    audit_logger.propagate = False
-
-
 def run(args: argparse.Namespace) -> int:
     """Load the resolved graph and serve it until interrupted."""
     if not args.config:
@@ -66,9 +48,9 @@ def run(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         print(f"modulemesh router: {args.config} is not a resolved graph:\n{exc}", file=sys.stderr)
         return 2
-    _setup_logging(args.log_level)
-
     from modulemesh import telemetry
+
+    telemetry.setup_logging(args.log_level)
     from modulemesh.httpserver import ServerConfig, serve
     from modulemesh.router.app import MAX_BODY, RouterApp
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 
 from modulemesh.runtime.config import add_arguments, from_args
 
@@ -20,10 +19,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Start the runtime; returns 0 after a graceful drain."""
     config = from_args(args)
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from modulemesh.telemetry import setup_logging
+
+    setup_logging(config.log_level)
     from modulemesh.runtime.server import serve
 
     try:

@@ -85,24 +85,6 @@ def build_config(args: argparse.Namespace) -> SidecarConfig:
     )
 
 
-def _setup_logging(level: str) -> None:
-    import logging
-
-    from modulemesh.audit import LOGGER_NAME
-
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(level.upper())
-    audit_handler = logging.StreamHandler(sys.stderr)
-    audit_handler.setFormatter(logging.Formatter("%(message)s"))
-    audit_logger = logging.getLogger(LOGGER_NAME)
-    audit_logger.addHandler(audit_handler)
-    audit_logger.setLevel(logging.INFO)
-    audit_logger.propagate = False
-
-
 def run(args: argparse.Namespace) -> int:
     """Serve the sidecar until interrupted; returns the exit code."""
     try:
@@ -110,9 +92,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"modulemesh sidecar: {exc}", file=sys.stderr)
         return 2
-    _setup_logging(args.log_level)
-
     from modulemesh import telemetry
+
+    telemetry.setup_logging(args.log_level)
     from modulemesh.httpserver import ServerConfig, serve
     from modulemesh.sidecar.app import SidecarApp
     from modulemesh.sidecar.metrics import register_otel

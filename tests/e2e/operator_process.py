@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
-from e2e.cluster import Cluster, wait_until
+from e2e.cluster import Cluster, ClusterError, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO_ROOT / "crds"
@@ -109,9 +109,14 @@ def install_crds(cluster: Cluster) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_DIR))
     for crd in ("modulegraphs.modulemesh.io", "privacygates.modulemesh.io"):
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
-    # discovery catches up a moment after Established
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if cluster.kubectl("get", "mg", "-A", check=False).returncode == 0:
+    # Discovery, and later the published OpenAPI that `kubectl explain` reads, catch up a moment
+    # (sometimes several seconds on a busy machine) after Established.
+    probes = (("get", "mg", "-A"), ("explain", "modulegraph.spec.routing"))
+    deadline = time.monotonic() + 60
+    while True:
+        failed = [p for p in probes if cluster.kubectl(*p, check=False).returncode != 0]
+        if not failed:
             return
+        if time.monotonic() > deadline:
+            raise ClusterError(f"the CRDs are not served 60 s after Established: {failed}")
         time.sleep(0.5)

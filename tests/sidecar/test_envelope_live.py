@@ -58,8 +58,11 @@ def test_latency_and_counts_match_a_known_load(models: dict[str, Path], tmp_path
         # The sidecar times a sub-interval of what the client times; its histogram is 1 % exact.
         assert got <= expected * 1.02, (key, got, expected)
         # The rest is the client's and the servers' HTTP work, and CPU contention on a shared
-        # 2-core machine: bounded, but not tiny.
-        assert got >= expected - max(0.005, 0.35 * expected), (key, got, expected)
+        # 2-core machine: bounded, but not tiny, and now and then one request's client side
+        # stalls. So the lower bound allows three such outliers: it compares with the client's
+        # percentile three ranks down (still inside the same size class for every q here).
+        floor = percentile(client_latencies, q - 0.03)
+        assert got >= floor - max(0.005, 0.35 * floor), (key, got, floor)
     assert envelope["latency"]["p50"] < envelope["latency"]["p95"]
 
 
