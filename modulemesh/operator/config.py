@@ -5,9 +5,11 @@ The Helm chart sets the environment; ``modulemesh operator`` flags win over it f
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from modulemesh.operator.settings import RenderSettings
 
@@ -16,6 +18,29 @@ ENV_PREFIX = "MODULEMESH_"
 
 def _split(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+_PEER_KEYS = {"podSelector", "namespaceSelector", "ipBlock"}
+
+
+def _peers(env: Mapping[str, str], key: str) -> tuple[dict[str, Any], ...]:
+    """A JSON list of NetworkPolicy peers (``podSelector``/``namespaceSelector``/``ipBlock``)."""
+    raw = env.get(ENV_PREFIX + key)
+    if not raw:
+        return ()
+    try:
+        value = json.loads(raw)
+    except ValueError as error:
+        raise ValueError(f"{ENV_PREFIX}{key} is not JSON: {error}") from error
+    if not isinstance(value, list):
+        raise ValueError(f"{ENV_PREFIX}{key} must be a JSON list of NetworkPolicy peers")
+    for index, peer in enumerate(value):
+        if not isinstance(peer, dict) or not peer or not set(peer) <= _PEER_KEYS:
+            raise ValueError(
+                f"{ENV_PREFIX}{key}[{index}] must be a NetworkPolicy peer: an object with "
+                f"{', '.join(sorted(_PEER_KEYS))}, got {peer!r}"
+            )
+    return tuple(value)
 
 
 def _float(env: Mapping[str, str], key: str, default: float) -> float:
@@ -74,6 +99,7 @@ class OperatorSettings:
             image_pull_policy=text("IMAGE_PULL_POLICY", base.image_pull_policy),
             gpu_resource=text("GPU_RESOURCE", base.gpu_resource),
             cluster_domain=text("CLUSTER_DOMAIN", base.cluster_domain),
+            metrics_from=_peers(env, "METRICS_FROM"),
         )
         return cls(
             render=render,

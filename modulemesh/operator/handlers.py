@@ -31,12 +31,17 @@ from modulemesh.operator.kube import (
     GATES,
     GRAPHS,
     GROUP,
-    MANAGED_BY,
-    MANAGED_BY_VALUE,
     VERSION,
     Kube,
     KubeError,
     load_config,
+)
+from modulemesh.operator.naming import (
+    GRAPH_LABEL,
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+    MAX_NAME,
+    short_name,
 )
 from modulemesh.operator.observe import parse_envelopes
 from modulemesh.operator.reconcile import Outcome, Reconciler
@@ -46,8 +51,7 @@ log = logging.getLogger("modulemesh.operator")
 SETTINGS = OperatorSettings.from_env()
 """Read once at import: kopf needs timer intervals when the handlers are registered."""
 
-MANAGED = {MANAGED_BY: MANAGED_BY_VALUE}
-GRAPH_LABEL = "modulemesh.io/graph"
+MANAGED = {MANAGED_BY_LABEL: MANAGED_BY_VALUE}
 
 _locks: dict[tuple[str, str], asyncio.Lock] = {}
 _envelopes: dict[tuple[str, str], tuple[dict[str, Any] | None, str | None]] = {}
@@ -283,8 +287,28 @@ def _foreign_change(body: Mapping[str, Any]) -> bool:
     return False
 
 
+async def graph_of(namespace: str, obj: Mapping[str, Any], label: str | None) -> str | None:
+    """The graph an owned object or pod belongs to.
+
+    The owner reference names it exactly; pods (owned by ReplicaSets) carry only the graph
+    label, which is the graph's name unless that is longer than 63 characters: then it is the
+    cut-and-hashed :func:`~modulemesh.operator.naming.short_name`, matched against the graphs
+    in the namespace.
+    """
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("kind") == "ModuleGraph" and str(ref.get("apiVersion", "")).startswith(
+            f"{GROUP}/"
+        ):
+            return str(ref["name"])
+    if not label or len(label) < MAX_NAME:
+        return label or None
+    graphs = await asyncio.to_thread(reconciler().kube.items, GRAPHS, namespace)
+    names = (str(g["metadata"]["name"]) for g in graphs)
+    return next((name for name in names if short_name(name) == label), None)
+
+
 async def _child_event(event: Mapping[str, Any], namespace: str, labels: Mapping[str, str]) -> None:
-    graph = labels.get(GRAPH_LABEL)
+    graph = await graph_of(namespace, event.get("object") or {}, labels.get(GRAPH_LABEL))
     if not graph:
         return
     drift = event.get("type") == "DELETED" or _foreign_change(event.get("object") or {})
@@ -309,6 +333,8 @@ async def pod_changed(
     event: kopf.RawEvent, namespace: str | None, labels: kopf.Labels, **_: Any
 ) -> None:
     """Pods carry scheduling problems and readiness: refresh the graph's status."""
-    graph = labels.get(GRAPH_LABEL)
-    if graph and event.get("type") is not None:
+    if event.get("type") is None:
+        return
+    graph = await graph_of(str(namespace), event.get("object") or {}, labels.get(GRAPH_LABEL))
+    if graph:
         await reconcile_named(str(namespace), graph, apply=False)

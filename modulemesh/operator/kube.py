@@ -16,9 +16,9 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from modulemesh.operator.naming import graph_selector
+
 FIELD_MANAGER = "modulemesh-operator"
-MANAGED_BY = "app.kubernetes.io/managed-by"
-MANAGED_BY_VALUE = "modulemesh-operator"
 GROUP = "modulemesh.io"
 VERSION = "v1alpha1"
 
@@ -178,7 +178,7 @@ class Kube:
 
     def owned_children(self, namespace: str, graph: str) -> Iterator[dict[str, Any]]:
         """Every object the operator manages for ``graph``, of every child kind."""
-        labels = {MANAGED_BY: MANAGED_BY_VALUE, "modulemesh.io/graph": graph}
+        labels = graph_selector(graph)
         for name in APPLY_ORDER:
             yield from self.items(CHILD_KINDS[name], namespace, labels=labels)
 

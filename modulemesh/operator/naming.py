@@ -19,6 +19,7 @@ __all__ = [
     "MODULE_LABEL",
     "NAME_LABEL",
     "config_map_name",
+    "graph_selector",
     "labels",
     "module_name",
     "network_policy_name",
@@ -73,6 +74,12 @@ def selector(graph: str, component: str, module: str | None = None) -> dict[str,
     if module is not None:
         chosen[MODULE_LABEL] = module
     return chosen
+
+
+def graph_selector(graph: str) -> dict[str, str]:
+    """The labels that find every object the operator manages for ``graph`` (and their pods):
+    the graph label carries :func:`short_name` of the graph, never a name over 63 characters."""
+    return {MANAGED_BY_LABEL: MANAGED_BY_VALUE, GRAPH_LABEL: short_name(graph)}
 
 
 def labels(graph: str, component: str, module: str | None = None) -> dict[str, str]:

@@ -15,10 +15,7 @@ from typing import Any
 
 from modulemesh.api import Issue, ModuleGraph, Severity
 from modulemesh.operator.conditions import ConditionUpdate
-
-GRAPH_LABEL = "modulemesh.io/graph"
-MODULE_LABEL = "modulemesh.io/module"
-COMPONENT_LABEL = "app.kubernetes.io/component"
+from modulemesh.operator.naming import COMPONENT_LABEL, MODULE_LABEL
 
 MAX_LISTED = 3
 """How many problems a condition message lists before it says how many more there are."""

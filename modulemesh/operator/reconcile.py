@@ -26,7 +26,8 @@ from modulemesh.operator import conditions
 from modulemesh.operator.conditions import ConditionUpdate
 from modulemesh.operator.config import OperatorSettings
 from modulemesh.operator.kube import CHILD_KINDS, GATES, GRAPHS, POD, Kube, KubeError
-from modulemesh.operator.observe import GRAPH_LABEL, Observation, compute_status
+from modulemesh.operator.naming import graph_selector
+from modulemesh.operator.observe import Observation, compute_status
 from modulemesh.operator.render import graph_endpoint, render
 
 log = logging.getLogger("modulemesh.operator")
@@ -139,7 +140,7 @@ class Reconciler:
                     self.kube.delete(CHILD_KINDS[key[0]], namespace, key[1])
                     outcome.pruned.append(f"{key[0]}/{key[1]}")
 
-        labels = {GRAPH_LABEL: name}
+        labels = graph_selector(name)
         observation = Observation(
             graph=graph,
             spec_issues=spec_issues,

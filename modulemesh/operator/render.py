@@ -11,6 +11,7 @@ left out, and a region set that cannot be satisfied yields pods that stay Pendin
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Sequence
 from typing import Any
@@ -167,7 +168,17 @@ def _network_policy(graph: str, namespace: str, settings: RenderSettings) -> dic
                 {
                     "from": [{"podSelector": {"matchLabels": naming.selector(graph, "router")}}],
                     "ports": [{"protocol": "TCP", "port": settings.sidecar_port}],
-                }
+                },
+                *(
+                    [
+                        {
+                            "from": [copy.deepcopy(peer) for peer in settings.metrics_from],
+                            "ports": [{"protocol": "TCP", "port": settings.sidecar_port}],
+                        }
+                    ]
+                    if settings.metrics_from
+                    else []
+                ),
             ],
         },
     }

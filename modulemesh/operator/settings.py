@@ -8,6 +8,7 @@ in the ModuleGraph spec. ``modulemesh render`` and the operator both build one o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["RenderSettings"]
 
@@ -39,6 +40,9 @@ class RenderSettings:
     runtime_port: int = 8081
     """Where the runtime listens, on 127.0.0.1 only (never a containerPort)."""
     router_port: int = 8080
+    metrics_from: tuple[dict[str, Any], ...] = ()
+    """NetworkPolicy peers (e.g. the monitoring namespace) also admitted to the module pods'
+    sidecar port, so Prometheus can scrape ``/metrics``; by default only the graph's router."""
     cluster_domain: str = "cluster.local"
     default_namespace: str = "default"
     """Namespace used for endpoints and object metadata when the graph names none."""

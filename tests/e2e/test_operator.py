@@ -27,6 +27,7 @@ import yaml
 from e2e.cluster import Cluster, wait_until
 from e2e.operator_process import REPO_ROOT, OperatorProcess, install_crds
 from modulemesh.api import load_files
+from modulemesh.operator.naming import module_name, router_name, short_name
 
 EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.yaml"))
 REGION = "topology.kubernetes.io/region"
@@ -304,6 +305,48 @@ def test_deleting_the_graph_removes_everything(
         )
 
     wait_until(gone, timeout=90, message="every child of the deleted graph to be collected")
+
+
+def test_a_graph_name_longer_than_a_label_value_reconciles_prunes_and_heals(
+    cluster: Cluster, operator: OperatorProcess, namespace: str
+) -> None:
+    # Label values stop at 63 characters: the graph label carries the cut-and-hashed name,
+    # and everything the operator finds by label (pods, children to prune) must use it.
+    name = "a-graph-whose-name-is-far-longer-than-the-sixty-three-characters-of-a-label"
+    label = short_name(name)
+    assert len(name) > 63 and len(label) <= 63
+    cluster.apply(graph_doc(name), namespace)
+    graph = wait_condition(cluster, operator, namespace, name, "Ready", "True", timeout=120)
+    assert graph["status"]["modulesReady"] == "2/2"
+    deployments = {d["metadata"]["name"] for d in owned(cluster, namespace, "deployments", label)}
+    assert deployments == {
+        module_name(name, "embedder"), module_name(name, "classifier"), router_name(name)
+    }  # fmt: skip
+
+    # A deleted child comes back (its event is traced to the graph by its owner reference).
+    embedder = module_name(name, "embedder")
+    cluster.kubectl("-n", namespace, "delete", "deployment", embedder, "--wait=true")
+    wait_until(
+        lambda: cluster.kubectl("-n", namespace, "get", "deployment", embedder, check=False)
+        .returncode == 0,
+        timeout=60, message="the deleted Deployment of the long-named graph to come back",
+    )  # fmt: skip
+
+    # A module dropped from the spec is pruned.
+    single = graph_doc(name)
+    single["spec"]["modules"] = single["spec"]["modules"][:1]
+    single["spec"]["routing"]["nodes"][0]["steps"] = [
+        {"module": "embedder", "inputs": {"input": "request.input"}}
+    ]
+    cluster.apply(single, namespace)
+
+    def pruned() -> bool:
+        names = {d["metadata"]["name"] for d in owned(cluster, namespace, "deployments", label)}
+        return names == {module_name(name, "embedder"), router_name(name)}
+
+    wait_until(pruned, timeout=90, message="the dropped module's Deployment to be pruned")
+    graph = wait_condition(cluster, operator, namespace, name, "Ready", "True", timeout=120)
+    assert graph["status"]["modulesReady"] == "1/1"
 
 
 # --- gates ---------------------------------------------------------------------------------
