@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from modulemesh.api.base import API_GROUP, API_VERSION
 from modulemesh.api.crd_rules import rules_for
 from modulemesh.api.gate import PrivacyGateSpec
-from modulemesh.api.graph import ModuleGraphSpec
+from modulemesh.api.graph import GRAPH_NAME_PATTERN, ModuleGraphSpec
 from modulemesh.api.status import ModuleGraphStatus, PrivacyGateStatus
 from modulemesh.api.structural import Schema, to_structural
 
@@ -41,6 +41,8 @@ class Kind:
     status: type[BaseModel]
     columns: tuple[dict[str, Any], ...]
     description: str
+    name_pattern: str | None = None
+    """What ``metadata.name`` must match beyond the API server's own rule (checked by CEL)."""
 
     @property
     def crd_name(self) -> str:
@@ -70,6 +72,7 @@ KINDS: tuple[Kind, ...] = (
         ),
         description="ONNX submodules, the routing policy that composes them and the privacy "
         "gates that apply; reconciled into GPU-scheduled module and router Deployments.",
+        name_pattern=GRAPH_NAME_PATTERN,
     ),
     Kind(
         kind="PrivacyGate",
@@ -104,6 +107,20 @@ def status_schema(kind: Kind) -> Schema:
     return _schema(kind.status, ("type", "name"))
 
 
+def root_rules(kind: Kind) -> list[dict[str, str]]:
+    """CEL rules on the whole object: only ``metadata.name`` is visible to them."""
+    if kind.name_pattern is None:
+        return []
+    return [
+        {
+            "rule": f"self.metadata.name.matches('{kind.name_pattern}')",
+            "message": "metadata.name must be a DNS-1035 label (lowercase letters, digits "
+            "and '-', starting with a letter, no dots): it starts the names of the "
+            f"{kind.kind}'s Services",
+        }
+    ]
+
+
 def crd(kind: Kind) -> dict[str, Any]:
     """The ``apiextensions.k8s.io/v1`` CustomResourceDefinition of ``kind``."""
     root: Schema = {
@@ -118,6 +135,8 @@ def crd(kind: Kind) -> dict[str, Any]:
         },
         "required": ["spec"],
     }
+    if rules := root_rules(kind):
+        root["x-kubernetes-validations"] = rules
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterator
 
 from modulemesh.api.base import GROUP_VERSION
-from modulemesh.api.crd import KINDS, REGENERATE, Kind, spec_schema, status_schema
+from modulemesh.api.crd import KINDS, REGENERATE, Kind, root_rules, spec_schema, status_schema
 from modulemesh.api.structural import PRESERVE, VALIDATIONS, Schema
 
 
@@ -100,7 +100,10 @@ def _kind_section(kind: Kind) -> list[str]:
     header = ("Field", "Type", "Default", "Description")
     spec_rows: list[tuple[str, ...]] = list(_rows(spec, "spec", True))
     lines += [*_table(header, spec_rows[1:]), "", "### Rules checked at admission", ""]
-    rules: list[tuple[str, ...]] = list(_rules(spec, "spec"))
+    rules: list[tuple[str, ...]] = [
+        ("`metadata.name`", rule["message"], f"`{rule['rule']}`") for rule in root_rules(kind)
+    ]
+    rules += _rules(spec, "spec")
     if rules:
         lines += [
             "Besides the types and bounds above, the API server refuses objects that break "

@@ -4,9 +4,9 @@ where each class may be processed, and what happens on a violation."""
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from modulemesh.api.base import GROUP_VERSION, ObjectMeta, SpecModel
 
@@ -53,6 +53,19 @@ class GateTag(SpecModel):
         default=False,
         description="Whether router results for requests with this tag may be cached.",
     )
+
+    @field_validator("classifiers", mode="before")
+    @classmethod
+    def _default_classifier_type(cls, value: Any) -> Any:
+        """A classifier without ``type`` is a header classifier, as the CRD's default says."""
+        if isinstance(value, list):
+            return [
+                {"type": "header", **item}
+                if isinstance(item, dict) and "type" not in item
+                else item
+                for item in value
+            ]
+        return value
 
 
 class AuditSettings(SpecModel):

@@ -18,6 +18,10 @@ from modulemesh.api.gate import TAG_PATTERN
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?$"
 """Module and node names become parts of Kubernetes object names (DNS-1123 labels)."""
 
+GRAPH_NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+"""A graph's name starts its Services' names, which must be DNS-1035 labels (no dots, a letter
+first); longer names are cut and hashed to 63 characters by the operator."""
+
 TENSOR_REF_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*\.[A-Za-z0-9_.:/-]+$"
 """``<source>.<tensor>``: ``request.input`` or ``<step>.<output>``."""
 

@@ -10,12 +10,14 @@ Every problem is returned at once, each naming its field path and saying what to
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from modulemesh.api.errors import Issue, Severity, errors_only
 from modulemesh.api.gate import PrivacyGate
 from modulemesh.api.graph import (
+    GRAPH_NAME_PATTERN,
     CascadeNode,
     EnsembleNode,
     Exhausted,
@@ -52,6 +54,7 @@ def validate_graph(
     by_name = dict(gates) if isinstance(gates, Mapping) else {g.metadata.name: g for g in gates}
     spec = graph.spec
     issues: list[Issue] = []
+    issues += _graph_name(graph.metadata.name)
     issues += _unique_names(spec)
     issues += _references(spec)
     issues += _gates(spec, by_name)
@@ -172,6 +175,19 @@ def duplicate_documents(docs: Documents) -> list[Issue]:
 
 
 # --- names and references ------------------------------------------------------------------
+
+
+def _graph_name(name: str) -> list[Issue]:
+    if re.match(GRAPH_NAME_PATTERN, name):
+        return []
+    return [
+        Issue(
+            "metadata.name",
+            f"graph name {name!r} becomes the start of Service names, which must be DNS-1035 "
+            "labels: use lowercase letters, digits and '-', starting with a letter and ending "
+            "with a letter or digit (no dots)",
+        )
+    ]
 
 
 def _suggest(name: str, known: Iterable[str], what: str) -> str:

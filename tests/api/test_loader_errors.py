@@ -111,3 +111,10 @@ def test_unreadable_file_is_an_issue(tmp_path: Path) -> None:
     docs = load_files([tmp_path / "missing.yaml"])
     assert len(docs.issues) == 1
     assert "cannot read file" in docs.issues[0].message
+
+
+def test_classifier_type_defaults_to_header_as_in_the_crd() -> None:
+    # The CRD defaults `type: header`; the models agree, so `modulemesh validate` and the
+    # API server accept the same gate.
+    doc = gate("g", {"name": "phi", "classifiers": [{"header": "x-phi", "values": ["1"]}]})
+    assert issues_of(doc) == []

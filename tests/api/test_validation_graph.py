@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from api.graph_builders import BASE_GRAPH, check, graph, module, one_error, one_warning
 
 MODULES = BASE_GRAPH["spec"]["modules"]
@@ -32,6 +34,19 @@ def test_all_problems_are_reported_at_once() -> None:
     one_error(issues, "spec.modules[2].name", "'embedder'", "spec.modules[0]", "unique")
     one_error(issues, "spec.routing.entry", "'x'")
     one_error(issues, "spec.routing.nodes[0].steps[0].module", "did you mean 'embedder'")
+
+
+@pytest.mark.parametrize("name", ["team.graph", "1st-graph", "graph-", "Graph"])
+def test_graph_name_must_make_valid_service_names(name: str) -> None:
+    doc = graph()
+    doc["metadata"]["name"] = name
+    one_error(check(doc), "metadata.name", repr(name), "DNS-1035", "no dots")
+
+
+def test_a_long_graph_name_is_fine() -> None:
+    doc = graph()
+    doc["metadata"]["name"] = "g" * 120  # the operator cuts and hashes it to 63 characters
+    assert check(doc) == []
 
 
 def test_duplicate_node_names() -> None:

@@ -128,6 +128,11 @@ class TestCrdsAccepted:
 # (case, invalid graph, text the API server's error must contain)
 INVALID = [
     (
+        "graph-name-with-a-dot",
+        _with("metadata.name", "team.graph"),
+        ["metadata.name must be a DNS-1035 label"],
+    ),
+    (
         "model-path-and-uri",
         _with("spec.modules.0.model", {"path": "a.onnx", "uri": "file:///a.onnx"}),
         ["spec.modules[0].model", "set exactly one of path, uri, configMap, pvc"],
