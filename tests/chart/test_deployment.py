@@ -202,6 +202,16 @@ def test_tuning_values(helm: Helm) -> None:
     }
 
 
+def test_metrics_peers_reach_the_operator(helm: Helm) -> None:
+    env = container_env(one(helm.render(["metrics-from.yaml"]), "Deployment"))
+    assert OperatorSettings.from_env(env).render.metrics_from == (
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+        },
+    )
+
+
 def test_scheduling_values(helm: Helm) -> None:
     objects = helm.render(["scheduling.yaml"])
     spec = pod_spec(objects)

@@ -25,9 +25,11 @@ def test_environment_overrides_render_and_operator_settings() -> None:
             "MODULEMESH_IMAGE_ROUTER": "registry.local/router:1",
             "MODULEMESH_ENVELOPE_INTERVAL": "2.5",
             "MODULEMESH_LOG_FORMAT": "plain",
+            "MODULEMESH_METRICS_FROM": '[{"namespaceSelector": {}}]',
             "KUBECONFIG": "/tmp/kc",
         }
     )
+    assert settings.render.metrics_from == ({"namespaceSelector": {}},)
     assert settings.watch_namespaces == ("team-a", "team-b")
     assert settings.render.gpu_resource == "amd.com/gpu"
     assert settings.render.image_runtime == "registry.local/rt:1"
@@ -46,6 +48,12 @@ def test_environment_overrides_render_and_operator_settings() -> None:
         ),
         ({"MODULEMESH_RESYNC_INTERVAL": "-1"}, "MODULEMESH_RESYNC_INTERVAL='-1' must be positive"),
         ({"MODULEMESH_LOG_FORMAT": "xml"}, "MODULEMESH_LOG_FORMAT='xml': expected json or plain"),
+        ({"MODULEMESH_METRICS_FROM": "monitoring"}, "MODULEMESH_METRICS_FROM is not JSON"),
+        ({"MODULEMESH_METRICS_FROM": "{}"}, "MODULEMESH_METRICS_FROM must be a JSON list"),
+        (
+            {"MODULEMESH_METRICS_FROM": '[{"namespace": "monitoring"}]'},
+            "MODULEMESH_METRICS_FROM[0] must be a NetworkPolicy peer",
+        ),
     ],
 )
 def test_bad_values_are_refused_naming_the_variable(env: dict[str, str], named: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import hashlib
 import json
 
@@ -164,6 +165,18 @@ def test_network_policy_admits_only_this_graphs_router(settings: RenderSettings)
         }
     ]
     assert rule["ports"] == [{"protocol": "TCP", "port": 8080}]
+
+
+def test_network_policy_also_admits_the_configured_scrapers(settings: RenderSettings) -> None:
+    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "mon"}}}
+    scraping = dataclasses.replace(settings, metrics_from=(monitoring,))
+    policy = by_kind(render(graph(TWO), [], scraping), "NetworkPolicy")["g-modules"]["spec"]
+    router_rule, scrape_rule = policy["ingress"]
+    assert router_rule["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == (
+        "router"
+    )
+    assert scrape_rule == {"from": [monitoring], "ports": [{"protocol": "TCP", "port": 8080}]}
+    assert scrape_rule["from"][0] is not monitoring  # the settings are never shared with output
 
 
 def test_render_is_deterministic_and_does_not_share_state(settings: RenderSettings) -> None:
