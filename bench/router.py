@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from loadgen import cpu_seconds, sequential, throughput, wait_ready
+from loadgen import cpu_seconds, idle_share, machine_ticks, sequential, throughput, wait_ready
 
 from modulemesh import oip, zoo
 from modulemesh.api.graph import ModuleGraph
@@ -107,6 +107,7 @@ def main() -> int:
         p50: dict[str, list[float]] = {k: [] for k in targets}
         rps: dict[str, list[float]] = {k: [] for k in targets}
         router_cpu_us: list[float] = []
+        idle: dict[str, list[float]] = {k: [] for k in targets}
         one_pid = routers["one"][0].pid
         for _ in range(args.rounds):
             for name, (port, h) in targets.items():
@@ -114,8 +115,9 @@ def main() -> int:
                     statistics.median(asyncio.run(sequential(port, h, body, args.requests)))
                 )
             for name, (port, h) in targets.items():
-                before, t0 = cpu_seconds(one_pid), time.perf_counter()
+                before, t0, ticks = cpu_seconds(one_pid), time.perf_counter(), machine_ticks()
                 rate = asyncio.run(throughput(port, h, body, args.concurrency, args.seconds))
+                idle[name].append(idle_share(ticks, machine_ticks()))
                 rps[name].append(rate)
                 if name == "one":
                     count = rate * (time.perf_counter() - t0)
@@ -127,10 +129,14 @@ def main() -> int:
             f"rounds={args.rounds} requests={args.requests} seconds={args.seconds} cpus={os.cpu_count()}"
         )
         print(
-            f"{'target':8} {'p50 c=1 (ms)':>13} {'rps c=' + str(args.concurrency):>11} {'rps/direct':>10}"
+            f"{'target':8} {'p50 c=1 (ms)':>13} {'rps c=' + str(args.concurrency):>11} "
+            f"{'rps/direct':>10} {'idle':>5}"
         )
         for k in targets:
-            print(f"{k:8} {med[k]:13.3f} {thr[k]:11.0f} {thr[k] / thr['direct']:10.3f}")
+            print(
+                f"{k:8} {med[k]:13.3f} {thr[k]:11.0f} {thr[k] / thr['direct']:10.3f} "
+                f"{statistics.median(idle[k]):5.2f}"
+            )
         print(f"added per hop, 1-step graph:   {med['one'] - d:7.3f} ms  (target <= 1 ms)")
         print(
             f"added per hop, 3-step sequence: {(med['seq3'] - 3 * d) / 3:7.3f} ms  (target <= 1 ms)"

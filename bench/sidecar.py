@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from loadgen import cpu_seconds, sequential, throughput, wait_ready
+from loadgen import cpu_seconds, idle_share, machine_ticks, sequential, throughput, wait_ready
 
 from modulemesh import oip, zoo
 from modulemesh.localmesh.plan import free_port
@@ -83,6 +83,7 @@ def main() -> int:
         p50: dict[str, list[float]] = {k: [] for k in targets}
         rps: dict[str, list[float]] = {k: [] for k in targets}
         cpu_us: dict[str, list[float]] = {"runtime": [], "sidecar": []}
+        idle: dict[str, list[float]] = {k: [] for k in targets}
         pids = {"runtime": procs[0].pid, "sidecar": procs[1].pid}
         for _ in range(args.rounds):
             for name, port in targets.items():
@@ -90,9 +91,10 @@ def main() -> int:
                 p50[name].append(statistics.median(lat))
             for name, port in targets.items():
                 before = {k: cpu_seconds(pid) for k, pid in pids.items()}
-                t0 = time.perf_counter()
+                t0, ticks = time.perf_counter(), machine_ticks()
                 rate = asyncio.run(throughput(port, head, body, args.concurrency, args.seconds))
                 count = rate * (time.perf_counter() - t0)
+                idle[name].append(idle_share(ticks, machine_ticks()))
                 rps[name].append(rate)
                 if name == "sidecar":  # CPU per request through the sidecar, both processes
                     for k, pid in pids.items():
@@ -120,6 +122,10 @@ def main() -> int:
             f"c={args.concurrency} CPU per request through the sidecar: sidecar "
             f"{statistics.median(cpu_us['sidecar']):.0f} us, runtime "
             f"{statistics.median(cpu_us['runtime']):.0f} us"
+        )
+        print(
+            f"c={args.concurrency} machine idle: direct {statistics.median(idle['direct']):.2f}, "
+            f"sidecar {statistics.median(idle['sidecar']):.2f}"
         )
     finally:
         for proc in procs:
