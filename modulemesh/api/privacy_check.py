@@ -10,11 +10,15 @@ falls back to it for tagged requests). Compliant means: the tag is in the module
 turns an enforcing gate's allowed regions into required node affinity; a dry-run gate only
 into a preferred one, so there an unpinned module may land anywhere and is reported).
 A violation is an error when the gate enforces and a warning in dry-run.
+
+Placement is checked too: a module's pods must run where its own ``region`` and the
+``allowedRegions`` of every tag it is cleared for (in enforcing gates) all agree; when no
+region does, its pods could never be scheduled, which is an error naming the constraints.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from modulemesh.api.errors import Issue, Severity
 from modulemesh.api.gate import GateMode, GateTag, PrivacyGate
@@ -53,6 +57,56 @@ def compliant_in_chain(
         seen.add(current.name)
         current = modules.get(current.fallback) if current.fallback else None
     return False
+
+
+def region_constraints(
+    module: Module, gates: Iterable[PrivacyGate], mode: GateMode = GateMode.ENFORCE
+) -> list[tuple[str, frozenset[str]]]:
+    """``(what, regions)`` for each tag the module is cleared for that limits its regions in
+    gates of ``mode``: the allowedRegions placement turns into node affinity."""
+    cleared = set(module.clearance)
+    return [
+        (f"tag {tag.name!r} (PrivacyGate {gate.metadata.name!r})", frozenset(tag.allowed_regions))
+        for gate in gates
+        if gate.spec.mode is mode
+        for tag in gate.spec.tags
+        if tag.name in cleared and tag.allowed_regions is not None
+    ]
+
+
+def required_regions(module: Module, gates: Iterable[PrivacyGate]) -> frozenset[str] | None:
+    """Where the module's pods must run: its ``region`` intersected with every enforcing
+    constraint; None when nothing constrains it (empty when nothing can satisfy it)."""
+    sets = [regions for _, regions in region_constraints(module, gates)]
+    if module.region is not None:
+        sets.insert(0, frozenset({module.region}))
+    return frozenset.intersection(*sets) if sets else None
+
+
+def check_placement(spec: ModuleGraphSpec, gates: Mapping[str, PrivacyGate]) -> list[Issue]:
+    """Modules whose region constraints leave no region: their pods could never schedule."""
+    named = [gates[name] for name in dict.fromkeys(spec.gates) if name in gates]
+    issues: list[Issue] = []
+    for index, module in enumerate(spec.modules):
+        if required_regions(module, named) != frozenset():
+            continue
+        constraints = [
+            *([f"its region {module.region!r}"] if module.region is not None else []),
+            *(
+                f"{what} allows {', '.join(sorted(regions)) or 'no region'}"
+                for what, regions in region_constraints(module, named)
+            ),
+        ]
+        issues.append(
+            Issue(
+                f"spec.modules[{index}]",
+                f"no region satisfies module {module.name!r}: {'; '.join(constraints)}. Its "
+                "pods could never be scheduled; change its region or clearance, or split it "
+                "into one module per region",
+                rule="privacy",
+            )
+        )
+    return issues
 
 
 def check_privacy(spec: ModuleGraphSpec, gates: Mapping[str, PrivacyGate]) -> list[Issue]:

@@ -32,7 +32,7 @@ from modulemesh.api.graph import (
     ValidateNode,
 )
 from modulemesh.api.loader import Documents
-from modulemesh.api.privacy_check import check_privacy
+from modulemesh.api.privacy_check import check_placement, check_privacy
 from modulemesh.api.targets import node_targets
 from modulemesh.cel import CelError, Environment, compile_condition
 
@@ -66,6 +66,7 @@ def validate_graph(
     issues += _module_rules(spec)
     issues += _policy_rules(spec)
     issues += check_privacy(spec, by_name)
+    issues += check_placement(spec, by_name)
     return issues
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from modulemesh.api.gate import GateMode, PrivacyGate
 from modulemesh.api.graph import Module, ModuleGraph
+from modulemesh.api.privacy_check import region_constraints, required_regions
 from modulemesh.operator.settings import RenderSettings
 
 __all__ = [
@@ -32,7 +33,7 @@ __all__ = [
 NO_ALLOWED_REGION = "modulemesh.io/no-allowed-region"
 """Region value no node has: used when the required regions do not intersect.
 
-Validation refuses such a graph; if render is handed one anyway it fails closed (pods stay
+Validation refuses such a graph (``check_placement``); if render is handed one anyway it fails closed (pods stay
 Pending) instead of crashing or placing tagged data in a region no gate allows.
 """
 
@@ -41,20 +42,6 @@ def gates_of(graph: ModuleGraph, gates: Sequence[PrivacyGate]) -> list[PrivacyGa
     """The gates the graph names, in the graph's order; unknown names are skipped."""
     by_name = {g.metadata.name: g for g in gates}
     return [by_name[name] for name in graph.spec.gates if name in by_name]
-
-
-def _tag_regions(
-    module: Module, gates: Sequence[PrivacyGate], mode: GateMode
-) -> list[frozenset[str]]:
-    """allowedRegions of each cleared tag, from gates in ``mode`` that define it."""
-    cleared = set(module.clearance)
-    return [
-        frozenset(tag.allowed_regions)
-        for gate in gates
-        if gate.spec.mode is mode
-        for tag in gate.spec.tags
-        if tag.name in cleared and tag.allowed_regions is not None
-    ]
 
 
 def node_affinity_regions(
@@ -66,11 +53,8 @@ def node_affinity_regions(
     Preferred: the same with dryrun gates added, when it differs from the required set and
     is not empty.
     """
-    sets = _tag_regions(module, gates, GateMode.ENFORCE)
-    if module.region is not None:
-        sets.insert(0, frozenset({module.region}))
-    required: frozenset[str] | None = frozenset.intersection(*sets) if sets else None
-    dry = _tag_regions(module, gates, GateMode.DRYRUN)
+    required = required_regions(module, gates)
+    dry = [regions for _, regions in region_constraints(module, gates, GateMode.DRYRUN)]
     preferred: frozenset[str] | None = None
     if dry:
         preferred = frozenset.intersection(*dry, *([required] if required is not None else []))

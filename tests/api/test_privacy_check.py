@@ -102,11 +102,53 @@ def test_transitively_cleared_fallback_makes_it_compliant() -> None:
     modules = [
         module("a", **EU),
         module("b", region="us-east", fallback="c"),
-        module("c", clearance=["phi"], region="us-east", fallback="d"),
+        module("c", region="us-east", fallback="d"),
         module("d", **EU),
     ]
     doc = mesh(modules, seq("main", {"module": "a"}, {"module": "b"}))
     assert check(doc, gate("phi-gate", PHI)) == []
+
+
+# --- placement: the regions a module's constraints leave ------------------------------------
+
+PCI = {"name": "pci", "allowedRegions": ["us-east"]}
+
+
+def test_cleared_for_tags_whose_regions_do_not_meet_is_unschedulable() -> None:
+    # Unpinned, cleared for phi (eu-west only) and pci (us-east only): render would require
+    # a node in both regions at once, so the pods could never be scheduled.
+    modules = [module("a", clearance=["phi", "pci"])]
+    doc = graph(modules=modules, gates=["phi-gate", "pci-gate"],
+                routing={"entry": "main", "nodes": [seq("main", {"module": "a"})]})  # fmt: skip
+    issue = one_error(
+        check(doc, gate("phi-gate", PHI), gate("pci-gate", PCI)),
+        "spec.modules[0]",
+        "no region satisfies module 'a'",
+        "tag 'phi' (PrivacyGate 'phi-gate') allows eu-west",
+        "tag 'pci' (PrivacyGate 'pci-gate') allows us-east",
+        "never be scheduled",
+    )
+    assert issue.rule == "privacy"
+
+
+def test_a_region_outside_a_cleared_tags_regions_is_unschedulable_even_off_path() -> None:
+    # b is never on a phi path, but its clearance still pins it (render's node affinity).
+    modules = [module("a", **EU), module("b", clearance=["phi"], region="us-east")]
+    doc = mesh(modules, seq("main", {"module": "a"}), seq("spare", {"module": "b"}))
+    one_error(
+        check(doc, gate("phi-gate", PHI)),
+        "spec.modules[1]",
+        "its region 'us-east'",
+        "tag 'phi' (PrivacyGate 'phi-gate') allows eu-west",
+    )
+
+
+def test_dryrun_gates_never_make_a_module_unschedulable() -> None:
+    modules = [module("a", **EU), module("b", clearance=["phi"], region="us-east")]
+    doc = mesh(modules, seq("main", {"module": "a"}), seq("spare", {"module": "b"}))
+    assert not [
+        i for i in check(doc, gate("phi-gate", PHI, mode="dryrun")) if "no region" in i.message
+    ]
 
 
 def test_fallback_chain_without_compliant_module_names_the_fallbacks() -> None:
