@@ -46,17 +46,23 @@ def wait_ready(url: str, timeout: float = 60.0) -> None:
     raise SystemExit(f"{url} not ready after {timeout}s")
 
 
+async def _exchange(pool: Pool, port: int, head: bytes, body: bytes, timeout: float) -> None:
+    """One request; its response read to the end. Anything but 200 stops the bench."""
+    conn = await pool.request(head, body, timeout=timeout)
+    while await conn.read():
+        pass
+    conn.release()
+    if conn.status != 200:
+        raise SystemExit(f"status {conn.status} from port {port}")
+
+
 async def sequential(port: int, head: bytes, body: bytes, count: int) -> list[float]:
+    """``count`` requests one after another; their latencies in seconds."""
     pool = Pool(Upstream("127.0.0.1", port))
     latencies = []
     for _ in range(count):
         started = time.perf_counter()
-        conn = await pool.request(head, body, timeout=10)
-        while await conn.read():
-            pass
-        conn.release()
-        if conn.status != 200:
-            raise SystemExit(f"status {conn.status} from port {port}")
+        await _exchange(pool, port, head, body, 10)
         latencies.append(time.perf_counter() - started)
     pool.close()
     return latencies
@@ -65,6 +71,7 @@ async def sequential(port: int, head: bytes, body: bytes, count: int) -> list[fl
 async def throughput(
     port: int, head: bytes, body: bytes, concurrency: int, seconds: float
 ) -> float:
+    """Requests per second with ``concurrency`` closed-loop workers for ``seconds``."""
     pool = Pool(Upstream("127.0.0.1", port))
     done = 0
     stop = time.perf_counter() + seconds
@@ -72,12 +79,7 @@ async def throughput(
     async def worker() -> None:
         nonlocal done
         while time.perf_counter() < stop:
-            conn = await pool.request(head, body, timeout=30)
-            while await conn.read():
-                pass
-            conn.release()
-            if conn.status != 200:
-                raise SystemExit(f"status {conn.status} from port {port}")
+            await _exchange(pool, port, head, body, 30)
             done += 1
 
     started = time.perf_counter()
