@@ -54,11 +54,18 @@ class Mesh:
     """The processes of one graph on loopback."""
 
     def __init__(
-        self, plan: MeshPlan, *, log_dir: Path | None = None, echo: IO[str] | None = None
+        self,
+        plan: MeshPlan,
+        *,
+        log_dir: Path | None = None,
+        echo: IO[str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.plan = plan
         self.log_dir = log_dir
         self.echo = echo
+        self.env = env
+        """Added to every child's environment (e.g. ``OTEL_*``), over this process's own."""
         self.modules: dict[str, ModuleProcs] = {}
         self.router: Child | None = None
         self._workdir = tempfile.TemporaryDirectory(prefix="modulemesh-run-")
@@ -86,7 +93,7 @@ class Mesh:
             raise
 
     def _child(self, label: str, args: list[str]) -> Child:
-        return Child(label, args, log_dir=self.log_dir, echo=self.echo)
+        return Child(label, args, log_dir=self.log_dir, echo=self.echo, env=self.env)
 
     def start_module(self, name: str) -> ModuleProcs:
         """Start (or restart) a module's runtime and sidecar, without waiting."""

@@ -105,9 +105,15 @@ class Pool:
 
 
 def start_pool(
-    tmp: Path, models: dict[str, tuple[Any, dict[str, Any]]], *, timeout: float = 120.0
+    tmp: Path,
+    models: dict[str, tuple[Any, dict[str, Any]]],
+    *,
+    timeout: float = 120.0,
+    env: dict[str, str] | None = None,
 ) -> Pool:
-    """Build the models and start a runtime + sidecar per module; wait until all are ready."""
+    """Build the models and start a runtime + sidecar per module; wait until all are ready.
+
+    ``env`` is added to every child's environment (e.g. ``OTEL_*``)."""
     paths = {name: zoo.save(build(), tmp / f"{name}.onnx") for name, (build, _) in models.items()}
     modules = [module_spec(name, paths[name], **extra) for name, (_, extra) in models.items()]
     graph = make_graph(
@@ -116,7 +122,7 @@ def start_pool(
         [{"name": "main", "type": "sequence", "steps": [{"module": modules[0]["name"]}]}],
     )
     plan = plan_mesh(graph, [], tmp, router_port=free_port())
-    mesh = Mesh(plan, log_dir=tmp / "logs")
+    mesh = Mesh(plan, log_dir=tmp / "logs", env=env)
     try:
         for m in plan.modules:
             mesh.start_module(m.name)
@@ -215,8 +221,10 @@ def router(
     gates: list[PrivacyGate] | None = None,
     *,
     poll_interval: float = 1.0,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Router]:
-    """Start ``modulemesh router`` for ``graph`` and wait until it is ready."""
+    """Start ``modulemesh router`` for ``graph`` and wait until it is ready (``env`` is added
+    to its environment, e.g. ``OTEL_*``)."""
     resolved = resolve(graph, gates or [], endpoints)
     config = tmp / f"{graph.metadata.name}-resolved.json"
     config.write_text(resolved.dumps())
@@ -226,6 +234,7 @@ def router(
         [sys.executable, "-m", "modulemesh", "router", "--config", str(config),
          "--host", "127.0.0.1", "--port", str(port), "--poll-interval", str(poll_interval)],
         log_dir=tmp / "logs",
+        env=env,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:

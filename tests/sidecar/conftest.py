@@ -95,8 +95,16 @@ def start_runtime(model: Path, name: str, port: int, log: Path, *extra: str) -> 
     )  # fmt: skip
 
 
-def start_sidecar(module: str, port: int, upstream_port: int, log: Path, *extra: str) -> Proc:
-    """Start a real sidecar and wait until it is live (not necessarily ready)."""
+def start_sidecar(
+    module: str,
+    port: int,
+    upstream_port: int,
+    log: Path,
+    *extra: str,
+    env: dict[str, str] | None = None,
+) -> Proc:
+    """Start a real sidecar and wait until it is live (not necessarily ready); ``env`` is added
+    to its environment (e.g. ``OTEL_*``)."""
     proc = Proc(
         [
             sys.executable, "-m", "modulemesh", "sidecar",
@@ -104,6 +112,7 @@ def start_sidecar(module: str, port: int, upstream_port: int, log: Path, *extra:
             "--host", "127.0.0.1", "--port", str(port), "--poll-interval", "0.2", *extra,
         ],
         log,
+        env,
     )  # fmt: skip
     wait_status(f"http://127.0.0.1:{port}/livez", 200, timeout=20)
     return proc
@@ -133,11 +142,14 @@ def module(
     name: str,
     *sidecar_args: str,
     runtime_args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> Iterator[Module]:
-    """Runtime + sidecar for ``model``; yields once both are ready."""
+    """Runtime + sidecar for ``model``; yields once both are ready (``env``: the sidecar's)."""
     runtime_port, port = free_port(), free_port()
     runtime = start_runtime(model, name, runtime_port, tmp / f"{name}-runtime.log", *runtime_args)
-    sidecar = start_sidecar(name, port, runtime_port, tmp / f"{name}-sidecar.log", *sidecar_args)
+    sidecar = start_sidecar(
+        name, port, runtime_port, tmp / f"{name}-sidecar.log", *sidecar_args, env=env
+    )
     mod = Module(runtime, sidecar, runtime_port, port)
     try:
         wait_status(f"{mod.url}/readyz", 200, timeout=60)
