@@ -190,6 +190,21 @@ def test_cascade_escalates_on_low_confidence(pool: Pool, nodes_router: Router) -
     assert [e["module"] for e in explain(stay) if e["event"] == "call"] == ["small"]
 
 
+def test_cascade_over_a_module_without_confidence_says_how_to_fix_it(
+    pool: Pool, tmp_path: Path
+) -> None:
+    # The default escalateWhen reads output.confidence; an embedder's output is no distribution.
+    nodes = [{"name": "main", "type": "cascade",
+              "candidates": [{"module": "embed", "inputs": {"input": "request.features"}}, SMALL]}]  # fmt: skip
+    with graph_router(pool, tmp_path, "noconf", nodes, ["embed", "small"]) as r:
+        response = r.infer({"features": X16, "input": X8})
+    assert response.status_code == 502, response.text
+    message = response.json()["error"]
+    assert "cascade 'main' step 'embed'" in message
+    assert "module 'embed' gave no confidence" in message
+    assert "confidenceOutput" in message and "output.outputs" in message
+
+
 def test_select_picks_by_score_and_explains_ranking(nodes_router: Router) -> None:
     response = node(nodes_router, "select")
     decision = next(

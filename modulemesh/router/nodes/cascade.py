@@ -44,8 +44,15 @@ async def run(
         try:
             escalate = condition.evaluate({"request": ctx.request_vars(), "output": out.cel()})
         except EvaluationError as exc:
+            hint = ""
+            if out.confidence is None and "confidence" in condition.expression:
+                hint = (
+                    f"; module {out.module!r} gave no confidence (none of its outputs is a "
+                    "probability distribution): name the output to use in its "
+                    "confidenceOutput, or write escalateWhen over output.outputs"
+                )
             raise RouteError(
-                502, f"cascade {node.name!r} step {name!r}: {exc}", node=node.name
+                502, f"cascade {node.name!r} step {name!r}: {exc}{hint}", node=node.name
             ) from None
         ctx.note("decision", node=node.name, step=name, escalate=escalate,
                  confidence=out.confidence)  # fmt: skip
