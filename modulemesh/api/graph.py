@@ -94,7 +94,13 @@ class Batching(SpecModel):
     """Dynamic batching in the runtime."""
 
     max_batch_size: Annotated[int, Field(ge=1, le=4096)] = 8
-    max_delay_ms: Annotated[float, Field(ge=0, le=10_000)] = 2.0
+    max_delay_ms: Annotated[float, Field(ge=0, le=10_000)] = Field(
+        default=0.0,
+        description="How long a batch may wait for more requests once the model is free. 0 (as "
+        "in Triton): it runs at once with whatever queued while the model was busy, so batches "
+        "fill under load and a lone request never waits; raise it for fuller batches at "
+        "moderate load, at up to this much added latency.",
+    )
     max_queue: Annotated[int, Field(ge=1, le=100_000)] = 256
 
 

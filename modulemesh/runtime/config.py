@@ -27,7 +27,7 @@ class RuntimeConfig:
     host: str = "127.0.0.1"
     port: int = 8081
     max_batch_size: int = 8
-    max_delay_ms: float = 2.0
+    max_delay_ms: float = 0.0
     max_queue: int = 256
     batch_workers: int = 1
     max_body_bytes: int = 64 * 1024 * 1024
@@ -81,7 +81,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--host", str, defaults.host, "address to listen on")
     add("--port", int, defaults.port, "port to listen on")
     add("--max-batch-size", int, defaults.max_batch_size, "max rows per batch; 0 or 1: off")
-    add("--max-delay-ms", float, defaults.max_delay_ms, "max wait for a batch to fill")
+    add(
+        "--max-delay-ms",
+        float,
+        defaults.max_delay_ms,
+        "max wait for a batch to fill once a worker is free (0: run at once)",
+    )
     add("--max-queue", int, defaults.max_queue, "requests queued before answering 503")
     add(
         "--batch-workers",
