@@ -8,11 +8,13 @@ exits 0.
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -81,17 +83,30 @@ def test_sigterm_finishes_in_flight_refuses_new_and_exits_zero(
         "64",
     )
     body = _slow_body()
+    payload = json.dumps(body).encode()
+    url = urlsplit(runtime.url)
 
-    async def scenario() -> tuple[list[httpx.Response], httpx.Response, dict[str, Any]]:
+    async def scenario() -> tuple[list[httpx.Response], httpx.Response, dict[str, Any], bytes]:
         limits = httpx.Limits(max_connections=16)
         async with httpx.AsyncClient(base_url=runtime.url, timeout=60, limits=limits) as c:
             in_flight = [
                 asyncio.create_task(c.post("/v2/models/m/infer", json=body)) for _ in range(6)
             ]
+            # One more request whose body is only half sent: it is in flight until the test
+            # sends the rest, so the drain provably outlasts the late request below however
+            # fast the six finish.
+            reader, writer = await asyncio.open_connection(url.hostname, url.port)
+            writer.write(
+                b"POST /v2/models/m/infer HTTP/1.1\r\nhost: t\r\n"
+                b"content-type: application/json\r\ncontent-length: %d\r\n\r\n"
+                % len(payload)
+                + payload[: len(payload) // 2]
+            )
+            await writer.drain()
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
                 stats = (await c.get("/stats")).json()
-                if stats["inFlight"] >= 6:
+                if stats["inFlight"] >= 7:
                     break
                 await asyncio.sleep(0.01)
             runtime.proc.send_signal(signal.SIGTERM)
@@ -99,10 +114,16 @@ def test_sigterm_finishes_in_flight_refuses_new_and_exits_zero(
             async with httpx.AsyncClient(base_url=runtime.url, timeout=10) as fresh:
                 late = await fresh.post("/v2/models/m/infer", json=body)
                 ready = (await fresh.get("/v2/health/ready")).json()
-            return await asyncio.gather(*in_flight), late, ready
+            done = await asyncio.gather(*in_flight)
+            writer.write(payload[len(payload) // 2 :])
+            await writer.drain()
+            held = await asyncio.wait_for(reader.readuntil(b"\r\n"), 30)
+            writer.close()
+            return done, late, ready, held
 
-    done, late, ready = asyncio.run(scenario())
+    done, late, ready, held = asyncio.run(scenario())
     assert [r.status_code for r in done] == [200] * 6
+    assert held.startswith(b"HTTP/1.1 200"), held  # begun before SIGTERM: finished, not refused
     assert late.status_code == 503 and "draining" in late.json()["error"]
     assert ready["ready"] is False and "draining" in ready["error"]
     assert runtime.proc.wait(30) == 0
