@@ -163,6 +163,8 @@ class HttpProtocol(asyncio.Protocol):
         self._in_head = False
         self._cycle: _Cycle | None = None
         self._disconnected: asyncio.Future[None] | None = None
+        self._linger_budget: int | None = None
+        """Bytes still discarded after a lingering close (None: not lingering)."""
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -191,6 +193,11 @@ class HttpProtocol(asyncio.Protocol):
             self._server.check_drained()
 
     def data_received(self, data: bytes) -> None:
+        if self._linger_budget is not None:
+            self._linger_budget -= len(data)
+            if self._linger_budget < 0 and self.transport is not None:
+                self.transport.close()
+            return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -344,7 +351,9 @@ class HttpProtocol(asyncio.Protocol):
             and (request.complete or request is not self._parsing)
         )
         if not reusable:
-            self._close()
+            # Answered before the whole request arrived (e.g. 413): the client may still be
+            # sending, so linger instead of resetting the answer away.
+            self._close(linger=request is self._parsing and not request.complete)
             return
         self._queue.popleft()
         if self._reading_paused and len(self._queue) <= _MAX_PIPELINED:
@@ -386,7 +395,7 @@ class HttpProtocol(asyncio.Protocol):
             # Nothing underway, or the app is reading this very request: refuse it here (the
             # app's receive() then reports a disconnect).
             self._write(_simple_response(status, message))
-            self._close()
+            self._close(linger=True)
             return
         # The app is answering an earlier request: stop reading, close after its answer.
         self._pause_reading()
@@ -397,12 +406,29 @@ class HttpProtocol(asyncio.Protocol):
         for request in self._queue:
             request.keep_alive = False
 
-    def _close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._disarm()
-            if self.transport is not None:
-                self.transport.close()
+    def _close(self, *, linger: bool = False) -> None:
+        """Close the connection. With ``linger``, half-close and discard what the client is
+        still sending for a moment first (nginx's lingering close): closing a socket with
+        unread data makes the kernel answer with a reset, which can destroy the response
+        before the client reads it."""
+        if self._closed:
+            if not linger and self._linger_budget is not None and self.transport is not None:
+                self.transport.close()  # shutdown ends a lingering close early
+            return
+        self._closed = True
+        self._disarm()
+        transport = self.transport
+        if transport is None:
+            return
+        if not linger or not transport.can_write_eof():
+            transport.close()
+            return
+        self._linger_budget = _LINGER_BYTES
+        if self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+        transport.write_eof()
+        self._timer = self._loop.call_later(_LINGER_SECONDS, transport.close)
 
     def _pause_reading(self) -> None:
         if not self._reading_paused and self.transport is not None and not self._closed:
@@ -450,6 +476,11 @@ class HttpProtocol(asyncio.Protocol):
             if self._closed:
                 self._disconnected.set_result(None)
         return self._disconnected
+
+
+_LINGER_SECONDS = 2.0
+_LINGER_BYTES = 4 << 20
+"""How long, and how many bytes, a lingering close reads and discards before it closes."""
 
 
 class _Refused(Exception):

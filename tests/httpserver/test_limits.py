@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+from modulemesh.httpserver import Receive, Scope, Send
+
 from .conftest import read_response, start
 
 
@@ -107,5 +109,66 @@ async def test_idle_keep_alive_connection_is_closed() -> None:
         writer.write(b"GET /echo HTTP/1.1\r\nhost: t\r\n\r\n")
         assert (await read_response(reader))[0] == 200
         assert await asyncio.wait_for(reader.read(), 5) == b""  # closed without a response
+    finally:
+        await srv.shutdown()
+
+
+async def test_a_client_still_sending_reads_the_413() -> None:
+    # Refused on its declared length while it keeps sending: the server half-closes and
+    # discards the rest (lingering close), so the client's writes do not meet a reset and
+    # the 413 is not destroyed before the client reads it.
+    srv = await start(max_body=1000)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+        size = 2 << 20
+        writer.write(b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: %d\r\n\r\n" % size)
+        for _ in range(size // 65536):
+            writer.write(b"a" * 65536)
+            await writer.drain()
+        status, headers, body = await read_response(reader)
+        assert status == 413 and headers[b"connection"] == b"close" and b"1000" in body
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+    finally:
+        await srv.shutdown()
+
+
+async def test_an_answer_before_the_body_arrived_is_read_in_full() -> None:
+    async def early(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"5")]})  # fmt: skip
+        await send({"type": "http.response.body", "body": b"early"})
+
+    srv = await start(early)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+        writer.write(b"POST /x HTTP/1.1\r\nhost: t\r\ncontent-length: %d\r\n\r\n" % (1 << 20))
+        await asyncio.sleep(0.05)  # the answer is out before the body starts
+        for _ in range(16):
+            writer.write(b"a" * 65536)
+            await writer.drain()
+        status, _, body = await read_response(reader)
+        assert (status, body) == (200, b"early")
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+    finally:
+        await srv.shutdown()
+
+
+async def test_a_lingering_close_ends_by_itself() -> None:
+    # A refused client that neither stops sending nor closes is cut off: by time here.
+    srv = await start(max_body=1000)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+        writer.write(b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: 5000\r\n\r\n" + b"a" * 10)
+        assert (await read_response(reader))[0] == 413
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # half-closed at once
+        started = asyncio.get_running_loop().time()
+        while srv.connections:
+            assert asyncio.get_running_loop().time() - started < 5, "lingered for ever"
+            await asyncio.sleep(0.05)
+        writer.close()
     finally:
         await srv.shutdown()
