@@ -82,7 +82,7 @@ def main() -> int:
             asyncio.run(sequential(port, head, body, 200))
         p50: dict[str, list[float]] = {k: [] for k in targets}
         rps: dict[str, list[float]] = {k: [] for k in targets}
-        cpu_us: dict[str, list[float]] = {"runtime": [], "sidecar": []}
+        cpu_us: dict[str, list[float]] = {"runtime": [], "sidecar": [], "runtime direct": []}
         idle: dict[str, list[float]] = {k: [] for k in targets}
         pids = {"runtime": procs[0].pid, "sidecar": procs[1].pid}
         for _ in range(args.rounds):
@@ -96,9 +96,12 @@ def main() -> int:
                 count = rate * (time.perf_counter() - t0)
                 idle[name].append(idle_share(ticks, machine_ticks()))
                 rps[name].append(rate)
+                used = {k: (cpu_seconds(pid) - before[k]) / count * 1e6 for k, pid in pids.items()}
                 if name == "sidecar":  # CPU per request through the sidecar, both processes
-                    for k, pid in pids.items():
-                        cpu_us[k].append((cpu_seconds(pid) - before[k]) / count * 1e6)
+                    cpu_us["runtime"].append(used["runtime"])
+                    cpu_us["sidecar"].append(used["sidecar"])
+                else:
+                    cpu_us["runtime direct"].append(used["runtime"])
         d50, s50 = statistics.median(p50["direct"]), statistics.median(p50["sidecar"])
         drps, srps = statistics.median(rps["direct"]), statistics.median(rps["sidecar"])
         print(f"model={args.model} rows={args.rows} rounds={args.rounds} cpus={os.cpu_count()}")
@@ -121,7 +124,8 @@ def main() -> int:
         print(
             f"c={args.concurrency} CPU per request through the sidecar: sidecar "
             f"{statistics.median(cpu_us['sidecar']):.0f} us, runtime "
-            f"{statistics.median(cpu_us['runtime']):.0f} us"
+            f"{statistics.median(cpu_us['runtime']):.0f} us (runtime called directly: "
+            f"{statistics.median(cpu_us['runtime direct']):.0f} us)"
         )
         print(
             f"c={args.concurrency} machine idle: direct {statistics.median(idle['direct']):.2f}, "

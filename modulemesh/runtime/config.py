@@ -34,7 +34,9 @@ class RuntimeConfig:
     provider: str = "auto"
     intra_op_threads: int = 0
     inter_op_threads: int = 0
-    spinning: bool = True
+    spinning: bool = False
+    """onnxruntime's idle-thread spin-waiting; off because the module pod shares its CPU with
+    the sidecar (spinning threads took it from them: docs/benchmarks.md, sidecar section)."""
     device_id: int = 0
     cache_dir: Path = Path.home() / ".cache" / "modulemesh" / "models"
     ca_bundle: str | None = None
@@ -104,14 +106,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add("--intra-op-threads", int, 0, "onnxruntime intra-op threads (0: onnxruntime decides)")
     add("--inter-op-threads", int, 0, "onnxruntime inter-op threads (0: onnxruntime decides)")
-    env_spin = os.environ.get(_env_name("--no-spinning"))
+    env_spin = os.environ.get(_env_name("--spinning"))
     parser.add_argument(
-        "--no-spinning",
-        dest="spinning",
-        action="store_false",
-        default=not _truthy(env_spin) if env_spin else True,
-        help="stop onnxruntime's idle intra-op threads from spinning, leaving CPU to the "
-        f"HTTP loop on small machines (env {_env_name('--no-spinning')})",
+        "--spinning",
+        action=argparse.BooleanOptionalAction,
+        default=_truthy(env_spin) if env_spin else defaults.spinning,
+        help="let onnxruntime's idle intra-op threads spin-wait for work (onnxruntime's own "
+        "default): slightly lower latency on a dedicated machine, but the spinning threads take "
+        "CPU from the sidecar and the HTTP loop that share the pod, so off by default "
+        f"(env {_env_name('--spinning')})",
     )
     add("--device-id", int, 0, "GPU device id for CUDA/TensorRT")
     add("--cache-dir", Path, defaults.cache_dir, "where downloaded models are cached")

@@ -225,7 +225,7 @@ def load(
     intra_op_threads: int,
     inter_op_threads: int,
     device_id: int,
-    spinning: bool = True,
+    spinning: bool = False,
 ) -> Model:
     """Create the onnxruntime session with the chosen providers and thread settings."""
     import onnxruntime as ort
