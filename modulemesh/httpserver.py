@@ -371,7 +371,9 @@ class HttpProtocol(asyncio.Protocol):
 
     @property
     def idle(self) -> bool:
-        """No request being answered or parsed."""
+        """No request being answered or parsed (a lingering close has answered already)."""
+        if self._linger_budget is not None and self._task is None:
+            return True
         return not self._queue and self._parsing is None
 
     def _write(self, data: bytes) -> None:

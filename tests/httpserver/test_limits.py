@@ -134,14 +134,7 @@ async def test_a_client_still_sending_reads_the_413() -> None:
 
 
 async def test_an_answer_before_the_body_arrived_is_read_in_full() -> None:
-    async def early(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-length", b"5")]})  # fmt: skip
-        await send({"type": "http.response.body", "body": b"early"})
-
-    srv = await start(early)
+    srv = await start(_early)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
         writer.write(b"POST /x HTTP/1.1\r\nhost: t\r\ncontent-length: %d\r\n\r\n" % (1 << 20))
@@ -172,3 +165,24 @@ async def test_a_lingering_close_ends_by_itself() -> None:
         writer.close()
     finally:
         await srv.shutdown()
+
+
+async def _early(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answers at once, without reading the request body."""
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", b"5")]})  # fmt: skip
+    await send({"type": "http.response.body", "body": b"early"})
+
+
+async def test_shutdown_does_not_wait_for_a_lingering_close() -> None:
+    srv = await start(_early)
+    reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+    writer.write(b"POST /x HTTP/1.1\r\nhost: t\r\ncontent-length: 5000\r\n\r\n" + b"a" * 10)
+    assert (await read_response(reader))[0] == 200
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.wait_for(srv.shutdown(), 10)
+    assert loop.time() - started < 1.0  # the answer is out: nothing underway to drain
+    writer.close()
