@@ -66,6 +66,8 @@ class RouterApp:
         self.metrics = RouterMetrics(resolved.name)
         self.executor = Executor(resolved, tracer=tracer, metrics=self.metrics)
         self.shedder = Shedder(resolved.spec.policy.shedding)
+        shedder = self.shedder
+        self.metrics.in_flight.labels(self.graph).set_function(lambda: shedder.in_flight)
         self.default_priority = resolved.spec.policy.shedding.default_priority
         self.metadata = GraphMetadata(self.executor)
         self.tracer = tracer

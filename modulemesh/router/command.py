@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     telemetry.setup_logging(args.log_level)
     from modulemesh.httpserver import ServerConfig, serve
     from modulemesh.router.app import MAX_BODY, RouterApp
+    from modulemesh.router.metrics import register_otel
 
     tel = telemetry.setup(f"modulemesh-router-{resolved.name}", component="router")
     try:
@@ -62,4 +63,5 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, CelError) as exc:
         print(f"modulemesh router: graph {resolved.name!r}: {exc}", file=sys.stderr)
         return 2
+    register_otel(tel.meter, app.metrics)
     return serve(app, ServerConfig(host=args.host, port=args.port, max_body=MAX_BODY))

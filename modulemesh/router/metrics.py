@@ -1,14 +1,20 @@
 """Router metrics per graph and module, in a registry of their own (served at ``/metrics``).
 
 Label children are resolved once per (module, outcome), so counting a call is a dict lookup
-and an increment, not a label resolution.
+and an increment, not a label resolution. :func:`register_otel` publishes the same counters
+and the in-flight gauge as observable OpenTelemetry instruments, read from this registry at
+export time (so the hot path counts once); latency distributions stay on ``/metrics`` and in
+the spans.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["RouterMetrics"]
+__all__ = ["RouterMetrics", "register_otel"]
 
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -83,3 +89,51 @@ class RouterMetrics:
         if hist is None:
             hist = self._call_latency[module] = self.call_latency.labels(self.graph, module)
         hist.observe(seconds)
+
+
+# Prometheus family -> (OpenTelemetry name, unit, description); label ``code`` is exported as
+# ``http.response.status_code``, the others under their own names.
+_OTEL_COUNTERS = {
+    "modulemesh_router_requests": ("modulemesh.router.requests", "{request}",
+                                   "Graph requests by HTTP status."),
+    "modulemesh_router_module_calls": ("modulemesh.router.module_calls", "{call}",
+                                       "Module calls by outcome (ok, error, timeout)."),
+    "modulemesh_router_fallbacks": ("modulemesh.router.fallbacks", "{call}",
+                                    "Calls sent to a declared fallback, by reason kind."),
+    "modulemesh_router_cache": ("modulemesh.router.cache", "{lookup}",
+                                "Result cache lookups (hit, miss)."),
+    "modulemesh_router_shed": ("modulemesh.router.shed", "{request}",
+                               "Requests refused with 429 by priority."),
+    "modulemesh_router_forwarded": ("modulemesh.router.forwarded", "{body}",
+                                    "Bodies passed on without tensor decoding."),
+}  # fmt: skip
+_ATTRIBUTE = {"code": "http.response.status_code"}
+
+
+def _observe(
+    registry: CollectorRegistry, family: str, suffix: str
+) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    def callback(options: CallbackOptions) -> Iterable[Observation]:
+        for metric in registry.collect():
+            if metric.name != family:
+                continue
+            for sample in metric.samples:
+                if sample.name == family + suffix:
+                    attributes = {_ATTRIBUTE.get(k, k): v for k, v in sample.labels.items()}
+                    yield Observation(sample.value, attributes)
+
+    return callback
+
+
+def register_otel(meter: Meter, metrics: RouterMetrics) -> None:
+    """Publish the router's counters and in-flight gauge as OpenTelemetry instruments."""
+    for family, (name, unit, description) in _OTEL_COUNTERS.items():
+        meter.create_observable_counter(
+            name, [_observe(metrics.registry, family, "_total")], unit, description
+        )
+    meter.create_observable_up_down_counter(
+        "modulemesh.router.in_flight",
+        [_observe(metrics.registry, "modulemesh_router_in_flight", "")],
+        "{request}",
+        "Graph requests in flight.",
+    )
