@@ -165,6 +165,8 @@ class HttpProtocol(asyncio.Protocol):
         self._disconnected: asyncio.Future[None] | None = None
         self._linger_budget: int | None = None
         """Bytes still discarded after a lingering close (None: not lingering)."""
+        self._unread = False
+        """A refused request's remaining bytes were left unread: close by lingering."""
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -353,7 +355,9 @@ class HttpProtocol(asyncio.Protocol):
         if not reusable:
             # Answered before the whole request arrived (e.g. 413): the client may still be
             # sending, so linger instead of resetting the answer away.
-            self._close(linger=request is self._parsing and not request.complete)
+            self._close(
+                linger=self._unread or (request is self._parsing and not request.complete)
+            )
             return
         self._queue.popleft()
         if self._reading_paused and len(self._queue) <= _MAX_PIPELINED:
@@ -399,8 +403,10 @@ class HttpProtocol(asyncio.Protocol):
             self._write(_simple_response(status, message))
             self._close(linger=True)
             return
-        # The app is answering an earlier request: stop reading, close after its answer.
+        # The app is answering (this or an earlier request): stop reading, close after its
+        # answer, lingering since the client may still be sending.
         self._pause_reading()
+        self._unread = True
         if self._parsing is not None:
             self._parsing.keep_alive = False
             self._parsing.complete = True

@@ -186,3 +186,33 @@ async def test_shutdown_does_not_wait_for_a_lingering_close() -> None:
     await asyncio.wait_for(srv.shutdown(), 10)
     assert loop.time() - started < 1.0  # the answer is out: nothing underway to drain
     writer.close()
+
+
+async def test_a_limit_tripped_while_the_app_answers_still_lets_the_client_read_it() -> None:
+    # The app has begun its answer when the body runs past the server's limit: the server
+    # stops reading and closes after the answer, lingering, since the client is still sending.
+    async def slow_answer(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        await receive()  # the first piece of the body
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"5")]})  # fmt: skip
+        await asyncio.sleep(0.3)  # meanwhile the client goes past the limit
+        await send({"type": "http.response.body", "body": b"early"})
+
+    srv = await start(slow_answer, max_body=1000)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+        writer.write(b"POST /x HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n")
+        writer.write(b"%x\r\n%s\r\n" % (500, b"a" * 500))
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        for _ in range(64):
+            writer.write(b"%x\r\n%s\r\n" % (4096, b"a" * 4096))
+        await writer.drain()
+        status, _, body = await read_response(reader)
+        assert (status, body) == (200, b"early")
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+    finally:
+        await srv.shutdown()
