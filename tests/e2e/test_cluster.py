@@ -4,13 +4,14 @@ kube-apiserver, kube-scheduler and kube-controller-manager built by hack/cluster
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from e2e.cluster import Cluster, ClusterError, wait_until
+from e2e.cluster import Cluster, ClusterError, cluster_env, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -384,3 +385,21 @@ def test_network_policy_is_stored(cluster: Cluster, namespace: str) -> None:
     )
     stored = cluster.kubectl_json("-n", namespace, "get", "networkpolicy", "deny-all")
     assert stored["spec"]["policyTypes"] == ["Ingress", "Egress"]
+
+
+def test_every_binary_is_built_at_its_pinned_version(cluster: Cluster) -> None:
+    """The cache holds what hack/cluster/build promises, each reporting the pinned release."""
+    bin_dir = Path(cluster_env()["BIN_DIR"])
+    expected = {
+        "kube-apiserver": "v1.36.3",
+        "kube-controller-manager": "v1.36.3",
+        "kube-scheduler": "v1.36.3",
+        "etcd": "3.6.8",
+        "kwok": "v0.8.0",
+        "kwokctl": "v0.8.0",
+    }
+    for name, version in expected.items():
+        proc = subprocess.run(
+            [str(bin_dir / name), "--version"], capture_output=True, text=True, timeout=30
+        )
+        assert version in proc.stdout + proc.stderr, (name, proc.stdout, proc.stderr)
