@@ -355,9 +355,7 @@ class HttpProtocol(asyncio.Protocol):
         if not reusable:
             # Answered before the whole request arrived (e.g. 413): the client may still be
             # sending, so linger instead of resetting the answer away.
-            self._close(
-                linger=self._unread or (request is self._parsing and not request.complete)
-            )
+            self._close(linger=self._unread or (request is self._parsing and not request.complete))
             return
         self._queue.popleft()
         if self._reading_paused and len(self._queue) <= _MAX_PIPELINED:
