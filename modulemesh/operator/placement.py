@@ -33,8 +33,8 @@ __all__ = [
 NO_ALLOWED_REGION = "modulemesh.io/no-allowed-region"
 """Region value no node has: used when the required regions do not intersect.
 
-Validation refuses such a graph (``check_placement``); if render is handed one anyway it fails closed (pods stay
-Pending) instead of crashing or placing tagged data in a region no gate allows.
+Validation refuses such a graph (``check_placement``); if render is handed one anyway it fails
+closed (pods stay Pending) instead of crashing or placing tagged data in a region no gate allows.
 """
 
 

@@ -154,7 +154,14 @@ def _service(
 
 
 def _network_policy(graph: str, namespace: str, settings: RenderSettings) -> dict[str, Any]:
-    """Module pods accept traffic only from this graph's router pods, on the sidecar port."""
+    """Module pods accept traffic only from this graph's router pods (and the scrapers named
+    in ``metrics_from``), on the sidecar port."""
+    port = {"protocol": "TCP", "port": settings.sidecar_port}
+    router = {"podSelector": {"matchLabels": naming.selector(graph, "router")}}
+    ingress: list[dict[str, Any]] = [{"from": [router], "ports": [dict(port)]}]
+    if settings.metrics_from:
+        scrapers = copy.deepcopy(list(settings.metrics_from))
+        ingress.append({"from": scrapers, "ports": [dict(port)]})
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -164,22 +171,7 @@ def _network_policy(graph: str, namespace: str, settings: RenderSettings) -> dic
         "spec": {
             "podSelector": {"matchLabels": naming.selector(graph, "module")},
             "policyTypes": ["Ingress"],
-            "ingress": [
-                {
-                    "from": [{"podSelector": {"matchLabels": naming.selector(graph, "router")}}],
-                    "ports": [{"protocol": "TCP", "port": settings.sidecar_port}],
-                },
-                *(
-                    [
-                        {
-                            "from": [copy.deepcopy(peer) for peer in settings.metrics_from],
-                            "ports": [{"protocol": "TCP", "port": settings.sidecar_port}],
-                        }
-                    ]
-                    if settings.metrics_from
-                    else []
-                ),
-            ],
+            "ingress": ingress,
         },
     }
 

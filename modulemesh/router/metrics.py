@@ -91,34 +91,31 @@ class RouterMetrics:
         hist.observe(seconds)
 
 
-# Prometheus family -> (OpenTelemetry name, unit, description); label ``code`` is exported as
-# ``http.response.status_code``, the others under their own names.
+# RouterMetrics counter -> (OpenTelemetry name, unit, description); label ``code`` is exported
+# as ``http.response.status_code``, the others under their own names.
 _OTEL_COUNTERS = {
-    "modulemesh_router_requests": ("modulemesh.router.requests", "{request}",
-                                   "Graph requests by HTTP status."),
-    "modulemesh_router_module_calls": ("modulemesh.router.module_calls", "{call}",
-                                       "Module calls by outcome (ok, error, timeout)."),
-    "modulemesh_router_fallbacks": ("modulemesh.router.fallbacks", "{call}",
-                                    "Calls sent to a declared fallback, by reason kind."),
-    "modulemesh_router_cache": ("modulemesh.router.cache", "{lookup}",
-                                "Result cache lookups (hit, miss)."),
-    "modulemesh_router_shed": ("modulemesh.router.shed", "{request}",
-                               "Requests refused with 429 by priority."),
-    "modulemesh_router_forwarded": ("modulemesh.router.forwarded", "{body}",
-                                    "Bodies passed on without tensor decoding."),
+    "requests": ("modulemesh.router.requests", "{request}", "Graph requests by HTTP status."),
+    "calls": ("modulemesh.router.module_calls", "{call}",
+              "Module calls by outcome (ok, error, timeout)."),
+    "fallbacks": ("modulemesh.router.fallbacks", "{call}",
+                  "Calls sent to a declared fallback, by reason kind."),
+    "cache": ("modulemesh.router.cache", "{lookup}", "Result cache lookups (hit, miss)."),
+    "shed": ("modulemesh.router.shed", "{request}", "Requests refused with 429 by priority."),
+    "forwarded": ("modulemesh.router.forwarded", "{body}",
+                  "Bodies passed on without tensor decoding."),
 }  # fmt: skip
 _ATTRIBUTE = {"code": "http.response.status_code"}
 
 
 def _observe(
-    registry: CollectorRegistry, family: str, suffix: str
+    metric: Counter | Gauge, suffix: str
 ) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    """Callback reading one Prometheus metric's samples (``<name><suffix>``) at export time."""
+
     def callback(options: CallbackOptions) -> Iterable[Observation]:
-        for metric in registry.collect():
-            if metric.name != family:
-                continue
-            for sample in metric.samples:
-                if sample.name == family + suffix:
+        for family in metric.collect():
+            for sample in family.samples:
+                if sample.name == family.name + suffix:
                     attributes = {_ATTRIBUTE.get(k, k): v for k, v in sample.labels.items()}
                     yield Observation(sample.value, attributes)
 
@@ -127,13 +124,12 @@ def _observe(
 
 def register_otel(meter: Meter, metrics: RouterMetrics) -> None:
     """Publish the router's counters and in-flight gauge as OpenTelemetry instruments."""
-    for family, (name, unit, description) in _OTEL_COUNTERS.items():
-        meter.create_observable_counter(
-            name, [_observe(metrics.registry, family, "_total")], unit, description
-        )
+    for attribute, (name, unit, description) in _OTEL_COUNTERS.items():
+        counter = getattr(metrics, attribute)
+        meter.create_observable_counter(name, [_observe(counter, "_total")], unit, description)
     meter.create_observable_up_down_counter(
         "modulemesh.router.in_flight",
-        [_observe(metrics.registry, "modulemesh_router_in_flight", "")],
+        [_observe(metrics.in_flight, "")],
         "{request}",
         "Graph requests in flight.",
     )
