@@ -56,7 +56,11 @@ def test_latency_and_counts_match_a_known_load(models: dict[str, Path], tmp_path
         expected = percentile(client_latencies, q)
         got = envelope["latency"][key]
         # The sidecar times a sub-interval of what the client times; its histogram is 1 % exact.
-        assert got <= expected * 1.02, (key, got, expected)
+        # Only nearly: its clock stops when its last write returns, and on a busy 2-core machine
+        # the sidecar can be descheduled between the write and reading the clock while the
+        # client already has the bytes (seen: 40 us over). A millisecond covers such a stall and
+        # still catches a sidecar that times the wrong interval (whole ms at every percentile).
+        assert got <= expected * 1.02 + 0.001, (key, got, expected)
         # The rest is the client's and the servers' HTTP work, and CPU contention on a shared
         # 2-core machine: bounded, but not tiny, and now and then one request's client side
         # stalls. So the lower bound allows three such outliers: it compares with the client's
