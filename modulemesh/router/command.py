@@ -63,5 +63,5 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, CelError) as exc:
         print(f"modulemesh router: graph {resolved.name!r}: {exc}", file=sys.stderr)
         return 2
-    register_otel(tel.meter, app.metrics)
+    register_otel(tel.meter, app.metrics, record_latency=tel.metrics_exported)
     return serve(app, ServerConfig(host=args.host, port=args.port, max_body=MAX_BODY))

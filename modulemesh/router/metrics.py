@@ -3,8 +3,10 @@
 Label children are resolved once per (module, outcome), so counting a call is a dict lookup
 and an increment, not a label resolution. :func:`register_otel` publishes the same counters
 and the in-flight gauge as observable OpenTelemetry instruments, read from this registry at
-export time (so the hot path counts once); latency distributions stay on ``/metrics`` and in
-the spans.
+export time (so the hot path counts once). Latency distributions cannot be observed that way
+(OpenTelemetry has no asynchronous histogram), so when metrics are exported the two latency
+histograms are also recorded into OpenTelemetry histograms with the same bucket bounds; when
+they are not, the hot path pays nothing for them.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.metrics import Histogram as OtelHistogram
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["RouterMetrics", "register_otel"]
+__all__ = ["BUCKETS", "RouterMetrics", "register_otel"]
 
-_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""Latency histogram bucket bounds in seconds, on ``/metrics`` and over OTLP alike."""
 
 
 class RouterMetrics:
@@ -31,7 +35,7 @@ class RouterMetrics:
         )  # fmt: skip
         self.latency = Histogram(
             "modulemesh_router_request_seconds", "Graph request latency.",
-            ["graph"], buckets=_BUCKETS, registry=self.registry,
+            ["graph"], buckets=BUCKETS, registry=self.registry,
         )  # fmt: skip
         self.calls = Counter(
             "modulemesh_router_module_calls", "Module calls by outcome (ok, error, timeout).",
@@ -39,7 +43,7 @@ class RouterMetrics:
         )  # fmt: skip
         self.call_latency = Histogram(
             "modulemesh_router_module_call_seconds", "Module call latency.",
-            ["graph", "module"], buckets=_BUCKETS, registry=self.registry,
+            ["graph", "module"], buckets=BUCKETS, registry=self.registry,
         )  # fmt: skip
         self.fallbacks = Counter(
             "modulemesh_router_fallbacks", "Calls sent to a declared fallback, by reason kind.",
@@ -69,6 +73,10 @@ class RouterMetrics:
         self._codes: dict[int, Counter] = {}
         self._calls: dict[tuple[str, str], Counter] = {}
         self._call_latency: dict[str, Histogram] = {}
+        # Set by register_otel(record_latency=True); attribute dicts are built once per label set.
+        self.otel_latency: OtelHistogram | None = None
+        self.otel_call_latency: OtelHistogram | None = None
+        self._otel_attributes: dict[object, dict[str, str]] = {}
 
     def request(self, status: int, seconds: float) -> None:
         """Count one graph request."""
@@ -77,6 +85,8 @@ class RouterMetrics:
             child = self._codes[status] = self.requests.labels(self.graph, str(status))
         child.inc()
         self._latency.observe(seconds)
+        if self.otel_latency is not None:
+            self.otel_latency.record(seconds, self._attributes(status))
 
     def call(self, module: str, outcome: str, seconds: float) -> None:
         """Count one module call."""
@@ -89,6 +99,19 @@ class RouterMetrics:
         if hist is None:
             hist = self._call_latency[module] = self.call_latency.labels(self.graph, module)
         hist.observe(seconds)
+        if self.otel_call_latency is not None:
+            self.otel_call_latency.record(seconds, self._attributes(key))
+
+    def _attributes(self, key: int | tuple[str, str]) -> dict[str, str]:
+        """OpenTelemetry attributes of a request's status or a call's (module, outcome)."""
+        found = self._otel_attributes.get(key)
+        if found is None:
+            if isinstance(key, int):
+                found = {"graph": self.graph, "http.response.status_code": str(key)}
+            else:
+                found = {"graph": self.graph, "module": key[0], "outcome": key[1]}
+            self._otel_attributes[key] = found
+        return found
 
 
 # RouterMetrics counter -> (OpenTelemetry name, unit, description); label ``code`` is exported
@@ -122,8 +145,12 @@ def _observe(
     return callback
 
 
-def register_otel(meter: Meter, metrics: RouterMetrics) -> None:
-    """Publish the router's counters and in-flight gauge as OpenTelemetry instruments."""
+def register_otel(meter: Meter, metrics: RouterMetrics, *, record_latency: bool = False) -> None:
+    """Publish the router's counters and in-flight gauge as OpenTelemetry instruments.
+
+    ``record_latency`` (set when metrics are exported) adds the request and module-call
+    latency histograms, in seconds, with the ``/metrics`` bucket bounds.
+    """
     for attribute, (name, unit, description) in _OTEL_COUNTERS.items():
         counter = getattr(metrics, attribute)
         meter.create_observable_counter(name, [_observe(counter, "_total")], unit, description)
@@ -133,3 +160,16 @@ def register_otel(meter: Meter, metrics: RouterMetrics) -> None:
         "{request}",
         "Graph requests in flight.",
     )
+    if record_latency:
+        metrics.otel_latency = meter.create_histogram(
+            "modulemesh.router.request.duration",
+            unit="s",
+            description="Graph request latency, by HTTP status.",
+            explicit_bucket_boundaries_advisory=list(BUCKETS),
+        )
+        metrics.otel_call_latency = meter.create_histogram(
+            "modulemesh.router.module_call.duration",
+            unit="s",
+            description="Module call latency, by module and outcome.",
+            explicit_bucket_boundaries_advisory=list(BUCKETS),
+        )

@@ -5,7 +5,9 @@ request is visibly in flight) exports its metrics to an in-test OTLP receiver
 (:mod:`otlp_receiver`). While one request is being served, ``modulemesh_router_in_flight``
 on ``/metrics`` shows it; after three good requests and one malformed one, the OTLP export
 counts requests by ``http.response.status_code`` ({200: 3, 400: 1}), module calls (3 ok for
-``slow``) and forwarded bodies, with in-flight back at 0, all under the router's resource.
+``slow``) and forwarded bodies, with in-flight back at 0, all under the router's resource; and
+the latency histograms (seconds, the ``/metrics`` bucket bounds) hold the same requests and
+calls, each call's 600 ms wait included in their sum.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from pathlib import Path
 
 import httpx
 from otlp_receiver import OtlpReceiver
+
+from modulemesh.router.metrics import BUCKETS
 
 from .conftest import POOL_MODELS, make_graph, router, start_pool
 
@@ -74,6 +78,16 @@ def test_router_metrics_are_exported_over_otlp_and_in_flight_is_live(tmp_path: P
                 assert forwarded is not None and forwarded.value(part="request") == 3
                 in_flight = rx.latest("modulemesh.router.in_flight")
                 assert in_flight is not None and in_flight.value(graph=GRAPH) == 0
+                latency = rx.latest("modulemesh.router.request.duration")
+                assert latency is not None and latency.metric.unit == "s"
+                assert latency.value(**{"http.response.status_code": "200"}) == 3
+                assert latency.value(**{"http.response.status_code": "400"}) == 1
+                call_latency = rx.latest("modulemesh.router.module_call.duration")
+                assert call_latency is not None
+                assert call_latency.value(graph=GRAPH, module="slow", outcome="ok") == 3
+                (point,) = call_latency.metric.histogram.data_points
+                assert list(point.explicit_bounds) == list(BUCKETS)
+                assert 3 * 0.6 <= point.sum < 3 * 5.0 and point.min >= 0.6
                 assert not rx.errors
         finally:
             pool.mesh.stop()
