@@ -4,6 +4,7 @@ raw-socket client, so tests see exactly the bytes on the wire."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -57,6 +58,22 @@ async def start(app: Any = echo_app, **limits: Any) -> Server:
     server = Server(app, ServerConfig(host="127.0.0.1", port=0, **limits))
     await server.start()
     return server
+
+
+@contextlib.asynccontextmanager
+async def connection(
+    app: Any = echo_app, *, read_limit: int = 2**16, **limits: Any
+) -> AsyncIterator[tuple[Server, asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A started server and one raw connection to it; both closed on the way out."""
+    srv = await start(app, **limits)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port, limit=read_limit)
+        try:
+            yield srv, reader, writer
+        finally:
+            writer.close()
+    finally:
+        await asyncio.wait_for(srv.shutdown(), 10)
 
 
 @pytest.fixture
