@@ -33,7 +33,18 @@ from urllib.parse import unquote
 
 import httptools
 
-__all__ = ["App", "HttpProtocol", "Server", "ServerConfig", "serve"]
+__all__ = [
+    "App",
+    "HttpProtocol",
+    "Message",
+    "Receive",
+    "Scope",
+    "Send",
+    "Server",
+    "ServerConfig",
+    "run_lifespan",
+    "serve",
+]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -42,6 +53,35 @@ Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _log = logging.getLogger("modulemesh.httpserver")
+
+Hook = Callable[[], Awaitable[None]]
+
+
+async def run_lifespan(
+    receive: Receive, send: Send, startup: Hook | None = None, shutdown: Hook | None = None
+) -> None:
+    """The app's side of an ASGI ``lifespan`` scope, so each app supplies only its two hooks.
+
+    ``startup`` runs before the server listens; if it raises, the server is told
+    ``lifespan.startup.failed`` with the error and refuses to start. ``shutdown`` runs after
+    the server has drained its connections.
+    """
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            if startup is not None:
+                try:
+                    await startup()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            if shutdown is not None:
+                await shutdown()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
 
 _HIGH_WATER = 256 * 1024
 """Buffered request body bytes at which reading from the client pauses."""

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -23,6 +23,7 @@ from opentelemetry.trace import SpanKind, Tracer
 
 from modulemesh import __version__, headers, oip
 from modulemesh.api.resolved import ResolvedGraph
+from modulemesh.httpserver import Receive, Scope, Send, run_lifespan
 from modulemesh.router.context import RequestContext
 from modulemesh.router.errors import RouteError
 from modulemesh.router.executor import Executor
@@ -34,10 +35,6 @@ from modulemesh.telemetry import extract
 
 __all__ = ["MAX_BODY", "RouterApp"]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 _log = logging.getLogger("modulemesh.router")
 
@@ -82,7 +79,7 @@ class RouterApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "lifespan":
-            await self._lifespan(receive, send)
+            await run_lifespan(receive, send, self._startup, self._shutdown)
             return
         if kind != "http":
             return
@@ -138,22 +135,13 @@ class RouterApp:
         except RouteError as exc:
             await _respond(send, exc.status, _error(exc.message))
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    self.executor.start(self.poll_interval)
-                except Exception as exc:
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                    return
-                self.started = True
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                self.started = False
-                await self.executor.stop()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+    async def _startup(self) -> None:
+        self.executor.start(self.poll_interval)
+        self.started = True
+
+    async def _shutdown(self) -> None:
+        self.started = False
+        await self.executor.stop()
 
     # -- infer --------------------------------------------------------------------------------
 

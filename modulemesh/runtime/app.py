@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,16 +21,13 @@ from urllib.parse import urlparse
 import orjson
 
 from modulemesh import __version__, headers, oip
+from modulemesh.httpserver import Receive, Scope, Send, run_lifespan
 from modulemesh.runtime.batching import Batcher, BatchError, QueueFull
 from modulemesh.runtime.config import RuntimeConfig
 from modulemesh.runtime.model import Model
 
 log = logging.getLogger("modulemesh.runtime")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 _JSON = b"application/json"
 
@@ -85,7 +81,7 @@ class RuntimeApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "lifespan":
-            await self._lifespan(receive, send)
+            await run_lifespan(receive, send)
             return
         if kind != "http":
             return
@@ -119,15 +115,6 @@ class RuntimeApp:
             return
 
     # ------------------------------------------------------------------ helpers
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
 
     async def _send(
         self,

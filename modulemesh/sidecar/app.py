@@ -23,14 +23,14 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Callable
 
 from opentelemetry.trace import SpanKind, Tracer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from modulemesh import audit, headers
 from modulemesh.audit import Decision
+from modulemesh.httpserver import Receive, Scope, Send, run_lifespan
 from modulemesh.sidecar.config import SidecarConfig
 from modulemesh.sidecar.guard import Guard
 from modulemesh.sidecar.health import Health
@@ -41,10 +41,6 @@ from modulemesh.telemetry import extract, inject, trace_id_from_traceparent
 
 __all__ = ["SidecarApp"]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 _log = logging.getLogger("modulemesh.sidecar")
 
@@ -120,7 +116,7 @@ class SidecarApp:
             status, body, content_type = route()
             await self._respond(send, status, body, content_type)
         elif kind == "lifespan":
-            await self._lifespan(receive, send)
+            await run_lifespan(receive, send, self.startup, self.shutdown)
 
     async def startup(self) -> None:
         """Open the upstream pool and start watching the runtime (needs a running loop)."""
@@ -134,17 +130,6 @@ class SidecarApp:
             await self._watch.stop()
         if self._pool is not None:
             self._pool.close()
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await self.startup()
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.shutdown()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
 
     # -- local routes -------------------------------------------------------------------------
 

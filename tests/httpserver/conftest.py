@@ -10,20 +10,15 @@ from typing import Any
 
 import pytest
 
-from modulemesh.httpserver import Receive, Scope, Send, Server, ServerConfig
+from modulemesh.httpserver import Receive, Scope, Send, Server, ServerConfig, run_lifespan
 
 
 async def echo_app(scope: Scope, receive: Receive, send: Send) -> None:
     """``/echo`` answers the request body; ``/stream`` streams 3 chunks; ``/slow`` waits;
     ``/boom`` raises; ``/events`` records what it received."""
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await run_lifespan(receive, send)
+        return
     path = scope["path"]
     if path == "/boom":
         raise RuntimeError("boom")
