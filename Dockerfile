@@ -148,11 +148,10 @@ USER 65532:65532
 WORKDIR /tmp
 ENTRYPOINT ["modulemesh"]
 CMD ["runtime"]
-
-# Default target (last): operator, sidecar and router.
 # Last, so every metadata step above stays cached and cheap (vfs copies per step).
 COPY --from=venv-cpu /opt/modulemesh /opt/modulemesh
 
+# Default target (last): operator, sidecar and router.
 FROM python-user AS slim
 ARG VERSION=0.1.0
 ARG REVISION=unknown
