@@ -37,6 +37,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--liveness", help="liveness endpoint (default http://0.0.0.0:8080/healthz)"
     )
+    parser.add_argument(
+        "--webhook-port",
+        type=int,
+        help="serve the validating admission webhook on this port (MODULEMESH_WEBHOOK_PORT)",
+    )
+    parser.add_argument(
+        "--webhook-host",
+        help="host the API server calls the webhook at, when not through a Service "
+        "(MODULEMESH_WEBHOOK_HOST, e.g. 127.0.0.1 for a local operator)",
+    )
     parser.add_argument("--kubeconfig", help="kubeconfig when not running in a cluster")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
@@ -50,6 +60,8 @@ _ENV = {
     "resync_interval": "MODULEMESH_RESYNC_INTERVAL",
     "log_format": "MODULEMESH_LOG_FORMAT",
     "liveness": "MODULEMESH_LIVENESS_ENDPOINT",
+    "webhook_port": "MODULEMESH_WEBHOOK_PORT",
+    "webhook_host": "MODULEMESH_WEBHOOK_HOST",
     "kubeconfig": "KUBECONFIG",
 }
 

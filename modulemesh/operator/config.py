@@ -56,6 +56,60 @@ def _float(env: Mapping[str, str], key: str, default: float) -> float:
     return value
 
 
+@dataclass(frozen=True, slots=True)
+class WebhookSettings:
+    """Where the webhook listens and how the API server reaches it (operator settings)."""
+
+    port: int
+    """Listening port (the chart's Service targets it)."""
+    addr: str = "0.0.0.0"
+    host: str | None = None
+    """Host in the webhook URL the API server calls (``127.0.0.1`` for a local operator);
+    unused when ``service`` is set."""
+    service: tuple[str, str, int] | None = None
+    """``(namespace, name, port)`` of the Service in front of the operator (in a cluster)."""
+    cert_dir: str | None = None
+    """Directory with ``tls.crt``/``tls.key`` (and ``ca.crt`` if a CA signed them)."""
+    failure_policy: str = "Ignore"
+    """``Ignore``: while the operator is down, objects are admitted and checked on reconcile;
+    ``Fail``: nothing is admitted without the check."""
+
+
+def _webhook(env: Mapping[str, str]) -> WebhookSettings | None:
+    """The webhook settings, when ``MODULEMESH_WEBHOOK_PORT`` turns it on."""
+    raw_port = env.get(ENV_PREFIX + "WEBHOOK_PORT")
+    if not raw_port:
+        return None
+    port = _port(raw_port, "WEBHOOK_PORT")
+    service = None
+    raw_service = env.get(ENV_PREFIX + "WEBHOOK_SERVICE")
+    if raw_service:
+        where, _, service_port = raw_service.partition(":")
+        namespace, _, name = where.partition("/")
+        if not namespace or not name:
+            raise ValueError(
+                f"{ENV_PREFIX}WEBHOOK_SERVICE={raw_service!r}: expected namespace/name[:port]"
+            )
+        service = (namespace, name, _port(service_port, "WEBHOOK_SERVICE") if service_port else 443)
+    policy = env.get(ENV_PREFIX + "WEBHOOK_FAILURE_POLICY") or "Ignore"
+    if policy not in ("Ignore", "Fail"):
+        raise ValueError(f"{ENV_PREFIX}WEBHOOK_FAILURE_POLICY={policy!r}: expected Ignore or Fail")
+    return WebhookSettings(
+        port=port,
+        addr=env.get(ENV_PREFIX + "WEBHOOK_ADDR") or "0.0.0.0",
+        host=env.get(ENV_PREFIX + "WEBHOOK_HOST") or None,
+        service=service,
+        cert_dir=env.get(ENV_PREFIX + "WEBHOOK_CERT_DIR") or None,
+        failure_policy=policy,
+    )
+
+
+def _port(raw: str, key: str) -> int:
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ValueError(f"{ENV_PREFIX}{key}: {raw!r} is not a port number")
+    return int(raw)
+
+
 @dataclass(frozen=True)
 class OperatorSettings:
     """Everything the operator is configured with; what render needs is in ``render``."""
@@ -71,6 +125,8 @@ class OperatorSettings:
     log_format: str = "json"
     liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
     kubeconfig: str | None = None
+    webhook: WebhookSettings | None = None
+    """The validating admission webhook; off unless ``MODULEMESH_WEBHOOK_PORT`` is set."""
 
     @property
     def gpu_resource(self) -> str:
@@ -109,4 +165,5 @@ class OperatorSettings:
             log_format=log_format,
             liveness_endpoint=text("LIVENESS_ENDPOINT", defaults.liveness_endpoint),
             kubeconfig=env.get("KUBECONFIG") or None,
+            webhook=_webhook(env),
         )

@@ -45,6 +45,7 @@ from modulemesh.operator.naming import (
 )
 from modulemesh.operator.observe import parse_envelopes
 from modulemesh.operator.reconcile import Outcome, Reconciler
+from modulemesh.operator.webhook import CONFIGURATION, admit_gate, admit_graph, webhook_server
 
 log = logging.getLogger("modulemesh.operator")
 
@@ -99,6 +100,9 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = 150
     settings.execution.max_workers = 16
     settings.networking.request_timeout = 60
+    if SETTINGS.webhook is not None:
+        settings.admission.server = webhook_server(SETTINGS.webhook)
+        settings.admission.managed = CONFIGURATION
     _background.append(
         asyncio.get_running_loop().create_task(refresh_loop(SETTINGS.envelope_interval_s))
     )
@@ -338,3 +342,41 @@ async def pod_changed(
     graph = await graph_of(str(namespace), event.get("object") or {}, labels.get(GRAPH_LABEL))
     if graph:
         await reconcile_named(str(namespace), graph, apply=False)
+
+
+# --- admission (only with the webhook on) ----------------------------------------------------
+
+
+def validate_graph_admission(
+    body: kopf.Body, name: str, namespace: str | None, warnings: list[str], **_: Any
+) -> None:
+    """Refuse a ModuleGraph the reconciler would report as invalid, naming each field."""
+    gates = reconciler().gates(namespace or SETTINGS.render.default_namespace)
+    verdict = admit_graph(body, gates)
+    warnings.extend(verdict.warning_lines())
+    if verdict.errors:
+        raise kopf.AdmissionError(verdict.message("ModuleGraph", name), code=422)
+
+
+def validate_gate_admission(body: kopf.Body, name: str, warnings: list[str], **_: Any) -> None:
+    """Refuse a PrivacyGate with semantic errors, naming each field."""
+    verdict = admit_gate(body)
+    warnings.extend(verdict.warning_lines())
+    if verdict.errors:
+        raise kopf.AdmissionError(verdict.message("PrivacyGate", name), code=422)
+
+
+if SETTINGS.webhook is not None:
+    _ignore = SETTINGS.webhook.failure_policy == "Ignore"
+    for _plural, _handler in (
+        ("modulegraphs", validate_graph_admission),
+        ("privacygates", validate_gate_admission),
+    ):
+        kopf.on.validate(
+            GROUP,
+            VERSION,
+            _plural,
+            id=_plural,
+            operations=["CREATE", "UPDATE"],
+            ignore_failures=_ignore,
+        )(_handler)

@@ -1,0 +1,162 @@
+"""The validating admission webhook on the real control plane.
+
+One operator process serves the webhook on 127.0.0.1 with a certificate it generated, and
+keeps the ``modulemesh.io`` ValidatingWebhookConfiguration pointing at it (URL + CA bundle,
+failurePolicy Ignore). Then `kubectl apply` of a graph with a dangling reference is refused
+before anything is stored, with the field and a suggestion in kubectl's error, on server-side
+dry-run as well; a graph naming a gate that is not applied yet is admitted; a warning reaches
+kubectl without refusing; a PrivacyGate with an empty region list is refused; status updates
+(the operator's own) are not sent through the webhook; and stopping the operator takes its
+webhook out of the configuration, so nothing is refused or delayed without it.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from e2e.cluster import Cluster, wait_until
+from e2e.operator_process import OperatorProcess, free_port, install_crds
+from e2e.test_operator import condition, graph_doc, wait_condition
+
+CONFIGURATION = "modulemesh.io"
+
+
+@pytest.fixture(scope="module")
+def webhook_operator(
+    cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """An operator serving the webhook; the configuration is removed after the module."""
+    install_crds(cluster)
+    port = free_port()
+    env = {
+        "MODULEMESH_WEBHOOK_PORT": str(port),
+        "MODULEMESH_WEBHOOK_ADDR": "127.0.0.1",
+        "MODULEMESH_WEBHOOK_HOST": "127.0.0.1",
+    }
+    log = tmp_path_factory.mktemp("webhook") / "operator.log"
+    proc = OperatorProcess(cluster, log, env=env).start()
+    try:
+        wait_until(
+            lambda: _webhooks(cluster) or None,
+            timeout=60,
+            message=f"the operator's webhook configuration (log: {log})",
+        )
+        yield proc
+    finally:
+        proc.stop()
+        cluster.kubectl(
+            "delete", "validatingwebhookconfiguration", CONFIGURATION, "--ignore-not-found",
+            check=False,
+        )  # fmt: skip
+
+
+def _webhooks(cluster: Cluster) -> list[dict[str, Any]]:
+    found = cluster.kubectl(
+        "get", "validatingwebhookconfiguration", CONFIGURATION, "-o", "yaml", check=False
+    )
+    if found.returncode != 0:
+        return []
+    return list(yaml.safe_load(found.stdout).get("webhooks") or [])
+
+
+def _apply(cluster: Cluster, namespace: str, doc: dict[str, Any], *extra: str) -> Any:
+    return cluster.kubectl(
+        "apply", "-n", namespace, *extra, "-f", "-", input=yaml.safe_dump(doc), check=False
+    )
+
+
+def _dangling() -> dict[str, Any]:
+    doc = graph_doc("typo")
+    doc["spec"]["routing"]["nodes"][0]["steps"][1]["module"] = "clasifier"
+    return doc
+
+
+def test_the_configuration_points_at_the_operator(
+    cluster: Cluster, webhook_operator: OperatorProcess
+) -> None:
+    hooks = {h["name"]: h for h in _webhooks(cluster)}
+    assert set(hooks) == {"modulegraphs.modulemesh.io", "privacygates.modulemesh.io"}
+    for hook in hooks.values():
+        assert hook["failurePolicy"] == "Ignore" and hook["sideEffects"] == "None"
+        assert hook["clientConfig"]["url"].startswith("https://127.0.0.1:")
+        assert b"BEGIN CERTIFICATE" in base64.b64decode(hook["clientConfig"]["caBundle"])
+        (rule,) = hook["rules"]
+        assert rule["operations"] == ["CREATE", "UPDATE"]
+        assert rule["resources"] in (["modulegraphs"], ["privacygates"])  # not status
+
+
+def test_an_invalid_graph_is_refused_at_apply_naming_the_field(
+    cluster: Cluster, webhook_operator: OperatorProcess, namespace: str
+) -> None:
+    for extra in (("--dry-run=server",), ()):
+        refused = _apply(cluster, namespace, _dangling(), *extra)
+        assert refused.returncode != 0, refused.stdout
+        assert 'admission webhook "modulegraphs.modulemesh.io" denied' in refused.stderr
+        assert "spec.routing.nodes[0].steps[1].module" in refused.stderr
+        assert "did you mean 'classifier'" in refused.stderr, refused.stderr
+    missing = cluster.kubectl("get", "-n", namespace, "modulegraph", "typo", check=False)
+    assert missing.returncode != 0 and "NotFound" in missing.stderr  # nothing was stored
+
+
+def test_a_graph_whose_gate_is_not_applied_yet_is_admitted_and_waits_for_it(
+    cluster: Cluster, webhook_operator: OperatorProcess, namespace: str
+) -> None:
+    doc = graph_doc("early", gates=["pii-gate"])
+    admitted = _apply(cluster, namespace, doc)
+    assert admitted.returncode == 0, admitted.stderr
+    graph = wait_condition(cluster, webhook_operator, namespace, "early", "Validated", "False")
+    assert "pii-gate" in condition(graph, "Validated")["message"]
+
+
+def test_warnings_reach_kubectl_without_refusing(
+    cluster: Cluster, webhook_operator: OperatorProcess, namespace: str
+) -> None:
+    gate = {
+        "apiVersion": "modulemesh.io/v1alpha1",
+        "kind": "PrivacyGate",
+        "metadata": {"name": "open"},
+        "spec": {"tags": [{"name": "internal"}]},
+    }
+    assert _apply(cluster, namespace, gate).returncode == 0
+    doc = graph_doc("twice", gates=["open", "open"])
+    for module in doc["spec"]["modules"]:
+        module["clearance"] = ["internal"]
+    admitted = _apply(cluster, namespace, doc)
+    assert admitted.returncode == 0, admitted.stderr
+    assert "Warning: spec.gates[1]: gate 'open' is listed twice" in admitted.stderr, admitted.stderr
+
+
+def test_a_gate_with_an_empty_region_list_is_refused(
+    cluster: Cluster, webhook_operator: OperatorProcess, namespace: str
+) -> None:
+    gate = {
+        "apiVersion": "modulemesh.io/v1alpha1",
+        "kind": "PrivacyGate",
+        "metadata": {"name": "nowhere"},
+        "spec": {"tags": [{"name": "pii", "allowedRegions": []}]},
+    }
+    refused = _apply(cluster, namespace, gate)
+    assert refused.returncode != 0
+    assert 'admission webhook "privacygates.modulemesh.io" denied' in refused.stderr
+    assert "spec.tags[0].allowedRegions" in refused.stderr
+
+
+def test_without_the_operator_its_webhook_is_withdrawn(
+    cluster: Cluster, webhook_operator: OperatorProcess, namespace: str, tmp_path: Path
+) -> None:
+    webhook_operator.stop()
+    try:
+        wait_until(
+            lambda: not _webhooks(cluster), timeout=30, message="the webhooks to be withdrawn"
+        )
+        # Admitted now (the operator, once back, reports it as Validated=False).
+        assert _apply(cluster, namespace, _dangling()).returncode == 0
+    finally:
+        webhook_operator.start()
+        wait_until(lambda: _webhooks(cluster) or None, timeout=60, message="webhooks back")

@@ -1,0 +1,186 @@
+"""The admission webhook's verdicts and set-up, without a cluster: a graph or gate is refused
+for exactly the errors the reconciler would report (fields named), warnings pass through, a
+graph naming a gate that does not exist yet is admitted, settings come from MODULEMESH_WEBHOOK_*
+with clear errors, and the generated certificate covers the names the API server dials."""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import ssl
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+
+from modulemesh.api import PrivacyGate
+from modulemesh.operator.config import OperatorSettings, WebhookSettings
+from modulemesh.operator.webhook import (
+    ServiceWebhookServer,
+    admit_gate,
+    admit_graph,
+    self_signed_certificate,
+    webhook_server,
+)
+
+GRAPH: dict[str, Any] = {
+    "apiVersion": "modulemesh.io/v1alpha1",
+    "kind": "ModuleGraph",
+    "metadata": {"name": "fraud", "namespace": "team-a", "uid": "x", "generation": 3},
+    "spec": {
+        "modules": [
+            {"name": "embedder", "model": {"path": "/models/e.onnx"}, "clearance": ["pii"]},
+            {"name": "scorer", "model": {"path": "/models/s.onnx"}, "clearance": ["pii"]},
+        ],
+        "routing": {
+            "entry": "main",
+            "nodes": [
+                {
+                    "name": "main",
+                    "type": "sequence",
+                    "steps": [
+                        {"module": "embedder", "inputs": {"input": "request.input"}},
+                        {"module": "scorer", "inputs": {"input": "embedder.embedding"}},
+                    ],
+                }
+            ],
+        },
+    },
+    "status": {"observedGeneration": 2},
+}
+
+
+def gate(name: str = "pii-gate", **tag: Any) -> PrivacyGate:
+    return PrivacyGate.model_validate(
+        {
+            "apiVersion": "modulemesh.io/v1alpha1",
+            "kind": "PrivacyGate",
+            "metadata": {"name": name},
+            "spec": {"tags": [{"name": "pii", **tag}]},
+        }
+    )
+
+
+def graph(**spec: Any) -> dict[str, Any]:
+    body = copy.deepcopy(GRAPH)
+    body["spec"].update(spec)
+    return body
+
+
+def test_a_valid_graph_is_admitted_whatever_its_status_and_server_fields() -> None:
+    verdict = admit_graph(GRAPH, [])
+    assert verdict.errors == [] and verdict.warnings == []
+
+
+def test_a_dangling_reference_is_refused_naming_the_field() -> None:
+    body = graph()
+    body["spec"]["routing"]["nodes"][0]["steps"][1]["module"] = "scorr"
+    verdict = admit_graph(body, [])
+    assert [i.path for i in verdict.errors] == ["spec.routing.nodes[0].steps[1].module"]
+    message = verdict.message("ModuleGraph", "fraud")
+    assert message.startswith("ModuleGraph 'fraud' is invalid: spec.routing.nodes[0].steps[1]")
+    assert "scorer" in message  # the suggestion
+
+
+def test_schema_errors_are_refused_with_camel_case_paths() -> None:
+    body = graph()
+    body["spec"]["modules"][0]["batching"] = {"maxBatchSize": "many"}
+    verdict = admit_graph(body, [])
+    assert verdict.errors and verdict.errors[0].path == "spec.modules[0].batching.maxBatchSize"
+
+
+def test_a_gate_not_applied_yet_is_admitted_but_present_gates_are_checked() -> None:
+    assert admit_graph(graph(gates=["pii-gate"]), []).errors == []
+    # With the gate present, a tag that may only go to eu-west meets a module pinned elsewhere.
+    body = graph(gates=["pii-gate"])
+    body["spec"]["modules"][1]["region"] = "us-east"
+    verdict = admit_graph(body, [gate(allowedRegions=["eu-west"])])
+    paths = [i.path for i in verdict.errors]
+    assert paths == ["spec.routing.nodes[0].steps[1].module", "spec.modules[1]"], verdict
+    assert "us-east" in verdict.message("ModuleGraph", "fraud")
+    # And a module not cleared for the gate's tag is refused as non-compliant.
+    body = graph(gates=["pii-gate"])
+    body["spec"]["modules"][0]["clearance"] = []
+    verdict = admit_graph(body, [gate()])
+    assert verdict.errors and all(i.rule == "privacy" for i in verdict.errors), verdict
+
+
+def test_warnings_are_passed_on_not_refused() -> None:
+    verdict = admit_graph(graph(gates=["pii-gate", "pii-gate"]), [gate()])
+    assert verdict.errors == []
+    assert [i.path for i in verdict.warnings] == ["spec.gates[1]"]
+
+
+def test_a_gate_with_semantic_errors_is_refused() -> None:
+    body = {
+        "apiVersion": "modulemesh.io/v1alpha1",
+        "kind": "PrivacyGate",
+        "metadata": {"name": "g"},
+        "spec": {"tags": [{"name": "pii", "allowedRegions": []}]},
+    }
+    verdict = admit_gate(body)
+    assert [i.path for i in verdict.errors] == ["spec.tags[0].allowedRegions"]
+    body["spec"]["tags"][0]["allowedRegions"] = ["eu-west"]
+    assert admit_gate(body).errors == []
+
+
+def test_settings_from_the_environment() -> None:
+    assert OperatorSettings.from_env({}).webhook is None
+    local = OperatorSettings.from_env(
+        {"MODULEMESH_WEBHOOK_PORT": "9443", "MODULEMESH_WEBHOOK_HOST": "127.0.0.1"}
+    ).webhook
+    assert local == WebhookSettings(port=9443, host="127.0.0.1")
+    in_cluster = OperatorSettings.from_env(
+        {
+            "MODULEMESH_WEBHOOK_PORT": "9443",
+            "MODULEMESH_WEBHOOK_SERVICE": "modulemesh-system/modulemesh-webhook",
+            "MODULEMESH_WEBHOOK_FAILURE_POLICY": "Fail",
+        }
+    ).webhook
+    assert in_cluster is not None
+    assert in_cluster.service == ("modulemesh-system", "modulemesh-webhook", 443)
+    assert in_cluster.failure_policy == "Fail"
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"MODULEMESH_WEBHOOK_PORT": "https"}, "WEBHOOK_PORT"),
+        ({"MODULEMESH_WEBHOOK_PORT": "70000"}, "WEBHOOK_PORT"),
+        (
+            {"MODULEMESH_WEBHOOK_PORT": "9443", "MODULEMESH_WEBHOOK_SERVICE": "svc"},
+            "namespace/name",
+        ),
+        (
+            {"MODULEMESH_WEBHOOK_PORT": "9443", "MODULEMESH_WEBHOOK_FAILURE_POLICY": "Maybe"},
+            "Ignore or Fail",
+        ),
+    ],
+)
+def test_bad_settings_name_the_variable(env: dict[str, str], named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        OperatorSettings.from_env(env)
+
+
+def test_the_generated_certificate_serves_tls_for_its_names(tmp_path: Path) -> None:
+    cert_path, key_path = self_signed_certificate(["127.0.0.1", "hook.ns.svc"], tmp_path)
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
+    assert sans.get_values_for_type(x509.DNSName) == ["hook.ns.svc"]
+    assert key_path.stat().st_mode & 0o077 == 0  # the key is the owner's alone
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_path, key_path)  # a matching pair
+
+
+def test_the_server_is_announced_through_a_service_in_a_cluster() -> None:
+    server = webhook_server(
+        WebhookSettings(port=9443, service=("modulemesh-system", "modulemesh-webhook", 443))
+    )
+    assert isinstance(server, ServiceWebhookServer)
+    cert = x509.load_pem_x509_certificate(Path(str(server.certfile)).read_bytes())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "modulemesh-webhook.modulemesh-system.svc" in sans.get_values_for_type(x509.DNSName)
+    local = webhook_server(WebhookSettings(port=9443, host="127.0.0.1"))
+    assert not isinstance(local, ServiceWebhookServer) and local.host == "127.0.0.1"
