@@ -136,9 +136,9 @@ def reference() -> str:
         "",
         "Every field of the ModuleMesh custom resources, generated from the spec models in "
         "`modulemesh/api/` (the same schemas as `crds/`). Types and bounds are checked at "
-        "admission; semantic validation (`modulemesh validate`, and the operator's `Validated` "
-        "condition) checks what needs the whole graph: references, cycles, reachability and "
-        "the static privacy check.",
+        "admission; semantic validation (`modulemesh validate`, the operator's admission "
+        "webhook, and its `Validated` condition) checks what needs the whole graph: "
+        "references, cycles, reachability and the static privacy check.",
         "",
         "Optional fields are simply left out; a routing node's fields depend on its `type` "
         '(a field marked "Only for type ..." is refused on other types).',

@@ -77,29 +77,30 @@ class WebhookSettings:
 
 def _webhook(env: Mapping[str, str]) -> WebhookSettings | None:
     """The webhook settings, when ``MODULEMESH_WEBHOOK_PORT`` turns it on."""
-    raw_port = env.get(ENV_PREFIX + "WEBHOOK_PORT")
-    if not raw_port:
+    raw = {
+        key: env.get(ENV_PREFIX + "WEBHOOK_" + key) or ""
+        for key in ("PORT", "ADDR", "HOST", "SERVICE", "CERT_DIR", "FAILURE_POLICY")
+    }
+    if not raw["PORT"]:
         return None
-    port = _port(raw_port, "WEBHOOK_PORT")
     service = None
-    raw_service = env.get(ENV_PREFIX + "WEBHOOK_SERVICE")
-    if raw_service:
-        where, _, service_port = raw_service.partition(":")
+    if raw["SERVICE"]:
+        where, _, service_port = raw["SERVICE"].partition(":")
         namespace, _, name = where.partition("/")
         if not namespace or not name:
             raise ValueError(
-                f"{ENV_PREFIX}WEBHOOK_SERVICE={raw_service!r}: expected namespace/name[:port]"
+                f"{ENV_PREFIX}WEBHOOK_SERVICE={raw['SERVICE']!r}: expected namespace/name[:port]"
             )
         service = (namespace, name, _port(service_port, "WEBHOOK_SERVICE") if service_port else 443)
-    policy = env.get(ENV_PREFIX + "WEBHOOK_FAILURE_POLICY") or "Ignore"
+    policy = raw["FAILURE_POLICY"] or "Ignore"
     if policy not in ("Ignore", "Fail"):
         raise ValueError(f"{ENV_PREFIX}WEBHOOK_FAILURE_POLICY={policy!r}: expected Ignore or Fail")
     return WebhookSettings(
-        port=port,
-        addr=env.get(ENV_PREFIX + "WEBHOOK_ADDR") or "0.0.0.0",
-        host=env.get(ENV_PREFIX + "WEBHOOK_HOST") or None,
+        port=_port(raw["PORT"], "WEBHOOK_PORT"),
+        addr=raw["ADDR"] or "0.0.0.0",
+        host=raw["HOST"] or None,
         service=service,
-        cert_dir=env.get(ENV_PREFIX + "WEBHOOK_CERT_DIR") or None,
+        cert_dir=raw["CERT_DIR"] or None,
         failure_policy=policy,
     )
 

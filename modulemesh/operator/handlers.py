@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import Mapping
 from typing import Any, cast
@@ -45,7 +46,12 @@ from modulemesh.operator.naming import (
 )
 from modulemesh.operator.observe import parse_envelopes
 from modulemesh.operator.reconcile import Outcome, Reconciler
-from modulemesh.operator.webhook import CONFIGURATION, admit_gate, admit_graph, webhook_server
+from modulemesh.operator.webhook import (
+    admit_gate,
+    admit_graph,
+    keep_configuration,
+    webhook_server,
+)
 
 log = logging.getLogger("modulemesh.operator")
 
@@ -100,12 +106,32 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = 150
     settings.execution.max_workers = 16
     settings.networking.request_timeout = 60
-    if SETTINGS.webhook is not None:
-        settings.admission.server = webhook_server(SETTINGS.webhook)
-        settings.admission.managed = CONFIGURATION
-    _background.append(
-        asyncio.get_running_loop().create_task(refresh_loop(SETTINGS.envelope_interval_s))
-    )
+    loop = asyncio.get_running_loop()
+    _background.append(loop.create_task(refresh_loop(SETTINGS.envelope_interval_s)))
+    hook = SETTINGS.webhook
+    if hook is not None:
+        settings.admission.server, ca_file = webhook_server(hook)
+        listener = ("127.0.0.1" if hook.addr in ("0.0.0.0", "") else hook.addr, hook.port)
+        _background.append(
+            loop.create_task(
+                keep_configuration(
+                    reconciler().kube,
+                    hook,
+                    ca_file,
+                    SETTINGS.watch_namespaces,
+                    listening=lambda: _accepts(listener),
+                )
+            )
+        )
+
+
+def _accepts(address: tuple[str, int]) -> bool:
+    """Whether something listens at ``address`` (the webhook server, once kopf started it)."""
+    try:
+        socket.create_connection(address, timeout=0.2).close()
+    except OSError:
+        return False
+    return True
 
 
 @kopf.on.cleanup()
@@ -351,7 +377,10 @@ def validate_graph_admission(
     body: kopf.Body, name: str, namespace: str | None, warnings: list[str], **_: Any
 ) -> None:
     """Refuse a ModuleGraph the reconciler would report as invalid, naming each field."""
-    gates = reconciler().gates(namespace or SETTINGS.render.default_namespace)
+    namespace = namespace or SETTINGS.render.default_namespace
+    if SETTINGS.watch_namespaces and namespace not in SETTINGS.watch_namespaces:
+        return  # not this operator's graph (and its gates may not be readable)
+    gates = reconciler().gates(namespace)
     verdict = admit_graph(body, gates)
     warnings.extend(verdict.warning_lines())
     if verdict.errors:

@@ -47,6 +47,11 @@ CHILD_KINDS: dict[str, Kind] = {
 APPLY_ORDER = ("ConfigMap", "Service", "NetworkPolicy", "Deployment")
 
 POD = Kind("v1", "pods", "Pod")
+VALIDATING_WEBHOOKS = Kind(
+    "admissionregistration.k8s.io/v1",
+    "validatingwebhookconfigurations",
+    "ValidatingWebhookConfiguration",
+)
 GRAPHS = Kind(f"{GROUP}/{VERSION}", "modulegraphs", "ModuleGraph")
 GATES = Kind(f"{GROUP}/{VERSION}", "privacygates", "PrivacyGate")
 
@@ -119,6 +124,14 @@ class Kube:
         query = [("fieldManager", FIELD_MANAGER)]
         if force:
             query.append(("force", "true"))
+        return self._call(
+            "PATCH", path, query=query, body=dict(obj), content_type="application/apply-patch+yaml"
+        )
+
+    def apply_cluster_scoped(self, kind: Kind, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply a cluster-scoped ``obj`` under the operator's field manager."""
+        path = f"/apis/{kind.api_version}/{kind.plural}/{obj['metadata']['name']}"
+        query = [("fieldManager", FIELD_MANAGER), ("force", "true")]
         return self._call(
             "PATCH", path, query=query, body=dict(obj), content_type="application/apply-patch+yaml"
         )

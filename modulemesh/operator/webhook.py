@@ -7,19 +7,25 @@ stored, naming each field. One exception: a graph naming a PrivacyGate that does
 yet is admitted (``kubectl apply -f dir/`` may send the graph first) and reported by the
 operator until the gate appears; gates that do exist are checked against.
 
-The operator serves the webhook itself (kopf's admission server) and keeps the cluster's
+The operator serves the webhook itself (kopf's admission server) and applies the cluster's
 ``ValidatingWebhookConfiguration`` (named :data:`CONFIGURATION`) pointing at it: through the
-chart's Service in a cluster, through a URL when run as a process. Its certificate comes from a
-mounted secret (``tls.crt``/``tls.key``, e.g. cert-manager's) or is generated at start-up;
-the configuration carries the matching CA bundle either way.
+chart's Service in a cluster, through a URL when run as a process; when it stops, it empties
+the configuration's webhooks. Its certificate comes from a mounted secret (``tls.crt``/
+``tls.key``, e.g. cert-manager's; re-read when renewed) or is generated at start-up; the
+configuration carries the matching CA bundle either way. (kopf's own "managed" mode would do
+the applying too, but it also creates a MutatingWebhookConfiguration, and the RBAC to create
+those would let the operator mutate any object in the cluster.)
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import datetime
 import ipaddress
+import logging
 import tempfile
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,19 +37,27 @@ from modulemesh.api import ModuleGraph, PrivacyGate
 from modulemesh.api.errors import Issue, Severity, issues_from_pydantic
 from modulemesh.api.validation import validate_gate, validate_graph
 from modulemesh.operator.config import WebhookSettings
+from modulemesh.operator.kube import GROUP, VALIDATING_WEBHOOKS, VERSION, Kube, KubeError
 
 __all__ = [
     "CONFIGURATION",
+    "RESOURCES",
     "Admission",
-    "ServiceWebhookServer",
     "admit_gate",
     "admit_graph",
+    "keep_configuration",
     "self_signed_certificate",
+    "webhook_configuration",
     "webhook_server",
 ]
 
+log = logging.getLogger("modulemesh.operator.webhook")
+
 CONFIGURATION = "modulemesh.io"
 """Name of the ValidatingWebhookConfiguration the operator manages (and its webhooks' suffix)."""
+RESOURCES = ("modulegraphs", "privacygates")
+"""What the webhook validates; each plural is also its kopf handler id and URL path."""
+TIMEOUT_S = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,36 +170,14 @@ def self_signed_certificate(names: Sequence[str], directory: Path) -> tuple[Path
     return cert_path, key_path
 
 
-class ServiceWebhookServer(kopf.WebhookServer):
-    """kopf's HTTPS webhook server, announced to the API server through a Service.
-
-    kopf's own server announces a URL; API servers usually cannot resolve cluster DNS, so in
-    a cluster the configuration must name the Service instead.
-    """
-
-    def __init__(self, *, service: tuple[str, str, int], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.service = service
-
-    async def __call__(self, fn: Any) -> AsyncIterator[Any]:
-        namespace, name, port = self.service
-        async for config in super().__call__(fn):
-            ca_bundle = config.get("caBundle")
-            service_config: dict[str, Any] = {
-                "service": {"namespace": namespace, "name": name, "port": port, "path": ""}
-            }
-            if ca_bundle is not None:
-                service_config["caBundle"] = ca_bundle
-            yield service_config
-
-
-def webhook_server(settings: WebhookSettings) -> kopf.WebhookServer:
-    """The admission server for ``settings``, with its certificate in place."""
+def webhook_server(settings: WebhookSettings) -> tuple[kopf.WebhookServer, Path]:
+    """The admission server for ``settings`` with its certificate in place, and the file
+    holding the CA bundle the API server must trust (the certificate itself when self-signed)."""
     if settings.cert_dir:
         directory = Path(settings.cert_dir)
         cert, key = directory / "tls.crt", directory / "tls.key"
         ca = directory / "ca.crt"
-        cafile = ca if ca.exists() else cert
+        ca_file = ca if ca.exists() else cert
     else:
         if settings.service is not None:
             namespace, name, _ = settings.service
@@ -194,14 +186,114 @@ def webhook_server(settings: WebhookSettings) -> kopf.WebhookServer:
             names = [settings.host or "127.0.0.1"]
         directory = Path(tempfile.mkdtemp(prefix="modulemesh-webhook-"))
         cert, key = self_signed_certificate(names, directory)
-        cafile = cert
-    common: dict[str, Any] = {
-        "addr": settings.addr,
-        "port": settings.port,
-        "certfile": str(cert),
-        "pkeyfile": str(key),
-        "cafile": str(cafile),
+        ca_file = cert
+    server = kopf.WebhookServer(
+        addr=settings.addr,
+        port=settings.port,
+        certfile=str(cert),
+        pkeyfile=str(key),
+        cafile=str(ca_file),
+    )
+    return server, ca_file
+
+
+# --- the configuration -----------------------------------------------------------------------
+
+
+def webhook_configuration(
+    settings: WebhookSettings, ca_bundle: bytes, watch_namespaces: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The ValidatingWebhookConfiguration that sends our kinds' creates and updates to us.
+
+    Only the resources themselves, not ``/status``: the operator's own status patches never
+    pass through the webhook. With a namespace list, only those namespaces' objects do.
+    """
+    webhooks = []
+    for plural in RESOURCES:
+        client_config: dict[str, Any] = {"caBundle": base64.b64encode(ca_bundle).decode()}
+        if settings.service is not None:
+            namespace, name, port = settings.service
+            client_config["service"] = {
+                "namespace": namespace,
+                "name": name,
+                "port": port,
+                "path": f"/{plural}",
+            }
+        else:
+            client_config["url"] = (
+                f"https://{settings.host or '127.0.0.1'}:{settings.port}/{plural}"
+            )
+        webhook: dict[str, Any] = {
+            "name": f"{plural}.{CONFIGURATION}",
+            "admissionReviewVersions": ["v1"],
+            "sideEffects": "None",
+            "failurePolicy": settings.failure_policy,
+            "matchPolicy": "Equivalent",
+            "timeoutSeconds": TIMEOUT_S,
+            "clientConfig": client_config,
+            "rules": [
+                {
+                    "apiGroups": [GROUP],
+                    "apiVersions": [VERSION],
+                    "resources": [plural],
+                    "operations": ["CREATE", "UPDATE"],
+                    "scope": "Namespaced",
+                }
+            ],
+        }
+        if watch_namespaces:
+            webhook["namespaceSelector"] = {
+                "matchExpressions": [
+                    {
+                        "key": "kubernetes.io/metadata.name",
+                        "operator": "In",
+                        "values": sorted(watch_namespaces),
+                    }
+                ]
+            }
+        webhooks.append(webhook)
+    return _configuration(webhooks)
+
+
+def _configuration(webhooks: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "apiVersion": VALIDATING_WEBHOOKS.api_version,
+        "kind": VALIDATING_WEBHOOKS.kind,
+        "metadata": {
+            "name": CONFIGURATION,
+            "labels": {"app.kubernetes.io/managed-by": "modulemesh-operator"},
+        },
+        "webhooks": webhooks,
     }
-    if settings.service is not None:
-        return ServiceWebhookServer(service=settings.service, **common)
-    return kopf.WebhookServer(host=settings.host, **common)
+
+
+async def keep_configuration(
+    kube: Kube,
+    settings: WebhookSettings,
+    ca_file: Path,
+    watch_namespaces: Sequence[str] = (),
+    *,
+    check_interval: float = 60.0,
+    listening: Callable[[], bool] | None = None,
+) -> None:
+    """Apply the configuration once the server listens, again when the CA bundle changes, and
+    empty it when cancelled (the operator stopping), so no API call waits on a dead webhook."""
+    while listening is not None and not listening():
+        await asyncio.sleep(0.2)
+    applied: bytes | None = None
+    try:
+        while True:
+            ca_bundle = ca_file.read_bytes()
+            if ca_bundle != applied:
+                config = webhook_configuration(settings, ca_bundle, watch_namespaces)
+                await asyncio.to_thread(kube.apply_cluster_scoped, VALIDATING_WEBHOOKS, config)
+                log.info("validating webhook configuration %s applied", CONFIGURATION)
+                applied = ca_bundle
+            await asyncio.sleep(check_interval)
+    finally:
+        if applied is not None:
+            try:
+                kube.apply_cluster_scoped(VALIDATING_WEBHOOKS, _configuration([]))
+                log.info("validating webhook configuration %s emptied", CONFIGURATION)
+            except KubeError as error:
+                log.warning("could not empty webhook configuration %s: %s", CONFIGURATION, error)

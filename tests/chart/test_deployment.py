@@ -8,12 +8,13 @@ reads; a test checks the chart sets each of them, so a renamed setting fails her
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from chart.helm import Helm, by_kind, container_env, one
-from modulemesh.operator.config import ENV_PREFIX, OperatorSettings
+from chart.helm import NAMESPACE, RELEASE, Helm, by_kind, container_env, one
+from modulemesh.operator.config import ENV_PREFIX, OperatorSettings, WebhookSettings
 
 APP_VERSION = "0.1.0"
 ALLOWED_VOLUME_TYPES = {
@@ -117,7 +118,10 @@ def test_one_replica_recreated_not_rolled(helm: Helm) -> None:
 def test_probes_hit_kopf_liveness_endpoint(helm: Helm, values_files: list[str], port: int) -> None:
     objects = helm.render(values_files)
     (container,) = pod_spec(objects)["containers"]
-    assert container["ports"] == [{"name": "health", "containerPort": port, "protocol": "TCP"}]
+    assert container["ports"] == [
+        {"name": "health", "containerPort": port, "protocol": "TCP"},
+        {"name": "webhook", "containerPort": 9443, "protocol": "TCP"},
+    ]
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}, probe
     env = container_env(one(objects, "Deployment"))
@@ -147,15 +151,25 @@ def test_every_setting_the_operator_reads_is_set(helm: Helm) -> None:
     OperatorSettings.from_env(recording)  # which MODULEMESH_* variables does it read?
     read = {key for key in recording.read if key.startswith(ENV_PREFIX)}
     assert len(read) >= 10, read
-    optional = {"MODULEMESH_IMAGE_ROUTER"}  # unset: the router runs the sidecar image
+    optional = {
+        "MODULEMESH_IMAGE_ROUTER",  # unset: the router runs the sidecar image
+        "MODULEMESH_WEBHOOK_ADDR",  # all interfaces
+        "MODULEMESH_WEBHOOK_HOST",  # for a URL; in a cluster the Service is named instead
+        "MODULEMESH_WEBHOOK_CERT_DIR",  # only with webhook.certSecret
+    }
     assert read - optional <= set(env), read - optional - set(env)
     assert set(env) <= read, f"the chart sets variables the operator ignores: {set(env) - read}"
 
 
 def test_defaults_match_the_operators_own_defaults(helm: Helm) -> None:
-    # Installing with default values behaves like `modulemesh operator` with no flags.
+    # Installing with default values behaves like `modulemesh operator` with no flags, but for
+    # the webhook: the chart has a Service to announce it through, a bare operator does not.
     env = container_env(one(helm.render(), "Deployment"))
-    assert OperatorSettings.from_env(env) == OperatorSettings()
+    settings = OperatorSettings.from_env(env)
+    assert replace(settings, webhook=None) == OperatorSettings()
+    assert settings.webhook == WebhookSettings(
+        port=9443, service=(NAMESPACE, f"{RELEASE}-modulemesh-webhook", 443)
+    )
     assert OperatorSettings().render.image_sidecar.endswith(f":{APP_VERSION}")
 
 
@@ -232,3 +246,37 @@ def test_only_the_operator_deployment_runs_pods(helm: Helm) -> None:
     objects = helm.render()
     for kind in ("Pod", "DaemonSet", "StatefulSet", "Job", "CronJob", "ReplicaSet"):
         assert not by_kind(objects, kind), kind
+
+
+def test_the_webhook_service_reaches_the_operator_pod(helm: Helm) -> None:
+    objects = helm.render()
+    (service,) = by_kind(objects, "Service")
+    assert service["metadata"]["name"] == f"{RELEASE}-modulemesh-webhook"
+    assert service["spec"]["ports"] == [
+        {"name": "webhook", "port": 443, "targetPort": "webhook", "protocol": "TCP"}
+    ]
+    labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+
+
+def test_a_certificate_secret_is_mounted_and_named_to_the_operator(helm: Helm) -> None:
+    objects = helm.render(set_values={"webhook.certSecret": "modulemesh-webhook-tls"})
+    spec = pod_spec(objects)
+    assert {"name": "webhook-tls", "secret": {"secretName": "modulemesh-webhook-tls"}} in spec[
+        "volumes"
+    ]
+    (container,) = spec["containers"]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "webhook-tls")
+    assert mount["readOnly"] is True
+    settings = OperatorSettings.from_env(container_env(one(objects, "Deployment")))
+    assert settings.webhook is not None and settings.webhook.cert_dir == mount["mountPath"]
+    assert restricted_violations(spec) == []
+
+
+def test_the_webhook_can_be_turned_off_or_made_strict(helm: Helm) -> None:
+    off = helm.render(set_values={"webhook.enabled": "false"})
+    assert not by_kind(off, "Service")
+    assert OperatorSettings.from_env(container_env(one(off, "Deployment"))).webhook is None
+    strict = helm.render(set_values={"webhook.failurePolicy": "Fail"})
+    settings = OperatorSettings.from_env(container_env(one(strict, "Deployment")))
+    assert settings.webhook is not None and settings.webhook.failure_policy == "Fail"

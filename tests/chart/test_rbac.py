@@ -2,7 +2,8 @@
 
 Cluster-wide by default (one ClusterRole); with `watchNamespaces` a Role and RoleBinding in each
 watched namespace and no namespaced permissions cluster-wide. Either way a small ClusterRole
-lets kopf read CRDs (and, for a namespace list, the namespaces). The e2e test
+lets kopf read CRDs (and, for a namespace list, the namespaces) and, with the admission webhook
+on, create its ValidatingWebhookConfiguration and change that one alone. The e2e test
 (tests/e2e/test_helm.py) proves the same rules are sufficient against a real API server.
 """
 
@@ -36,17 +37,29 @@ NAMESPACED_RULES: dict[tuple[str, str], list[str]] = {
 }
 CRD_READ = {("apiextensions.k8s.io", "customresourcedefinitions"): ["get", "list", "watch"]}
 NAMESPACE_READ = {("", "namespaces"): ["get", "list", "watch"]}
+WEBHOOK_CONFIG = {
+    ("admissionregistration.k8s.io", "validatingwebhookconfigurations"): ["create"],
+    ("admissionregistration.k8s.io", "validatingwebhookconfigurations#modulemesh.io"): [
+        "get",
+        "patch",
+    ],
+}
 
 
 def flatten(rules: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], list[str]]:
-    """Rules as (group, resource) -> sorted verbs; a pair granted twice is an error."""
+    """Rules as (group, resource) -> sorted verbs; a pair granted twice is an error.
+
+    A rule limited to named objects is keyed ``resource#name,...``.
+    """
     out: dict[tuple[str, str], list[str]] = {}
     for rule in rules:
-        assert set(rule) <= {"apiGroups", "resources", "verbs"}, rule  # no resourceNames/URLs
+        assert set(rule) <= {"apiGroups", "resources", "verbs", "resourceNames"}, rule  # no URLs
+        names = ",".join(rule.get("resourceNames") or [])
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
-                assert (group, resource) not in out, f"{group}/{resource} granted twice"
-                out[(group, resource)] = sorted(rule["verbs"])
+                key = (group, f"{resource}#{names}" if names else resource)
+                assert key not in out, f"{group}/{key[1]} granted twice"
+                out[key] = sorted(rule["verbs"])
     return out
 
 
@@ -106,7 +119,8 @@ def test_cluster_wide_grants_exactly_what_the_operator_uses(helm: Helm) -> None:
     assert set(cluster_roles) == {FULLNAME, f"{FULLNAME}-discovery"}
     assert flatten(cluster_roles[FULLNAME]["rules"]) == expected(NAMESPACED_RULES)
     # Watching every namespace, kopf needs no namespace list: none is granted.
-    assert flatten(cluster_roles[f"{FULLNAME}-discovery"]["rules"]) == expected(CRD_READ)
+    discovery = flatten(cluster_roles[f"{FULLNAME}-discovery"]["rules"])
+    assert discovery == expected({**CRD_READ, **WEBHOOK_CONFIG})
     bindings = {b["metadata"]["name"]: b for b in by_kind(objects, "ClusterRoleBinding")}
     assert set(bindings) == set(cluster_roles)
     for name, binding in bindings.items():
@@ -134,7 +148,17 @@ def test_watched_namespaces_get_a_role_each_and_nothing_cluster_wide(helm: Helm)
     # Cluster-wide: only the discovery reads; namespaces so kopf notices one created later.
     (cluster_role,) = by_kind(objects, "ClusterRole")
     assert cluster_role["metadata"]["name"] == f"{FULLNAME}-discovery"
-    assert flatten(cluster_role["rules"]) == expected({**CRD_READ, **NAMESPACE_READ})
+    assert flatten(cluster_role["rules"]) == expected(
+        {**CRD_READ, **NAMESPACE_READ, **WEBHOOK_CONFIG}
+    )
+
+
+def test_without_the_webhook_no_webhook_configuration_access(helm: Helm) -> None:
+    objects = helm.render(set_values={"webhook.enabled": "false"})
+    (discovery,) = [
+        r for r in by_kind(objects, "ClusterRole") if r["metadata"]["name"].endswith("-discovery")
+    ]
+    assert flatten(discovery["rules"]) == expected(CRD_READ)
 
 
 def test_rbac_create_false_renders_no_rbac(helm: Helm) -> None:

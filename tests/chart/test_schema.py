@@ -57,6 +57,10 @@ def test_default_values_validate(helm: Helm) -> None:
 
 BAD_VALUES = [
     pytest.param({"logFormat": "xml"}, "logFormat", id="log-format-enum"),
+    pytest.param(
+        {"webhook": {"failurePolicy": "Maybe"}}, "failurePolicy", id="webhook-failure-policy"
+    ),
+    pytest.param({"webhook": {"port": 443}}, "port", id="webhook-privileged-port"),
     pytest.param({"gpuResourceName": "gpu"}, "gpuResourceName", id="gpu-resource-without-domain"),
     pytest.param({"watchNamespaces": ["Team_A"]}, "watchNamespaces", id="namespace-not-dns-label"),
     pytest.param({"watchNamespaces": ["a", "a"]}, "watchNamespaces", id="duplicate-namespaces"),

@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from e2e.cluster import Cluster, wait_until
-from e2e.operator_process import REPO_ROOT, OperatorProcess
+from e2e.operator_process import REPO_ROOT, OperatorProcess, free_port
 
 CHART = REPO_ROOT / "charts" / "modulemesh"
 CHART_CRDS = CHART / "crds"
@@ -228,6 +228,12 @@ class TestNamespacedRelease:
         assert release.can_i("patch", "modulegraphs.modulemesh.io", ns, "--subresource=status")
         assert release.can_i("list", "customresourcedefinitions.apiextensions.k8s.io")
         assert release.can_i("watch", "namespaces")  # kopf notices watched namespaces
+        # The admission webhook's configuration: create it, and change only that one.
+        hooks = "validatingwebhookconfigurations.admissionregistration.k8s.io"
+        assert release.can_i("create", hooks)
+        assert release.can_i("patch", f"{hooks}/modulemesh.io")
+        assert not release.can_i("patch", f"{hooks}/someone-elses")
+        assert not release.can_i("delete", f"{hooks}/modulemesh.io")
 
     def test_service_account_cannot_read_secrets_or_touch_anything_else(
         self, release: Release
@@ -278,11 +284,29 @@ class TestNamespacedRelease:
         )
         assert as_sa.returncode != 0 and "forbidden" in as_sa.stderr.lower()
 
+        # With the webhook on, as the chart runs it (but announced by URL: it runs here).
+        webhook = {
+            "MODULEMESH_WEBHOOK_PORT": str(free_port()),
+            "MODULEMESH_WEBHOOK_ADDR": "127.0.0.1",
+            "MODULEMESH_WEBHOOK_HOST": "127.0.0.1",
+        }
         op = OperatorProcess(
-            cluster, tmp_path / "operator.log", kubeconfig=kubeconfig, namespaces=(ns,)
+            cluster, tmp_path / "operator.log", kubeconfig=kubeconfig, namespaces=(ns,), env=webhook
         )
         op.start()
         try:
+            # It could create and point its webhook configuration at itself, and it answers.
+            wait_until(
+                lambda: webhooks_of(cluster) or None, timeout=60, message="webhook configuration"
+            )
+            bad = yaml.safe_load(EXAMPLE.read_text())
+            bad["spec"]["routing"]["nodes"][0]["steps"][1]["module"] = "clasifier"
+            refused = cluster.kubectl(
+                "-n", ns, "apply", "--dry-run=server", "-f", "-",
+                input=yaml.safe_dump(bad), check=False,
+            )  # fmt: skip
+            assert 'webhook "modulegraphs.modulemesh.io" denied' in refused.stderr, refused
+            assert "spec.routing.nodes[0].steps[1].module" in refused.stderr, refused
             cluster.kubectl("-n", ns, "apply", "-f", str(EXAMPLE))
 
             def ready() -> dict[str, Any] | None:
@@ -318,6 +342,10 @@ class TestNamespacedRelease:
                 assert denial not in log.lower(), f"RBAC denial in the operator log:\n{log}"
         finally:
             op.stop()
+            cluster.kubectl(
+                "delete", "validatingwebhookconfiguration", "modulemesh.io", "--ignore-not-found",
+                check=False,
+            )  # fmt: skip
 
     def test_helm_upgrade_applies_values_and_leaves_crds_alone(self, release: Release) -> None:
         cluster = release.cluster
@@ -447,3 +475,13 @@ def test_cluster_wide_release_rbac(cluster: Cluster) -> None:
     finally:
         cluster.helm("uninstall", rel.name, "-n", namespace, "--ignore-not-found", check=False)
         cluster.delete_namespace(namespace)
+
+
+def webhooks_of(cluster: Cluster) -> list[dict[str, Any]]:
+    """The webhooks in the operator's ValidatingWebhookConfiguration (none if it is absent)."""
+    found = cluster.kubectl(
+        "get", "validatingwebhookconfiguration", "modulemesh.io", "-o", "json", check=False
+    )
+    if found.returncode != 0:
+        return []
+    return list(json.loads(found.stdout).get("webhooks") or [])

@@ -1,8 +1,8 @@
 """The validating admission webhook on the real control plane.
 
 One operator process serves the webhook on 127.0.0.1 with a certificate it generated, and
-keeps the ``modulemesh.io`` ValidatingWebhookConfiguration pointing at it (URL + CA bundle,
-failurePolicy Ignore). Then `kubectl apply` of a graph with a dangling reference is refused
+applies the ``modulemesh.io`` ValidatingWebhookConfiguration pointing at it (URL + CA bundle,
+failurePolicy Ignore), and no MutatingWebhookConfiguration. Then `kubectl apply` of a graph with a dangling reference is refused
 before anything is stored, with the field and a suggestion in kubectl's error, on server-side
 dry-run as well; a graph naming a gate that is not applied yet is admitted; a warning reaches
 kubectl without refusing; a PrivacyGate with an empty region list is refused; status updates
@@ -85,10 +85,19 @@ def test_the_configuration_points_at_the_operator(
     for hook in hooks.values():
         assert hook["failurePolicy"] == "Ignore" and hook["sideEffects"] == "None"
         assert hook["clientConfig"]["url"].startswith("https://127.0.0.1:")
+        assert hook["timeoutSeconds"] == 10
         assert b"BEGIN CERTIFICATE" in base64.b64decode(hook["clientConfig"]["caBundle"])
         (rule,) = hook["rules"]
+        assert rule["scope"] == "Namespaced"
         assert rule["operations"] == ["CREATE", "UPDATE"]
         assert rule["resources"] in (["modulegraphs"], ["privacygates"])  # not status
+
+
+def test_no_mutating_configuration_is_created(
+    cluster: Cluster, webhook_operator: OperatorProcess
+) -> None:
+    found = cluster.kubectl("get", "mutatingwebhookconfiguration", CONFIGURATION, check=False)
+    assert found.returncode != 0 and "NotFound" in found.stderr
 
 
 def test_an_invalid_graph_is_refused_at_apply_naming_the_field(

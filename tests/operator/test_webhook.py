@@ -5,6 +5,7 @@ with clear errors, and the generated certificate covers the names the API server
 
 from __future__ import annotations
 
+import base64
 import copy
 import ipaddress
 import ssl
@@ -17,10 +18,10 @@ from cryptography import x509
 from modulemesh.api import PrivacyGate
 from modulemesh.operator.config import OperatorSettings, WebhookSettings
 from modulemesh.operator.webhook import (
-    ServiceWebhookServer,
     admit_gate,
     admit_graph,
     self_signed_certificate,
+    webhook_configuration,
     webhook_server,
 )
 
@@ -174,13 +175,39 @@ def test_the_generated_certificate_serves_tls_for_its_names(tmp_path: Path) -> N
     context.load_cert_chain(cert_path, key_path)  # a matching pair
 
 
-def test_the_server_is_announced_through_a_service_in_a_cluster() -> None:
-    server = webhook_server(
-        WebhookSettings(port=9443, service=("modulemesh-system", "modulemesh-webhook", 443))
+def test_the_configuration_names_the_service_in_a_cluster_and_its_namespaces() -> None:
+    settings = WebhookSettings(
+        port=9443, service=("modulemesh-system", "modulemesh-webhook", 443), failure_policy="Fail"
     )
-    assert isinstance(server, ServiceWebhookServer)
-    cert = x509.load_pem_x509_certificate(Path(str(server.certfile)).read_bytes())
+    server, ca_file = webhook_server(settings)
+    cert = x509.load_pem_x509_certificate(ca_file.read_bytes())
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "modulemesh-webhook.modulemesh-system.svc" in sans.get_values_for_type(x509.DNSName)
-    local = webhook_server(WebhookSettings(port=9443, host="127.0.0.1"))
-    assert not isinstance(local, ServiceWebhookServer) and local.host == "127.0.0.1"
+    assert server.port == 9443 and server.certfile == str(ca_file)
+    config = webhook_configuration(settings, ca_file.read_bytes(), ("team-b", "team-a"))
+    assert config["metadata"]["name"] == "modulemesh.io"
+    hooks = {h["name"]: h for h in config["webhooks"]}
+    assert set(hooks) == {"modulegraphs.modulemesh.io", "privacygates.modulemesh.io"}
+    graphs = hooks["modulegraphs.modulemesh.io"]
+    assert graphs["clientConfig"]["service"] == {
+        "namespace": "modulemesh-system",
+        "name": "modulemesh-webhook",
+        "port": 443,
+        "path": "/modulegraphs",  # kopf serves each handler under its id
+    }
+    assert base64.b64decode(graphs["clientConfig"]["caBundle"]) == ca_file.read_bytes()
+    assert graphs["failurePolicy"] == "Fail" and graphs["sideEffects"] == "None"
+    assert graphs["rules"][0]["resources"] == ["modulegraphs"]  # never status
+    assert graphs["rules"][0]["operations"] == ["CREATE", "UPDATE"]
+    assert graphs["namespaceSelector"]["matchExpressions"][0]["values"] == ["team-a", "team-b"]
+
+
+def test_a_local_operator_is_called_by_url_everywhere() -> None:
+    settings = WebhookSettings(port=18443, host="127.0.0.1")
+    _, ca_file = webhook_server(settings)
+    config = webhook_configuration(settings, ca_file.read_bytes())
+    for hook in config["webhooks"]:
+        plural = hook["rules"][0]["resources"][0]
+        assert hook["clientConfig"]["url"] == f"https://127.0.0.1:18443/{plural}"
+        assert "namespaceSelector" not in hook
+        assert hook["failurePolicy"] == "Ignore"

@@ -90,3 +90,8 @@ No wildcards, no Secrets.
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end -}}
+
+{{/* The Service the API server calls the operator's admission webhook through. */}}
+{{- define "modulemesh.webhookService" -}}
+{{- printf "%s-webhook" (include "modulemesh.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
