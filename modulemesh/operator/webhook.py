@@ -276,8 +276,13 @@ async def keep_configuration(
     check_interval: float = 60.0,
     listening: Callable[[], bool] | None = None,
 ) -> None:
-    """Apply the configuration once the server listens, again when the CA bundle changes, and
-    empty it when cancelled (the operator stopping), so no API call waits on a dead webhook."""
+    """Apply the configuration once the server listens, and again when the CA bundle changes.
+
+    When cancelled (the operator stopping) under ``failurePolicy: Ignore`` it empties the
+    configuration, so no API call waits on a webhook that is gone; under ``Fail`` it leaves it
+    in place, since admitting objects unchecked while the operator is away is what ``Fail``
+    rules out.
+    """
     while listening is not None and not listening():
         await asyncio.sleep(0.2)
     applied: bytes | None = None
@@ -291,7 +296,7 @@ async def keep_configuration(
                 applied = ca_bundle
             await asyncio.sleep(check_interval)
     finally:
-        if applied is not None:
+        if applied is not None and settings.failure_policy == "Ignore":
             try:
                 kube.apply_cluster_scoped(VALIDATING_WEBHOOKS, _configuration([]))
                 log.info("validating webhook configuration %s emptied", CONFIGURATION)

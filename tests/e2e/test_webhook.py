@@ -43,7 +43,7 @@ def webhook_operator(
     proc = OperatorProcess(cluster, log, env=env).start()
     try:
         wait_until(
-            lambda: _webhooks(cluster) or None,
+            lambda: webhooks_in(cluster) or None,
             timeout=60,
             message=f"the operator's webhook configuration (log: {log})",
         )
@@ -56,7 +56,7 @@ def webhook_operator(
         )  # fmt: skip
 
 
-def _webhooks(cluster: Cluster) -> list[dict[str, Any]]:
+def webhooks_in(cluster: Cluster) -> list[dict[str, Any]]:
     found = cluster.kubectl(
         "get", "validatingwebhookconfiguration", CONFIGURATION, "-o", "yaml", check=False
     )
@@ -65,7 +65,7 @@ def _webhooks(cluster: Cluster) -> list[dict[str, Any]]:
     return list(yaml.safe_load(found.stdout).get("webhooks") or [])
 
 
-def _apply(cluster: Cluster, namespace: str, doc: dict[str, Any], *extra: str) -> Any:
+def apply_doc(cluster: Cluster, namespace: str, doc: dict[str, Any], *extra: str) -> Any:
     return cluster.kubectl(
         "apply", "-n", namespace, *extra, "-f", "-", input=yaml.safe_dump(doc), check=False
     )
@@ -80,7 +80,7 @@ def _dangling() -> dict[str, Any]:
 def test_the_configuration_points_at_the_operator(
     cluster: Cluster, webhook_operator: OperatorProcess
 ) -> None:
-    hooks = {h["name"]: h for h in _webhooks(cluster)}
+    hooks = {h["name"]: h for h in webhooks_in(cluster)}
     assert set(hooks) == {"modulegraphs.modulemesh.io", "privacygates.modulemesh.io"}
     for hook in hooks.values():
         assert hook["failurePolicy"] == "Ignore" and hook["sideEffects"] == "None"
@@ -104,7 +104,7 @@ def test_an_invalid_graph_is_refused_at_apply_naming_the_field(
     cluster: Cluster, webhook_operator: OperatorProcess, namespace: str
 ) -> None:
     for extra in (("--dry-run=server",), ()):
-        refused = _apply(cluster, namespace, _dangling(), *extra)
+        refused = apply_doc(cluster, namespace, _dangling(), *extra)
         assert refused.returncode != 0, refused.stdout
         assert 'admission webhook "modulegraphs.modulemesh.io" denied' in refused.stderr
         assert "spec.routing.nodes[0].steps[1].module" in refused.stderr
@@ -117,7 +117,7 @@ def test_a_graph_whose_gate_is_not_applied_yet_is_admitted_and_waits_for_it(
     cluster: Cluster, webhook_operator: OperatorProcess, namespace: str
 ) -> None:
     doc = graph_doc("early", gates=["pii-gate"])
-    admitted = _apply(cluster, namespace, doc)
+    admitted = apply_doc(cluster, namespace, doc)
     assert admitted.returncode == 0, admitted.stderr
     graph = wait_condition(cluster, webhook_operator, namespace, "early", "Validated", "False")
     assert "pii-gate" in condition(graph, "Validated")["message"]
@@ -132,11 +132,11 @@ def test_warnings_reach_kubectl_without_refusing(
         "metadata": {"name": "open"},
         "spec": {"tags": [{"name": "internal"}]},
     }
-    assert _apply(cluster, namespace, gate).returncode == 0
+    assert apply_doc(cluster, namespace, gate).returncode == 0
     doc = graph_doc("twice", gates=["open", "open"])
     for module in doc["spec"]["modules"]:
         module["clearance"] = ["internal"]
-    admitted = _apply(cluster, namespace, doc)
+    admitted = apply_doc(cluster, namespace, doc)
     assert admitted.returncode == 0, admitted.stderr
     assert "Warning: spec.gates[1]: gate 'open' is listed twice" in admitted.stderr, admitted.stderr
 
@@ -150,7 +150,7 @@ def test_a_gate_with_an_empty_region_list_is_refused(
         "metadata": {"name": "nowhere"},
         "spec": {"tags": [{"name": "pii", "allowedRegions": []}]},
     }
-    refused = _apply(cluster, namespace, gate)
+    refused = apply_doc(cluster, namespace, gate)
     assert refused.returncode != 0
     assert 'admission webhook "privacygates.modulemesh.io" denied' in refused.stderr
     assert "spec.tags[0].allowedRegions" in refused.stderr
@@ -162,10 +162,10 @@ def test_without_the_operator_its_webhook_is_withdrawn(
     webhook_operator.stop()
     try:
         wait_until(
-            lambda: not _webhooks(cluster), timeout=30, message="the webhooks to be withdrawn"
+            lambda: not webhooks_in(cluster), timeout=30, message="the webhooks to be withdrawn"
         )
         # Admitted now (the operator, once back, reports it as Validated=False).
-        assert _apply(cluster, namespace, _dangling()).returncode == 0
+        assert apply_doc(cluster, namespace, _dangling()).returncode == 0
     finally:
         webhook_operator.start()
-        wait_until(lambda: _webhooks(cluster) or None, timeout=60, message="webhooks back")
+        wait_until(lambda: webhooks_in(cluster) or None, timeout=60, message="webhooks back")

@@ -1,0 +1,66 @@
+"""``failurePolicy: Fail`` on the real control plane: nothing is admitted unchecked.
+
+An operator with the strict policy registers its webhook; when it stops, the configuration
+stays, so an apply is refused while the operator is away (the API server cannot call it), and
+once it is back the configuration points at its new certificate and applies go through again. (Under Ignore the configuration is emptied on stop instead: test_webhook.py.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from e2e.cluster import Cluster, wait_until
+from e2e.operator_process import OperatorProcess, free_port, install_crds
+from e2e.test_operator import graph_doc
+from e2e.test_webhook import CONFIGURATION, apply_doc, webhooks_in
+
+
+@pytest.fixture
+def strict_operator(
+    cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    install_crds(cluster)
+    env = {
+        "MODULEMESH_WEBHOOK_PORT": str(free_port()),
+        "MODULEMESH_WEBHOOK_ADDR": "127.0.0.1",
+        "MODULEMESH_WEBHOOK_HOST": "127.0.0.1",
+        "MODULEMESH_WEBHOOK_FAILURE_POLICY": "Fail",
+    }
+    log = tmp_path_factory.mktemp("strict") / "operator.log"
+    proc = OperatorProcess(cluster, log, env=env)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        cluster.kubectl(
+            "delete", "validatingwebhookconfiguration", CONFIGURATION, "--ignore-not-found",
+            check=False,
+        )  # fmt: skip
+
+
+def _fail_policy(cluster: Cluster) -> bool | None:
+    hooks = webhooks_in(cluster)
+    return (bool(hooks) and all(h["failurePolicy"] == "Fail" for h in hooks)) or None
+
+
+def test_with_fail_nothing_is_admitted_while_the_operator_is_away(
+    cluster: Cluster, strict_operator: OperatorProcess, namespace: str
+) -> None:
+    strict_operator.start()
+    wait_until(lambda: _fail_policy(cluster), timeout=60, message="the strict configuration")
+    assert apply_doc(cluster, namespace, graph_doc("first")).returncode == 0
+
+    strict_operator.stop()
+    assert _fail_policy(cluster), "the configuration was withdrawn although the policy is Fail"
+    refused = apply_doc(cluster, namespace, graph_doc("while-away"))
+    assert refused.returncode != 0
+    assert 'failed calling webhook "modulegraphs.modulemesh.io"' in refused.stderr, refused.stderr
+
+    strict_operator.start()
+
+    def admitted() -> bool:
+        return apply_doc(cluster, namespace, graph_doc("while-away")).returncode == 0
+
+    wait_until(admitted, timeout=60, message="applies admitted again once the operator is back")
