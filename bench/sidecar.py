@@ -10,7 +10,11 @@ small on a 2-core machine):
 Direct and sidecar rounds alternate, and the median of the rounds is reported, so drift on a
 shared machine affects both sides alike.
 
-    .venv/bin/python bench/sidecar.py [--model classifier|mlp] [--rounds 3]
+``--pin`` models per-container CPU as in a pod: the runtime (every thread) gets CPU 0, the
+sidecar and the client share CPU 1, so the sidecar's work no longer comes out of the runtime's
+CPU. Without it all processes share every CPU.
+
+    .venv/bin/python bench/sidecar.py [--model classifier|mlp] [--rounds 3] [--pin]
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +48,22 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of a c=32 round")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--pin", action="store_true", help="runtime on CPU 0; sidecar and client on CPU 1"
+    )
     args = parser.parse_args()
+    runtime_cpus: set[int] | None = None
+    proxy_cpus: set[int] | None = None
+    if args.pin:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            parser.error("--pin needs two CPUs")
+        runtime_cpus, proxy_cpus = {cpus[0]}, {cpus[1]}
+        os.sched_setaffinity(0, proxy_cpus)  # the client
+
+    def pinned(cpus: set[int] | None) -> Callable[[], None] | None:
+        # Set in the child before exec, so every thread the process starts inherits it.
+        return None if cpus is None else lambda: os.sched_setaffinity(0, cpus)
 
     tmp = Path(tempfile.mkdtemp(prefix="mm-bench-sidecar-"))
     if args.model == "classifier":
@@ -58,12 +78,14 @@ def main() -> int:
             [sys.executable, "-m", "modulemesh", "runtime", "--model", str(path), "--name",
              "bench", "--host", "127.0.0.1", "--port", str(runtime_port)],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / "runtime.log", "wb"),  # noqa: SIM115
+            preexec_fn=pinned(runtime_cpus),
         ),
         subprocess.Popen(
             [sys.executable, "-m", "modulemesh", "sidecar", "--module", "bench", "--upstream",
              f"http://127.0.0.1:{runtime_port}", "--host", "127.0.0.1", "--port",
              str(sidecar_port), "--log-level", "warning"],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / "sidecar.log", "wb"),  # noqa: SIM115
+            preexec_fn=pinned(proxy_cpus),
         ),
     ]  # fmt: skip
     try:
@@ -104,7 +126,15 @@ def main() -> int:
                     cpu_us["runtime direct"].append(used["runtime"])
         d50, s50 = statistics.median(p50["direct"]), statistics.median(p50["sidecar"])
         drps, srps = statistics.median(rps["direct"]), statistics.median(rps["sidecar"])
-        print(f"model={args.model} rows={args.rows} rounds={args.rounds} cpus={os.cpu_count()}")
+        placement = (
+            f"pinned: runtime {sorted(runtime_cpus)}, sidecar+client {sorted(proxy_cpus)}"
+            if runtime_cpus is not None and proxy_cpus is not None
+            else "unpinned"
+        )
+        print(
+            f"model={args.model} rows={args.rows} rounds={args.rounds} cpus={os.cpu_count()} "
+            f"{placement}"
+        )
         print(
             f"c=1  p50 direct  {d50 * 1000:8.3f} ms   rounds {[round(x * 1000, 3) for x in p50['direct']]}"
         )

@@ -104,7 +104,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "execution provider: auto (CUDA if available, else CPU), cpu, cuda, tensorrt",
         choices=PROVIDER_CHOICES,
     )
-    add("--intra-op-threads", int, 0, "onnxruntime intra-op threads (0: onnxruntime decides)")
+    add(
+        "--intra-op-threads",
+        int,
+        0,
+        "onnxruntime intra-op threads (0: one per CPU the process may use, from its affinity "
+        "and cgroup CPU quota)",
+    )
     add("--inter-op-threads", int, 0, "onnxruntime inter-op threads (0: onnxruntime decides)")
     env_spin = os.environ.get(_env_name("--spinning"))
     parser.add_argument(

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from modulemesh.oip import DATATYPES, ProtocolError
+from modulemesh.runtime.cpus import available_cpus
 
 log = logging.getLogger("modulemesh.runtime")
 
@@ -95,6 +96,8 @@ class Model:
         self.outputs = [_spec(o) for o in session.get_outputs()]
         self.output_names = [o.name for o in self.outputs]
         self.provider: str = session.get_providers()[0]
+        self.intra_op_threads = 0
+        """onnxruntime intra-op threads the session was created with (0: unknown)."""
         self._by_name = {spec.name: spec for spec in self.inputs}
         self.batchable = bool(self.inputs) and all(
             len(s.shape) >= 1 and s.shape[0] == -1 for s in [*self.inputs, *self.outputs]
@@ -108,7 +111,11 @@ class Model:
             "platform": PLATFORM,
             "inputs": [s.describe() for s in self.inputs],
             "outputs": [s.describe() for s in self.outputs],
-            "parameters": {"provider": self.provider, **parameters},
+            "parameters": {
+                "provider": self.provider,
+                "intra_op_threads": self.intra_op_threads,
+                **parameters,
+            },
         }
 
     def check(self, inputs: Mapping[str, np.ndarray[Any, Any]]) -> int:
@@ -227,7 +234,11 @@ def load(
     device_id: int,
     spinning: bool = False,
 ) -> Model:
-    """Create the onnxruntime session with the chosen providers and thread settings."""
+    """Create the onnxruntime session with the chosen providers and thread settings.
+
+    ``intra_op_threads`` 0 means one per CPU this process may use (:func:`available_cpus`),
+    not onnxruntime's one per core of the machine.
+    """
     import onnxruntime as ort
 
     try:
@@ -235,7 +246,7 @@ def load(
     except Exception as exc:
         raise ModelError(f"cannot read ONNX model {path}: {exc}") from exc
     options = ort.SessionOptions()
-    options.intra_op_num_threads = intra_op_threads
+    options.intra_op_num_threads = intra_op_threads or available_cpus()
     options.inter_op_num_threads = inter_op_threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if not spinning:
@@ -252,14 +263,16 @@ def load(
     except Exception as exc:
         raise ModelError(f"onnxruntime cannot load {path}: {exc}") from exc
     model = Model(session, resolved_name, resolved_version)
+    model.intra_op_threads = options.intra_op_num_threads
     if not model.inputs:
         raise ModelError(f"model {path} has no inputs")
     log.info(
-        "model %s version %s loaded from %s on %s (asked %s, available %s)",
+        "model %s version %s loaded from %s on %s with %d intra-op threads (asked %s, available %s)",
         model.name,
         model.version,
         path,
         model.provider,
+        model.intra_op_threads,
         providers,
         ort.get_available_providers(),
     )

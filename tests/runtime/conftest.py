@@ -33,7 +33,13 @@ def free_port() -> int:
 class Runtime:
     """A `modulemesh runtime` child process and a client for it."""
 
-    def __init__(self, args: list[str], tmp: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        tmp: Path,
+        env: dict[str, str] | None = None,
+        cpus: set[int] | None = None,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp / f"runtime-{self.port}.log"
@@ -44,6 +50,8 @@ class Runtime:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=full_env,
+            # An affinity mask set before exec, so every thread of the runtime inherits it.
+            preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
         )
         self.client = httpx.Client(base_url=self.url, timeout=30)
 
@@ -120,8 +128,13 @@ def start_runtime(tmp_path: Path) -> Iterator[Callable[..., Runtime]]:
     """Start runtimes with the given CLI args; all are stopped (SIGTERM) at teardown."""
     started: list[Runtime] = []
 
-    def start(*args: str, env: dict[str, str] | None = None, ready: bool = True) -> Runtime:
-        runtime = Runtime(list(args), tmp_path, env)
+    def start(
+        *args: str,
+        env: dict[str, str] | None = None,
+        ready: bool = True,
+        cpus: set[int] | None = None,
+    ) -> Runtime:
+        runtime = Runtime(list(args), tmp_path, env, cpus)
         started.append(runtime)
         if ready:
             runtime.wait_ready()
