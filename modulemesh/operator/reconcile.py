@@ -81,7 +81,7 @@ class Reconciler:
         gates: list[PrivacyGate] = []
         for body in self.kube.items(GATES, namespace):
             try:
-                gates.append(PrivacyGate.model_validate(_without_status(body)))
+                gates.append(PrivacyGate.model_validate(without_status(body)))
             except ValidationError as error:
                 log.warning(
                     "PrivacyGate %s/%s is invalid: %s",
@@ -104,7 +104,7 @@ class Reconciler:
         namespace, name = str(meta["namespace"]), str(meta["name"])
         generation = meta.get("generation")
         try:
-            graph = ModuleGraph.model_validate(_without_status(body))
+            graph = ModuleGraph.model_validate(without_status(body))
         except ValidationError as error:
             issues = issues_from_pydantic(error)
             outcome = Outcome(valid=False, issues=issues)
@@ -186,7 +186,8 @@ class Reconciler:
                     raise
 
 
-def _without_status(body: Mapping[str, Any]) -> dict[str, Any]:
+def without_status(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The parts of a custom resource the spec models describe (status is the operator's)."""
     return {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body}
 
 

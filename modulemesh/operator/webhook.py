@@ -9,8 +9,8 @@ operator until the gate appears; gates that do exist are checked against.
 
 The operator serves the webhook itself (kopf's admission server) and applies the cluster's
 ``ValidatingWebhookConfiguration`` (named :data:`CONFIGURATION`) pointing at it: through the
-chart's Service in a cluster, through a URL when run as a process; when it stops, it empties
-the configuration's webhooks. Its certificate comes from a mounted secret (``tls.crt``/
+chart's Service in a cluster, through a URL when run as a process; when it stops under
+``failurePolicy: Ignore`` it empties the configuration's webhooks. Its certificate comes from a mounted secret (``tls.crt``/
 ``tls.key``, e.g. cert-manager's; re-read when renewed) or is generated at start-up; the
 configuration carries the matching CA bundle either way. (kopf's own "managed" mode would do
 the applying too, but it also creates a MutatingWebhookConfiguration, and the RBAC to create
@@ -38,6 +38,7 @@ from modulemesh.api.errors import Issue, Severity, issues_from_pydantic
 from modulemesh.api.validation import validate_gate, validate_graph
 from modulemesh.operator.config import WebhookSettings
 from modulemesh.operator.kube import GROUP, VALIDATING_WEBHOOKS, VERSION, Kube, KubeError
+from modulemesh.operator.reconcile import without_status
 
 __all__ = [
     "CONFIGURATION",
@@ -80,7 +81,7 @@ class Admission:
 def admit_graph(body: Mapping[str, Any], gates: Sequence[PrivacyGate]) -> Admission:
     """Check a ModuleGraph as the reconciler would, against the gates present in its namespace."""
     try:
-        graph = ModuleGraph.model_validate(_spec_part(body))
+        graph = ModuleGraph.model_validate(without_status(body))
     except ValidationError as error:
         return Admission(errors=issues_from_pydantic(error), warnings=[])
     present = {g.metadata.name for g in gates}
@@ -94,7 +95,7 @@ def admit_graph(body: Mapping[str, Any], gates: Sequence[PrivacyGate]) -> Admiss
 def admit_gate(body: Mapping[str, Any]) -> Admission:
     """Check a PrivacyGate on its own."""
     try:
-        gate = PrivacyGate.model_validate(_spec_part(body))
+        gate = PrivacyGate.model_validate(without_status(body))
     except ValidationError as error:
         return Admission(errors=issues_from_pydantic(error), warnings=[])
     return _verdict(validate_gate(gate))
@@ -105,19 +106,6 @@ def _verdict(issues: Sequence[Issue]) -> Admission:
         errors=[i for i in issues if i.severity is Severity.ERROR],
         warnings=[i for i in issues if i.severity is not Severity.ERROR],
     )
-
-
-def _spec_part(body: Mapping[str, Any]) -> dict[str, Any]:
-    """What the models describe: status and server-set metadata play no part in validity."""
-    meta = body.get("metadata") or {}
-    return {
-        "apiVersion": body.get("apiVersion"),
-        "kind": body.get("kind"),
-        "metadata": {
-            k: meta[k] for k in ("name", "namespace", "labels", "annotations") if k in meta
-        },
-        "spec": body.get("spec"),
-    }
 
 
 # --- serving ---------------------------------------------------------------------------------
