@@ -4,7 +4,7 @@ One operator process serves the webhook on 127.0.0.1 with a certificate it gener
 applies the ``modulemesh.io`` ValidatingWebhookConfiguration pointing at it (URL + CA bundle,
 failurePolicy Ignore), and no MutatingWebhookConfiguration. Then `kubectl apply` of a graph with a dangling reference is refused
 before anything is stored, with the field and a suggestion in kubectl's error, on server-side
-dry-run as well; a graph naming a gate that is not applied yet is admitted; a warning reaches
+dry-run as well, and so is a cycle between nodes; a graph naming a gate that is not applied yet is admitted; a warning reaches
 kubectl without refusing; a PrivacyGate with an empty region list is refused; status updates
 (the operator's own) are not sent through the webhook; and stopping the operator takes its
 webhook out of the configuration, so nothing is refused or delayed without it.
@@ -111,6 +111,21 @@ def test_an_invalid_graph_is_refused_at_apply_naming_the_field(
         assert "did you mean 'classifier'" in refused.stderr, refused.stderr
     missing = cluster.kubectl("get", "-n", namespace, "modulegraph", "typo", check=False)
     assert missing.returncode != 0 and "NotFound" in missing.stderr  # nothing was stored
+
+
+def test_a_cycle_is_refused_at_apply(
+    cluster: Cluster, webhook_operator: OperatorProcess, namespace: str
+) -> None:
+    # What KServe's InferenceGraph webhook lets through: nodes that call each other.
+    doc = graph_doc("loop")
+    doc["spec"]["routing"]["nodes"] = [
+        {"name": "main", "type": "sequence", "steps": [{"node": "again"}]},
+        {"name": "again", "type": "sequence", "steps": [{"node": "main"}]},
+    ]
+    refused = apply_doc(cluster, namespace, doc)
+    assert refused.returncode != 0
+    assert 'admission webhook "modulegraphs.modulemesh.io" denied' in refused.stderr
+    assert "spec.routing.nodes" in refused.stderr and "cycle" in refused.stderr.lower()
 
 
 def test_a_graph_whose_gate_is_not_applied_yet_is_admitted_and_waits_for_it(
