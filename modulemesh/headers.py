@@ -22,6 +22,18 @@ BATCH_SIZE = "x-modulemesh-batch-size"
 PROVIDER = "x-modulemesh-provider"
 MODEL_VERSION = "x-modulemesh-model-version"
 
+NOT_PROPAGATED = frozenset(
+    {
+        "host", "connection", "keep-alive", "proxy-connection", "proxy-authorization",
+        "transfer-encoding", "te", "trailer", "upgrade", "expect", "content-length",
+        "content-type", "content-encoding", "inference-header-content-length",
+        "traceparent", "tracestate",
+    }
+)  # fmt: skip
+"""Headers a graph may not pass on to module calls (``spec.policy.propagateHeaders``): hop-by-hop
+and framing headers, the ones the router writes itself, and (by prefix) ``x-modulemesh-*``,
+since tags, priority and deadline are the router's to set, never a client's to smuggle through."""
+
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 

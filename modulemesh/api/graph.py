@@ -28,6 +28,9 @@ TENSOR_REF_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*\.[A-Za-z0-9_.:/-]+$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=42)]
 Tag = Annotated[str, Field(pattern=TAG_PATTERN)]
 TensorRef = Annotated[str, Field(pattern=TENSOR_REF_PATTERN)]
+HEADER_PATTERN = r"^[a-z0-9!#$%&'*+.^_`|~-]+$"
+"""An HTTP header name (a token), lower-case as HTTP/2 and our servers see it."""
+HeaderName = Annotated[str, Field(pattern=HEADER_PATTERN, max_length=128)]
 
 
 # --- modules -------------------------------------------------------------------------------
@@ -400,6 +403,13 @@ class GraphPolicy(SpecModel):
     circuit_breaker: CircuitBreakerPolicy = Field(default_factory=CircuitBreakerPolicy)
     shedding: SheddingPolicy = Field(default_factory=SheddingPolicy)
     cache: CachePolicy = Field(default_factory=CachePolicy)
+    propagate_headers: list[HeaderName] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Client request headers (lower-case names, e.g. x-request-id) passed on "
+        "to every module call of this graph; hop-by-hop headers and x-modulemesh-* cannot be "
+        "listed.",
+    )
 
 
 class RouterSettings(SpecModel):

@@ -35,6 +35,7 @@ from modulemesh.api.loader import Documents
 from modulemesh.api.privacy_check import check_placement, check_privacy
 from modulemesh.api.targets import node_targets
 from modulemesh.cel import CelError, Environment, compile_condition
+from modulemesh.headers import NOT_PROPAGATED
 
 __all__ = [
     "DocumentReport",
@@ -725,4 +726,20 @@ def _policy_rules(spec: ModuleGraphSpec) -> list[Issue]:
                 f"({breaker.max_ejection_ms}); make the base ejection the smaller one",
             )
         )
+    seen: set[str] = set()
+    for i, name in enumerate(policy.propagate_headers):
+        if name in seen:
+            issues.append(
+                Issue(f"spec.policy.propagateHeaders[{i}]", f"{name!r} is listed twice", WARNING)
+            )
+        seen.add(name)
+        if name in NOT_PROPAGATED or name.startswith("x-modulemesh-"):
+            issues.append(
+                Issue(
+                    f"spec.policy.propagateHeaders[{i}]",
+                    f"{name!r} cannot be propagated: the router sets it (or HTTP framing "
+                    "does) on each module call; list only application headers such as "
+                    "x-request-id",
+                )
+            )
     return issues

@@ -81,6 +81,7 @@ class Executor:
         self.conditions = _compile_conditions(spec.routing.nodes)
         self.handlers: dict[str, Handler] = HANDLERS
         self.tracer = tracer
+        self.propagate_headers = tuple(self.policy.propagate_headers)
         self.metrics = metrics
         self.background: set[asyncio.Task[Any]] = set()
 
@@ -270,7 +271,7 @@ class Executor:
                 }, kind=SpanKind.CLIENT):  # fmt: skip
                     outputs, version = await client.infer(
                         inputs, timeout=timeout, tags=tags,
-                        trace=self._trace_headers(ctx), where=where, final=answer_for,
+                        trace=self._hop_headers(ctx), where=where, final=answer_for,
                     )  # fmt: skip
             except RouteError as exc:
                 elapsed = time.perf_counter() - started
@@ -335,12 +336,22 @@ class Executor:
             return _NO_SPAN
         return self.tracer.start_as_current_span(name, kind=kind, attributes=attributes)
 
-    def _trace_headers(self, ctx: RequestContext) -> list[tuple[bytes, bytes]]:
+    def _hop_headers(self, ctx: RequestContext) -> list[tuple[bytes, bytes]]:
+        """Trace context, then the client headers the graph propagates, for one module call."""
         if self.tracer is None:
-            return ctx.trace_headers
-        carrier: dict[str, str] = {}
-        inject(carrier)
-        return [(k.encode(), v.encode()) for k, v in carrier.items()]
+            hop = ctx.trace_headers
+        else:
+            carrier: dict[str, str] = {}
+            inject(carrier)
+            hop = [(k.encode(), v.encode()) for k, v in carrier.items()]
+        if self.propagate_headers:
+            sent = ctx.headers
+            hop = hop + [
+                (name.encode(), sent[name].encode("latin-1"))
+                for name in self.propagate_headers
+                if name in sent
+            ]
+        return hop
 
 
 def _trace_id(ctx: RequestContext) -> str | None:

@@ -1,6 +1,6 @@
 """Semantic validation of modules and graph policy: GPU type needs GPUs, batching bounds
 against queue size and call timeout, module timeout against the request timeout, health
-thresholds, circuit-breaker bounds, missing and duplicate gates."""
+thresholds, circuit-breaker bounds, propagated headers, missing and duplicate gates."""
 
 from __future__ import annotations
 
@@ -64,6 +64,26 @@ def test_call_timeout_above_request_timeout_warns() -> None:
 def test_circuit_breaker_base_above_max_is_an_error() -> None:
     doc = graph(policy={"circuitBreaker": {"baseEjectionMs": 5000, "maxEjectionMs": 1000}})
     one_error(check(doc), "spec.policy.circuitBreaker.baseEjectionMs", "maxEjectionMs (1000)")
+
+
+def test_propagated_headers_must_be_application_headers() -> None:
+    assert check(graph(policy={"propagateHeaders": ["x-request-id", "x-tenant"]})) == []
+    doc = graph(policy={"propagateHeaders": ["x-request-id", "x-modulemesh-tags", "host"]})
+    issues = check(doc)
+    one_error(issues, "spec.policy.propagateHeaders[1]", "'x-modulemesh-tags'", "router sets")
+    one_error(issues, "spec.policy.propagateHeaders[2]", "'host'")
+    one_warning(
+        check(graph(policy={"propagateHeaders": ["x-b3", "x-b3"]})),
+        "spec.policy.propagateHeaders[1]",
+        "listed twice",
+    )
+
+
+def test_propagated_header_names_are_lower_case_tokens() -> None:
+    issues = check(graph(policy={"propagateHeaders": ["X-Request-Id"]}))
+    assert at(issues, "spec.policy.propagateHeaders[0]"), [str(i) for i in issues]
+    issues = check(graph(policy={"propagateHeaders": ["x request"]}))
+    assert at(issues, "spec.policy.propagateHeaders[0]"), [str(i) for i in issues]
 
 
 def test_degraded_error_rate_above_unhealthy_is_an_error() -> None:
