@@ -81,9 +81,12 @@ KINDS: tuple[Kind, ...] = (
         spec=PrivacyGateSpec,
         status=PrivacyGateStatus,
         columns=(
-            # A tag count or list is not expressible: printer columns show only the first
-            # value a JSONPath yields, so `.spec.tags[*].name` would show one tag of many.
+            # Printer columns show only the first value a JSONPath yields, so
+            # `.spec.tags[*].name` would show one tag of many: the operator writes the list
+            # and the count into status for these columns.
             {"name": "Mode", "type": "string", "jsonPath": ".spec.mode"},
+            {"name": "Tags", "type": "string", "jsonPath": ".status.tags"},
+            {"name": "Graphs", "type": "integer", "jsonPath": ".status.graphCount"},
             _AGE,
         ),
         description="Data classes (compliance tags), how requests are classified into them, "

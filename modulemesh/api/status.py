@@ -78,3 +78,11 @@ class PrivacyGateStatus(SpecModel):
 
     observed_generation: int | None = None
     graphs: list[str] = Field(default_factory=list, description="Graphs that name this gate.")
+    graph_count: int | None = Field(
+        default=None, description="How many graphs name this gate (for `kubectl get pgate`)."
+    )
+    tags: str | None = Field(
+        default=None,
+        description="The gate's tag names, comma-separated (for `kubectl get pgate`: a "
+        "printer column shows only the first value of a list).",
+    )

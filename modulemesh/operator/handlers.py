@@ -295,7 +295,13 @@ async def gate_changed(name: str, namespace: str | None, meta: kopf.Meta, **kwar
     for graph in graphs:
         await reconcile_named(namespace, graph, apply=True)
     rec = reconciler()
-    status = {"observedGeneration": meta.get("generation"), "graphs": graphs}
+    spec = kwargs.get("spec") or {}
+    status = {
+        "observedGeneration": meta.get("generation"),
+        "graphs": graphs,
+        "graphCount": len(graphs),
+        "tags": ",".join(str(tag.get("name")) for tag in spec.get("tags") or []),
+    }
     try:
         await asyncio.to_thread(rec.kube.patch_status, GATES, namespace, name, status)
     except KubeError as error:

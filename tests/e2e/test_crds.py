@@ -286,7 +286,7 @@ class TestStatusAndColumns:
         header = crds.kubectl("get", "mg", name, "-n", namespace).stdout.splitlines()[0].split()
         assert header == ["NAME", "READY", "MODULES", "GPUS", "ENDPOINT", "AGE"]
 
-    def test_gate_columns_show_mode(self, crds: Cluster, namespace: str) -> None:
+    def test_gate_columns_show_mode_tags_and_graphs(self, crds: Cluster, namespace: str) -> None:
         gate = {
             "apiVersion": "modulemesh.io/v1alpha1",
             "kind": "PrivacyGate",
@@ -295,5 +295,13 @@ class TestStatusAndColumns:
         }
         crds.apply(gate, namespace=namespace)
         header, row = crds.kubectl("get", "pgate", "phi", "-n", namespace).stdout.splitlines()
-        assert header.split() == ["NAME", "MODE", "AGE"]
+        assert header.split() == ["NAME", "MODE", "TAGS", "GRAPHS", "AGE"]
         assert row.split()[:2] == ["phi", "enforce"]  # mode defaulted by the schema
+        # Tags and graph count come from status (the operator writes them; here, by hand).
+        status = {"status": {"tags": "phi,pii", "graphCount": 2, "graphs": ["a", "b"]}}
+        crds.kubectl(
+            "patch", "pgate", "phi", "-n", namespace, "--subresource=status", "--type=merge",
+            "-p", json.dumps(status),
+        )  # fmt: skip
+        _, row = crds.kubectl("get", "pgate", "phi", "-n", namespace).stdout.splitlines()
+        assert row.split()[:4] == ["phi", "enforce", "phi,pii", "2"]

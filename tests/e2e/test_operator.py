@@ -415,6 +415,9 @@ def test_gate_change_re_renders_affinity(
         return bool(gate.get("status", {}).get("graphs") == ["gated"])
 
     wait_until(gate_lists_graph, timeout=30, message="the gate's status to list the graph")
+    listing = cluster.kubectl("-n", namespace, "get", "pgate", "phi").stdout.split("\n")
+    assert listing[0].split() == ["NAME", "MODE", "TAGS", "GRAPHS", "AGE"], listing
+    assert listing[1].split()[:4] == ["phi", "enforce", "phi", "1"], listing
 
 
 # --- restart in the middle of applying many graphs ----------------------------------------
