@@ -7,6 +7,9 @@ event and a timer never apply the same graph concurrently.
 Triggers:
 - a graph is created, its spec changes, or the operator (re)starts: full reconcile;
 - a PrivacyGate changes: full reconcile of every graph that names it (found by a kopf index);
+- a graph is created, changed or deleted: the gates it names (or named) list it, or not, in
+  their status (graphs, graphCount);
+- with the webhook on: creates and updates of graphs and gates are checked at admission;
 - an owned child is deleted or changed by someone else: full reconcile of its graph (drift);
 - an owned Deployment or a graph's Pod changes: status refresh (no apply);
 - one operator-wide loop: read each graph's router ``/envelopes`` and refresh status; every
@@ -209,19 +212,35 @@ def _post_events(body: Mapping[str, Any], outcome: Outcome, *, applied: bool) ->
 @kopf.on.resume(GROUP, VERSION, "modulegraphs")
 @kopf.on.create(GROUP, VERSION, "modulegraphs")
 @kopf.on.update(GROUP, VERSION, "modulegraphs", field="spec")
-async def graph_changed(body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
+async def graph_changed(
+    body: kopf.Body, name: str, namespace: str | None, old: Any = None, **kwargs: Any
+) -> None:
     """A graph appeared, changed, or the operator started: make its children match."""
     _known.add((str(namespace), name))
     await reconcile_named(str(namespace), name, apply=True, body=dict(body))
+    named = set(body.get("spec", {}).get("gates") or [])
+    if isinstance(old, Mapping):  # an update: gates it no longer names lose it too
+        named |= set(old.get("gates") or [])
+    await refresh_gate_graphs(str(namespace), named, kwargs["graphs_by_gate"])
 
 
-@kopf.on.delete(GROUP, VERSION, "modulegraphs", optional=True)
-def graph_deleted(name: str, namespace: str | None, **_: Any) -> None:
-    """Children go with the graph (ownerReferences); only forget what we cached."""
+@kopf.on.event(GROUP, VERSION, "modulegraphs")
+async def graph_event(
+    event: kopf.RawEvent, name: str, namespace: str | None, **kwargs: Any
+) -> None:
+    """A graph deleted: forget what we cached, and the gates it named no longer list it.
+
+    (A watch event, not ``on.delete``: the operator puts no finalizer on graphs, so a delete
+    handler would not be called.)
+    """
+    if event["type"] != "DELETED":
+        return
     key = (str(namespace), name)
     _known.discard(key)
     for cache in (_locks, _envelopes, _last_resync):
         cache.pop(key, None)
+    named = set((event["object"].get("spec") or {}).get("gates") or [])
+    await refresh_gate_graphs(str(namespace), named, kwargs["graphs_by_gate"])
 
 
 @kopf.index(GROUP, VERSION, "modulegraphs")
@@ -294,18 +313,29 @@ async def gate_changed(name: str, namespace: str | None, meta: kopf.Meta, **kwar
     graphs = sorted(set(graphs_by_gate.get((namespace, name), [])))
     for graph in graphs:
         await reconcile_named(namespace, graph, apply=True)
-    rec = reconciler()
     spec = kwargs.get("spec") or {}
-    status = {
+    await _patch_gate_status(namespace, name, {
         "observedGeneration": meta.get("generation"),
         "graphs": graphs,
         "graphCount": len(graphs),
         "tags": ",".join(str(tag.get("name")) for tag in spec.get("tags") or []),
-    }
+    })  # fmt: skip
+
+
+async def refresh_gate_graphs(
+    namespace: str, gates: set[str], index: kopf.Index[tuple[str, str], str]
+) -> None:
+    """Bring the named gates' ``graphs``/``graphCount`` in line with the graphs naming them."""
+    for gate in sorted(gates):
+        graphs = sorted(set(index.get((namespace, gate), [])))
+        await _patch_gate_status(namespace, gate, {"graphs": graphs, "graphCount": len(graphs)})
+
+
+async def _patch_gate_status(namespace: str, name: str, status: dict[str, Any]) -> None:
     try:
-        await asyncio.to_thread(rec.kube.patch_status, GATES, namespace, name, status)
+        await asyncio.to_thread(reconciler().kube.patch_status, GATES, namespace, name, status)
     except KubeError as error:
-        if error.status != 404:
+        if error.status != 404:  # a gate not applied (yet), or deleted meanwhile
             raise
 
 

@@ -17,7 +17,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -418,6 +418,27 @@ def test_gate_change_re_renders_affinity(
     listing = cluster.kubectl("-n", namespace, "get", "pgate", "phi").stdout.split("\n")
     assert listing[0].split() == ["NAME", "MODE", "TAGS", "GRAPHS", "AGE"], listing
     assert listing[1].split()[:4] == ["phi", "enforce", "phi", "1"], listing
+
+    # The gate's graph list follows graphs that start naming it, are deleted, or stop naming it.
+    def gate_graphs(expected: list[str]) -> Callable[[], bool]:
+        def check() -> bool:
+            status = cluster.kubectl_json("-n", namespace, "get", "pgate", "phi").get("status")
+            return bool(status) and (status["graphs"], status["graphCount"]) == (
+                expected,
+                len(expected),
+            )
+
+        return check
+
+    second = graph_doc("also-gated", gates=["phi"])
+    for module in second["spec"]["modules"]:
+        module["clearance"] = ["phi"]
+    cluster.apply(second, namespace)
+    wait_until(gate_graphs(["also-gated", "gated"]), timeout=30, message="two graphs listed")
+    cluster.kubectl("-n", namespace, "delete", "mg", "gated")
+    wait_until(gate_graphs(["also-gated"]), timeout=30, message="the deleted graph unlisted")
+    cluster.apply(graph_doc("also-gated"), namespace)  # no longer names the gate
+    wait_until(gate_graphs([]), timeout=30, message="the graph that dropped the gate unlisted")
 
 
 # --- restart in the middle of applying many graphs ----------------------------------------
