@@ -35,6 +35,8 @@ import httptools
 
 __all__ = [
     "App",
+    "BodyTooLarge",
+    "ClientDisconnected",
     "HttpProtocol",
     "Message",
     "Receive",
@@ -42,6 +44,7 @@ __all__ = [
     "Send",
     "Server",
     "ServerConfig",
+    "read_body",
     "run_lifespan",
     "serve",
 ]
@@ -55,6 +58,37 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 _log = logging.getLogger("modulemesh.httpserver")
 
 Hook = Callable[[], Awaitable[None]]
+
+
+class ClientDisconnected(Exception):
+    """The client went away before its request was read (``http.disconnect``)."""
+
+
+class BodyTooLarge(Exception):
+    """The request body is over the app's limit."""
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    """The whole request body, for apps that need it at once (the server streams it in).
+
+    Raises :class:`BodyTooLarge` past ``limit`` bytes (the server's own ``max_body`` refuses
+    sooner; this guards the app under any ASGI server) and :class:`ClientDisconnected`.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected
+        chunk: bytes = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def run_lifespan(

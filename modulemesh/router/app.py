@@ -23,7 +23,15 @@ from opentelemetry.trace import SpanKind, Tracer
 
 from modulemesh import __version__, headers, oip
 from modulemesh.api.resolved import ResolvedGraph
-from modulemesh.httpserver import Receive, Scope, Send, run_lifespan
+from modulemesh.httpserver import (
+    BodyTooLarge,
+    ClientDisconnected,
+    Receive,
+    Scope,
+    Send,
+    read_body,
+    run_lifespan,
+)
 from modulemesh.router.context import RequestContext
 from modulemesh.router.errors import RouteError
 from modulemesh.router.executor import Executor
@@ -203,12 +211,15 @@ class RouterApp:
         explain: bool,
         trace_headers: list[tuple[bytes, bytes]],
     ) -> None:
-        body = await _read_body(receive)
-        if body is None:
+        try:
+            body = await read_body(receive, MAX_BODY)
+        except BodyTooLarge:
             await self._finish(
                 send, started, 413, _error(f"request body larger than {MAX_BODY} bytes")
             )
             return
+        except ClientDisconnected:
+            raise asyncio.CancelledError("client disconnected") from None
         timeout_ms = self._timeout_ms
         if raw_deadline is not None:
             try:
@@ -356,24 +367,6 @@ class RouterApp:
         }
         status = 200 if not down and self.started else 503
         await _respond(send, status, orjson.dumps({"ready": status == 200, "notReady": down}))
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise asyncio.CancelledError("client disconnected")
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > MAX_BODY:
-                return None
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _error(message: str, explain: list[dict[str, Any]] | None = None) -> bytes:

@@ -21,7 +21,15 @@ from urllib.parse import urlparse
 import orjson
 
 from modulemesh import __version__, headers, oip
-from modulemesh.httpserver import Receive, Scope, Send, run_lifespan
+from modulemesh.httpserver import (
+    BodyTooLarge,
+    ClientDisconnected,
+    Receive,
+    Scope,
+    Send,
+    read_body,
+    run_lifespan,
+)
 from modulemesh.runtime.batching import Batcher, BatchError, QueueFull
 from modulemesh.runtime.config import RuntimeConfig
 from modulemesh.runtime.model import Model
@@ -30,14 +38,6 @@ log = logging.getLogger("modulemesh.runtime")
 
 
 _JSON = b"application/json"
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-class _ClientGone(Exception):
-    pass
 
 
 def default_name(source: str) -> str:
@@ -111,7 +111,7 @@ class RuntimeApp:
             else:
                 status, body = _json(404, {"error": f"no route {path}"})
             await self._send(send, status, body)
-        except _ClientGone:
+        except ClientDisconnected:
             return
 
     # ------------------------------------------------------------------ helpers
@@ -224,21 +224,8 @@ class RuntimeApp:
         limit = self.config.max_body_bytes
         for key, value in scope["headers"]:
             if key == b"content-length" and value.isdigit() and int(value) > limit:
-                raise _BodyTooLarge
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _ClientGone
-            chunk: bytes = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise _BodyTooLarge
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                raise BodyTooLarge  # refused before reading a byte of it
+        return await read_body(receive, limit)
 
     def _error(self, status: int, message: str) -> tuple[int, bytes]:
         return status, oip.error_body(message)
@@ -264,7 +251,7 @@ class RuntimeApp:
         try:
             try:
                 body = await self._read_body(scope, receive)
-            except _BodyTooLarge:
+            except BodyTooLarge:
                 await self._send(
                     send,
                     *self._error(

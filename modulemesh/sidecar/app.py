@@ -30,7 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from modulemesh import audit, headers
 from modulemesh.audit import Decision
-from modulemesh.httpserver import Receive, Scope, Send, run_lifespan
+from modulemesh.httpserver import ClientDisconnected, Receive, Scope, Send, run_lifespan
 from modulemesh.sidecar.config import SidecarConfig
 from modulemesh.sidecar.guard import Guard
 from modulemesh.sidecar.health import Health
@@ -75,10 +75,6 @@ _HEADER_LENGTH = b"inference-header-content-length"
 _ENVELOPE = headers.ENVELOPE.encode()
 _JSON = b"application/json"
 _WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
-
-
-class _ClientGone(Exception):
-    """The client disconnected while its request body was being forwarded."""
 
 
 class SidecarApp:
@@ -280,7 +276,7 @@ class SidecarApp:
             async def more() -> tuple[bytes, bool]:
                 msg = await receive()
                 if msg["type"] == "http.disconnect":
-                    raise _ClientGone
+                    raise ClientDisconnected
                 return msg.get("body", b""), msg.get("more_body", False)
 
         timeout = config.upstream_timeout
@@ -356,7 +352,7 @@ class SidecarApp:
                 _log.warning("module %s: response from runtime broke off: %s", config.module, exc)
             finally:
                 conn.release()
-        except _ClientGone:
+        except ClientDisconnected:
             status, error = 499, False
         finally:
             health.in_flight -= 1
