@@ -11,7 +11,9 @@ import time
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+
+import yaml
 
 from e2e.cluster import Cluster, ClusterError, wait_until
 
@@ -120,3 +122,36 @@ def install_crds(cluster: Cluster) -> None:
         if time.monotonic() > deadline:
             raise ClusterError(f"the CRDs are not served 60 s after Established: {failed}")
         time.sleep(0.5)
+
+
+# --- the operator's admission webhook ---------------------------------------------------------
+
+WEBHOOK_CONFIGURATION = "modulemesh.io"
+
+
+def local_webhook_env(**extra: str) -> dict[str, str]:
+    """Environment for an operator process serving its webhook on 127.0.0.1 (called by URL)."""
+    return {
+        "MODULEMESH_WEBHOOK_PORT": str(free_port()),
+        "MODULEMESH_WEBHOOK_ADDR": "127.0.0.1",
+        "MODULEMESH_WEBHOOK_HOST": "127.0.0.1",
+        **extra,
+    }
+
+
+def webhooks_in(cluster: Cluster) -> list[dict[str, Any]]:
+    """The webhooks of the operator's ValidatingWebhookConfiguration (none if it is absent)."""
+    found = cluster.kubectl(
+        "get", "validatingwebhookconfiguration", WEBHOOK_CONFIGURATION, "-o", "yaml", check=False
+    )
+    if found.returncode != 0:
+        return []
+    return list(yaml.safe_load(found.stdout).get("webhooks") or [])
+
+
+def delete_webhook_configuration(cluster: Cluster) -> None:
+    """Remove the configuration an operator left (so later tests meet no webhook)."""
+    cluster.kubectl(
+        "delete", "validatingwebhookconfiguration", WEBHOOK_CONFIGURATION, "--ignore-not-found",
+        check=False,
+    )  # fmt: skip

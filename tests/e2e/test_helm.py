@@ -26,7 +26,13 @@ import pytest
 import yaml
 
 from e2e.cluster import Cluster, wait_until
-from e2e.operator_process import REPO_ROOT, OperatorProcess, free_port
+from e2e.operator_process import (
+    REPO_ROOT,
+    OperatorProcess,
+    delete_webhook_configuration,
+    local_webhook_env,
+    webhooks_in,
+)
 
 CHART = REPO_ROOT / "charts" / "modulemesh"
 CHART_CRDS = CHART / "crds"
@@ -285,19 +291,18 @@ class TestNamespacedRelease:
         assert as_sa.returncode != 0 and "forbidden" in as_sa.stderr.lower()
 
         # With the webhook on, as the chart runs it (but announced by URL: it runs here).
-        webhook = {
-            "MODULEMESH_WEBHOOK_PORT": str(free_port()),
-            "MODULEMESH_WEBHOOK_ADDR": "127.0.0.1",
-            "MODULEMESH_WEBHOOK_HOST": "127.0.0.1",
-        }
         op = OperatorProcess(
-            cluster, tmp_path / "operator.log", kubeconfig=kubeconfig, namespaces=(ns,), env=webhook
+            cluster,
+            tmp_path / "operator.log",
+            kubeconfig=kubeconfig,
+            namespaces=(ns,),
+            env=local_webhook_env(),
         )
         op.start()
         try:
             # It could create and point its webhook configuration at itself, and it answers.
             wait_until(
-                lambda: webhooks_of(cluster) or None, timeout=60, message="webhook configuration"
+                lambda: webhooks_in(cluster) or None, timeout=60, message="webhook configuration"
             )
             bad = yaml.safe_load(EXAMPLE.read_text())
             bad["spec"]["routing"]["nodes"][0]["steps"][1]["module"] = "clasifier"
@@ -342,10 +347,7 @@ class TestNamespacedRelease:
                 assert denial not in log.lower(), f"RBAC denial in the operator log:\n{log}"
         finally:
             op.stop()
-            cluster.kubectl(
-                "delete", "validatingwebhookconfiguration", "modulemesh.io", "--ignore-not-found",
-                check=False,
-            )  # fmt: skip
+            delete_webhook_configuration(cluster)
 
     def test_helm_upgrade_applies_values_and_leaves_crds_alone(self, release: Release) -> None:
         cluster = release.cluster
@@ -475,13 +477,3 @@ def test_cluster_wide_release_rbac(cluster: Cluster) -> None:
     finally:
         cluster.helm("uninstall", rel.name, "-n", namespace, "--ignore-not-found", check=False)
         cluster.delete_namespace(namespace)
-
-
-def webhooks_of(cluster: Cluster) -> list[dict[str, Any]]:
-    """The webhooks in the operator's ValidatingWebhookConfiguration (none if it is absent)."""
-    found = cluster.kubectl(
-        "get", "validatingwebhookconfiguration", "modulemesh.io", "-o", "json", check=False
-    )
-    if found.returncode != 0:
-        return []
-    return list(json.loads(found.stdout).get("webhooks") or [])

@@ -21,10 +21,15 @@ import pytest
 import yaml
 
 from e2e.cluster import Cluster, wait_until
-from e2e.operator_process import OperatorProcess, free_port, install_crds
+from e2e.operator_process import (
+    WEBHOOK_CONFIGURATION,
+    OperatorProcess,
+    delete_webhook_configuration,
+    install_crds,
+    local_webhook_env,
+    webhooks_in,
+)
 from e2e.test_operator import condition, graph_doc, wait_condition
-
-CONFIGURATION = "modulemesh.io"
 
 
 @pytest.fixture(scope="module")
@@ -33,14 +38,8 @@ def webhook_operator(
 ) -> Iterator[OperatorProcess]:
     """An operator serving the webhook; the configuration is removed after the module."""
     install_crds(cluster)
-    port = free_port()
-    env = {
-        "MODULEMESH_WEBHOOK_PORT": str(port),
-        "MODULEMESH_WEBHOOK_ADDR": "127.0.0.1",
-        "MODULEMESH_WEBHOOK_HOST": "127.0.0.1",
-    }
     log = tmp_path_factory.mktemp("webhook") / "operator.log"
-    proc = OperatorProcess(cluster, log, env=env).start()
+    proc = OperatorProcess(cluster, log, env=local_webhook_env()).start()
     try:
         wait_until(
             lambda: webhooks_in(cluster) or None,
@@ -50,19 +49,7 @@ def webhook_operator(
         yield proc
     finally:
         proc.stop()
-        cluster.kubectl(
-            "delete", "validatingwebhookconfiguration", CONFIGURATION, "--ignore-not-found",
-            check=False,
-        )  # fmt: skip
-
-
-def webhooks_in(cluster: Cluster) -> list[dict[str, Any]]:
-    found = cluster.kubectl(
-        "get", "validatingwebhookconfiguration", CONFIGURATION, "-o", "yaml", check=False
-    )
-    if found.returncode != 0:
-        return []
-    return list(yaml.safe_load(found.stdout).get("webhooks") or [])
+        delete_webhook_configuration(cluster)
 
 
 def apply_doc(cluster: Cluster, namespace: str, doc: dict[str, Any], *extra: str) -> Any:
@@ -96,7 +83,9 @@ def test_the_configuration_points_at_the_operator(
 def test_no_mutating_configuration_is_created(
     cluster: Cluster, webhook_operator: OperatorProcess
 ) -> None:
-    found = cluster.kubectl("get", "mutatingwebhookconfiguration", CONFIGURATION, check=False)
+    found = cluster.kubectl(
+        "get", "mutatingwebhookconfiguration", WEBHOOK_CONFIGURATION, check=False
+    )
     assert found.returncode != 0 and "NotFound" in found.stderr
 
 

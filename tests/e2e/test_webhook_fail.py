@@ -12,9 +12,15 @@ from collections.abc import Iterator
 import pytest
 
 from e2e.cluster import Cluster, wait_until
-from e2e.operator_process import OperatorProcess, free_port, install_crds
+from e2e.operator_process import (
+    OperatorProcess,
+    delete_webhook_configuration,
+    install_crds,
+    local_webhook_env,
+    webhooks_in,
+)
 from e2e.test_operator import graph_doc
-from e2e.test_webhook import CONFIGURATION, apply_doc, webhooks_in
+from e2e.test_webhook import apply_doc
 
 
 @pytest.fixture
@@ -22,22 +28,14 @@ def strict_operator(
     cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
     install_crds(cluster)
-    env = {
-        "MODULEMESH_WEBHOOK_PORT": str(free_port()),
-        "MODULEMESH_WEBHOOK_ADDR": "127.0.0.1",
-        "MODULEMESH_WEBHOOK_HOST": "127.0.0.1",
-        "MODULEMESH_WEBHOOK_FAILURE_POLICY": "Fail",
-    }
+    env = local_webhook_env(MODULEMESH_WEBHOOK_FAILURE_POLICY="Fail")
     log = tmp_path_factory.mktemp("strict") / "operator.log"
     proc = OperatorProcess(cluster, log, env=env)
     try:
         yield proc
     finally:
         proc.stop()
-        cluster.kubectl(
-            "delete", "validatingwebhookconfiguration", CONFIGURATION, "--ignore-not-found",
-            check=False,
-        )  # fmt: skip
+        delete_webhook_configuration(cluster)
 
 
 def _fail_policy(cluster: Cluster) -> bool | None:

@@ -6,13 +6,13 @@ with clear errors, and the generated certificate covers the names the API server
 from __future__ import annotations
 
 import base64
-import copy
 import ipaddress
 import ssl
 from pathlib import Path
 from typing import Any
 
 import pytest
+from api import graph_builders as builders
 from cryptography import x509
 
 from modulemesh.api import PrivacyGate
@@ -25,63 +25,35 @@ from modulemesh.operator.webhook import (
     webhook_server,
 )
 
-GRAPH: dict[str, Any] = {
-    "apiVersion": "modulemesh.io/v1alpha1",
-    "kind": "ModuleGraph",
-    "metadata": {"name": "fraud", "namespace": "team-a", "uid": "x", "generation": 3},
-    "spec": {
-        "modules": [
-            {"name": "embedder", "model": {"path": "/models/e.onnx"}, "clearance": ["pii"]},
-            {"name": "scorer", "model": {"path": "/models/s.onnx"}, "clearance": ["pii"]},
-        ],
-        "routing": {
-            "entry": "main",
-            "nodes": [
-                {
-                    "name": "main",
-                    "type": "sequence",
-                    "steps": [
-                        {"module": "embedder", "inputs": {"input": "request.input"}},
-                        {"module": "scorer", "inputs": {"input": "embedder.embedding"}},
-                    ],
-                }
-            ],
-        },
-    },
-    "status": {"observedGeneration": 2},
-}
-
-
-def gate(name: str = "pii-gate", **tag: Any) -> PrivacyGate:
-    return PrivacyGate.model_validate(
-        {
-            "apiVersion": "modulemesh.io/v1alpha1",
-            "kind": "PrivacyGate",
-            "metadata": {"name": name},
-            "spec": {"tags": [{"name": "pii", **tag}]},
-        }
-    )
-
 
 def graph(**spec: Any) -> dict[str, Any]:
-    body = copy.deepcopy(GRAPH)
-    body["spec"].update(spec)
+    """The validation tests' baseline graph, both modules cleared for ``pii``, as the API
+    server sends it: with server-set metadata and a status, which play no part."""
+    body = builders.graph(**spec)
+    body["metadata"] = {"name": "fraud", "namespace": "team-a", "uid": "x", "generation": 3}
+    body["status"] = {"observedGeneration": 2}
+    for module in body["spec"]["modules"]:
+        module.setdefault("clearance", ["pii"])
     return body
 
 
+def gate(**tag: Any) -> PrivacyGate:
+    return PrivacyGate.model_validate(builders.gate("pii-gate", {"name": "pii", **tag}))
+
+
 def test_a_valid_graph_is_admitted_whatever_its_status_and_server_fields() -> None:
-    verdict = admit_graph(GRAPH, [])
+    verdict = admit_graph(graph(), [])
     assert verdict.errors == [] and verdict.warnings == []
 
 
 def test_a_dangling_reference_is_refused_naming_the_field() -> None:
     body = graph()
-    body["spec"]["routing"]["nodes"][0]["steps"][1]["module"] = "scorr"
+    body["spec"]["routing"]["nodes"][0]["steps"][1]["module"] = "clasifier"
     verdict = admit_graph(body, [])
     assert [i.path for i in verdict.errors] == ["spec.routing.nodes[0].steps[1].module"]
     message = verdict.message("ModuleGraph", "fraud")
     assert message.startswith("ModuleGraph 'fraud' is invalid: spec.routing.nodes[0].steps[1]")
-    assert "scorer" in message  # the suggestion
+    assert "classifier" in message  # the suggestion
 
 
 def test_schema_errors_are_refused_with_camel_case_paths() -> None:
@@ -114,12 +86,7 @@ def test_warnings_are_passed_on_not_refused() -> None:
 
 
 def test_a_gate_with_semantic_errors_is_refused() -> None:
-    body = {
-        "apiVersion": "modulemesh.io/v1alpha1",
-        "kind": "PrivacyGate",
-        "metadata": {"name": "g"},
-        "spec": {"tags": [{"name": "pii", "allowedRegions": []}]},
-    }
+    body = builders.gate("g", {"name": "pii", "allowedRegions": []})
     verdict = admit_gate(body)
     assert [i.path for i in verdict.errors] == ["spec.tags[0].allowedRegions"]
     body["spec"]["tags"][0]["allowedRegions"] = ["eu-west"]
