@@ -117,21 +117,19 @@ class Kube:
         return decoded
 
     def apply(self, obj: Mapping[str, Any], *, force: bool = True) -> dict[str, Any]:
-        """Server-side apply ``obj`` under the operator's field manager."""
+        """Server-side apply a child ``obj`` under the operator's field manager."""
         kind = CHILD_KINDS[str(obj["kind"])]
         meta = obj["metadata"]
-        path = f"{kind.collection(str(meta['namespace']))}/{meta['name']}"
-        query = [("fieldManager", FIELD_MANAGER)]
-        if force:
-            query.append(("force", "true"))
-        return self._call(
-            "PATCH", path, query=query, body=dict(obj), content_type="application/apply-patch+yaml"
-        )
+        return self._apply(f"{kind.collection(str(meta['namespace']))}/{meta['name']}", obj, force)
 
     def apply_cluster_scoped(self, kind: Kind, obj: Mapping[str, Any]) -> dict[str, Any]:
         """Server-side apply a cluster-scoped ``obj`` under the operator's field manager."""
-        path = f"/apis/{kind.api_version}/{kind.plural}/{obj['metadata']['name']}"
-        query = [("fieldManager", FIELD_MANAGER), ("force", "true")]
+        return self._apply(f"/apis/{kind.api_version}/{kind.plural}/{obj['metadata']['name']}", obj)
+
+    def _apply(self, path: str, obj: Mapping[str, Any], force: bool = True) -> dict[str, Any]:
+        query = [("fieldManager", FIELD_MANAGER)]
+        if force:
+            query.append(("force", "true"))
         return self._call(
             "PATCH", path, query=query, body=dict(obj), content_type="application/apply-patch+yaml"
         )

@@ -88,7 +88,7 @@ def _shape_text(shape: Sequence[int]) -> str:
 class Model:
     """A loaded session with its metadata; :meth:`run` is thread-safe (onnxruntime is)."""
 
-    def __init__(self, session: Any, name: str, version: str) -> None:
+    def __init__(self, session: Any, name: str, version: str, intra_op_threads: int = 0) -> None:
         self.session = session
         self.name = name
         self.version = version
@@ -96,7 +96,7 @@ class Model:
         self.outputs = [_spec(o) for o in session.get_outputs()]
         self.output_names = [o.name for o in self.outputs]
         self.provider: str = session.get_providers()[0]
-        self.intra_op_threads = 0
+        self.intra_op_threads = intra_op_threads
         """onnxruntime intra-op threads the session was created with (0: unknown)."""
         self._by_name = {spec.name: spec for spec in self.inputs}
         self.batchable = bool(self.inputs) and all(
@@ -262,8 +262,7 @@ def load(
         )
     except Exception as exc:
         raise ModelError(f"onnxruntime cannot load {path}: {exc}") from exc
-    model = Model(session, resolved_name, resolved_version)
-    model.intra_op_threads = options.intra_op_num_threads
+    model = Model(session, resolved_name, resolved_version, options.intra_op_num_threads)
     if not model.inputs:
         raise ModelError(f"model {path} has no inputs")
     log.info(
