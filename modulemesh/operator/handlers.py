@@ -309,16 +309,14 @@ async def fetch_envelopes(endpoint: str | None) -> tuple[dict[str, Any] | None, 
 async def gate_changed(name: str, namespace: str | None, meta: kopf.Meta, **kwargs: Any) -> None:
     """Re-reconcile every graph that names this gate (affinity, clearance, compliance)."""
     namespace = str(namespace)
-    graphs_by_gate: kopf.Index[tuple[str, str], str] = kwargs["graphs_by_gate"]
-    graphs = sorted(set(graphs_by_gate.get((namespace, name), [])))
-    for graph in graphs:
+    listing = _graphs_naming(namespace, name, kwargs["graphs_by_gate"])
+    for graph in listing["graphs"]:
         await reconcile_named(namespace, graph, apply=True)
     spec = kwargs.get("spec") or {}
     await _patch_gate_status(namespace, name, {
         "observedGeneration": meta.get("generation"),
-        "graphs": graphs,
-        "graphCount": len(graphs),
         "tags": ",".join(str(tag.get("name")) for tag in spec.get("tags") or []),
+        **listing,
     })  # fmt: skip
 
 
@@ -327,8 +325,15 @@ async def refresh_gate_graphs(
 ) -> None:
     """Bring the named gates' ``graphs``/``graphCount`` in line with the graphs naming them."""
     for gate in sorted(gates):
-        graphs = sorted(set(index.get((namespace, gate), [])))
-        await _patch_gate_status(namespace, gate, {"graphs": graphs, "graphCount": len(graphs)})
+        await _patch_gate_status(namespace, gate, _graphs_naming(namespace, gate, index))
+
+
+def _graphs_naming(
+    namespace: str, gate: str, index: kopf.Index[tuple[str, str], str]
+) -> dict[str, Any]:
+    """The gate's ``graphs`` and ``graphCount`` status fields, from the kopf index."""
+    graphs = sorted(set(index.get((namespace, gate), [])))
+    return {"graphs": graphs, "graphCount": len(graphs)}
 
 
 async def _patch_gate_status(namespace: str, name: str, status: dict[str, Any]) -> None:
