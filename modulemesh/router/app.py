@@ -81,6 +81,7 @@ class RouterApp:
         self._infer_path = f"/v2/models/{self.graph}/infer"
         self._model_path = f"/v2/models/{self.graph}"
         self._timeout_ms = float(resolved.spec.policy.timeout_ms)
+        self._propagate = frozenset(h.encode() for h in resolved.spec.policy.propagate_headers)
 
     # -- ASGI entry ---------------------------------------------------------------------------
 
@@ -158,6 +159,8 @@ class RouterApp:
         raw_tags = raw_priority = raw_deadline = header_length = None
         explain = False
         trace_headers: list[tuple[bytes, bytes]] = []
+        forwarded: list[tuple[bytes, bytes]] = []
+        propagate = self._propagate
         request_headers: dict[str, str] = {}
         for name, value in scope["headers"]:
             request_headers[name.decode("latin-1")] = value.decode("latin-1")
@@ -173,6 +176,8 @@ class RouterApp:
                 header_length = value
             elif name in (_TRACEPARENT, _TRACESTATE):
                 trace_headers.append((name, value))
+            elif name in propagate:
+                forwarded.append((name, value))
         priority = parse_priority(
             None if raw_priority is None else raw_priority.decode("latin-1"), self.default_priority
         )
@@ -192,7 +197,7 @@ class RouterApp:
         try:
             await self._admitted(
                 scope, receive, send, started, request_headers, raw_tags, priority,
-                raw_deadline, header_length, explain, trace_headers,
+                raw_deadline, header_length, explain, trace_headers, forwarded,
             )  # fmt: skip
         finally:
             self.shedder.done()
@@ -210,6 +215,7 @@ class RouterApp:
         header_length: bytes | None,
         explain: bool,
         trace_headers: list[tuple[bytes, bytes]],
+        forwarded_headers: list[tuple[bytes, bytes]],
     ) -> None:
         try:
             body = await read_body(receive, MAX_BODY)
@@ -252,6 +258,7 @@ class RouterApp:
             timeout_ms=timeout_ms,
             explain=explain,
             trace_headers=trace_headers,
+            forwarded_headers=forwarded_headers,
         )
         with self._server_span(request_headers):
             try:

@@ -4,8 +4,9 @@ Requests and responses use the binary tensor extension (no JSON number formattin
 side). When the inputs are the client's own (:class:`~modulemesh.router.payload.ClientInputs`)
 their bytes are forwarded instead of re-encoded; when the answer is the graph's answer
 (``final``), the module is asked for the client's outputs in the client's format and its body
-is kept undecoded (:class:`~modulemesh.router.context.RawAnswer`). Every call carries the request's tags, the remaining deadline and the trace context;
-every response's envelope header is handed to the envelope store. Failures come back as
+is kept undecoded (:class:`~modulemesh.router.context.RawAnswer`). Every call carries the
+request's tags, the remaining deadline, the trace context and the headers the graph
+propagates; every response's envelope header is handed to the envelope store. Failures come back as
 :class:`~modulemesh.router.errors.RouteError` classified for retry, fallback and the breaker.
 The connection pool is the sidecar's lean httptools client (one implementation to tune).
 """
@@ -82,7 +83,7 @@ class ModuleClient:
         *,
         timeout: float,
         tags: str | None,
-        trace: list[tuple[bytes, bytes]],
+        hop_headers: list[tuple[bytes, bytes]],
         where: str,
         final: oip.RequestHead | None = None,
     ) -> tuple[Tensors | RawAnswer, str | None]:
@@ -102,7 +103,7 @@ class ModuleClient:
         parts.append(b"x-modulemesh-deadline-ms: %d\r\n" % max(1, int(timeout * 1000)))
         if tags:
             parts.append(b"x-modulemesh-tags: " + tags.encode() + b"\r\n")
-        for name, value in trace:
+        for name, value in hop_headers:
             parts.append(name + b": " + value + b"\r\n")
         parts.append(b"\r\n")
         head = b"".join(parts)

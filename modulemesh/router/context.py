@@ -117,6 +117,7 @@ class RequestContext:
         "current_node",
         "deadline",
         "explain",
+        "forwarded_headers",
         "headers",
         "inputs",
         "parameters",
@@ -138,6 +139,7 @@ class RequestContext:
         timeout_ms: float,
         explain: bool,
         trace_headers: list[tuple[bytes, bytes]],
+        forwarded_headers: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
         self.inputs = inputs
         """The client's tensors; ``x is ctx.inputs`` means "forward the client's bytes"."""
@@ -150,6 +152,8 @@ class RequestContext:
         self.deadline = self.started + timeout_ms / 1000.0
         self.explain: list[dict[str, Any]] | None = [] if explain else None
         self.trace_headers = trace_headers
+        self.forwarded_headers = forwarded_headers or []
+        """The client headers the graph propagates (``spec.policy.propagateHeaders``)."""
         self.current_node = ""
         self._request_vars: RequestVars | None = None
 

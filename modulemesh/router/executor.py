@@ -81,7 +81,6 @@ class Executor:
         self.conditions = _compile_conditions(spec.routing.nodes)
         self.handlers: dict[str, Handler] = HANDLERS
         self.tracer = tracer
-        self.propagate_headers = tuple(self.policy.propagate_headers)
         self.metrics = metrics
         self.background: set[asyncio.Task[Any]] = set()
 
@@ -271,7 +270,7 @@ class Executor:
                 }, kind=SpanKind.CLIENT):  # fmt: skip
                     outputs, version = await client.infer(
                         inputs, timeout=timeout, tags=tags,
-                        trace=self._hop_headers(ctx), where=where, final=answer_for,
+                        hop_headers=self._hop_headers(ctx), where=where, final=answer_for,
                     )  # fmt: skip
             except RouteError as exc:
                 elapsed = time.perf_counter() - started
@@ -344,14 +343,7 @@ class Executor:
             carrier: dict[str, str] = {}
             inject(carrier)
             hop = [(k.encode(), v.encode()) for k, v in carrier.items()]
-        if self.propagate_headers:
-            sent = ctx.headers
-            hop = hop + [
-                (name.encode(), sent[name].encode("latin-1"))
-                for name in self.propagate_headers
-                if name in sent
-            ]
-        return hop
+        return hop + ctx.forwarded_headers if ctx.forwarded_headers else hop
 
 
 def _trace_id(ctx: RequestContext) -> str | None:
