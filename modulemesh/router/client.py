@@ -6,8 +6,9 @@ their bytes are forwarded instead of re-encoded; when the answer is the graph's 
 (``final``), the module is asked for the client's outputs in the client's format and its body
 is kept undecoded (:class:`~modulemesh.router.context.RawAnswer`). Every call carries the
 request's tags, the remaining deadline, the trace context and the headers the graph
-propagates; every response's envelope header is handed to the envelope store. Failures come back as
-:class:`~modulemesh.router.errors.RouteError` classified for retry, fallback and the breaker.
+propagates; every response's envelope header is handed to the envelope store. Failures come
+back as :class:`~modulemesh.router.errors.RouteError` classified for retry, fallback and the
+breaker.
 The connection pool is the sidecar's lean httptools client (one implementation to tune).
 """
 
