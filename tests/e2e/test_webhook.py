@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
+from api import graph_builders as builders
 
 from e2e.cluster import Cluster, wait_until
 from e2e.operator_process import (
@@ -130,12 +131,7 @@ def test_a_graph_whose_gate_is_not_applied_yet_is_admitted_and_waits_for_it(
 def test_warnings_reach_kubectl_without_refusing(
     cluster: Cluster, webhook_operator: OperatorProcess, namespace: str
 ) -> None:
-    gate = {
-        "apiVersion": "modulemesh.io/v1alpha1",
-        "kind": "PrivacyGate",
-        "metadata": {"name": "open"},
-        "spec": {"tags": [{"name": "internal"}]},
-    }
+    gate = builders.gate("open", {"name": "internal"})
     assert apply_doc(cluster, namespace, gate).returncode == 0
     doc = graph_doc("twice", gates=["open", "open"])
     for module in doc["spec"]["modules"]:
@@ -148,12 +144,7 @@ def test_warnings_reach_kubectl_without_refusing(
 def test_a_gate_with_an_empty_region_list_is_refused(
     cluster: Cluster, webhook_operator: OperatorProcess, namespace: str
 ) -> None:
-    gate = {
-        "apiVersion": "modulemesh.io/v1alpha1",
-        "kind": "PrivacyGate",
-        "metadata": {"name": "nowhere"},
-        "spec": {"tags": [{"name": "pii", "allowedRegions": []}]},
-    }
+    gate = builders.gate("nowhere", {"name": "pii", "allowedRegions": []})
     refused = apply_doc(cluster, namespace, gate)
     assert refused.returncode != 0
     assert 'admission webhook "privacygates.modulemesh.io" denied' in refused.stderr
