@@ -31,6 +31,12 @@ TensorRef = Annotated[str, Field(pattern=TENSOR_REF_PATTERN)]
 HEADER_PATTERN = r"^[a-z0-9!#$%&'*+.^_`|~-]+$"
 """An HTTP header name (a token), lower-case as HTTP/2 and our servers see it."""
 HeaderName = Annotated[str, Field(pattern=HEADER_PATTERN, max_length=128)]
+CPU_PATTERN = r"^[0-9]+(\.[0-9]+)?m?$"
+"""A Kubernetes CPU quantity: cores (``2``, ``0.5``) or millicores (``500m``)."""
+MEMORY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$"
+"""A Kubernetes memory quantity: bytes with an optional binary or decimal suffix."""
+CpuQuantity = Annotated[str, Field(pattern=CPU_PATTERN)]
+MemoryQuantity = Annotated[str, Field(pattern=MEMORY_PATTERN)]
 
 
 # --- modules -------------------------------------------------------------------------------
@@ -78,8 +84,8 @@ class ModelSource(SpecModel):
 class Resources(SpecModel):
     """Compute for one module replica."""
 
-    cpu: Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?m?$")] = "500m"
-    memory: Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$")] = "512Mi"
+    cpu: CpuQuantity = "500m"
+    memory: MemoryQuantity = "512Mi"
     gpu: Annotated[int, Field(ge=0, le=16, strict=True)] = Field(
         default=0, description="Whole GPUs per replica."
     )
@@ -416,8 +422,8 @@ class RouterSettings(SpecModel):
     """The graph's router Deployment."""
 
     replicas: Annotated[int, Field(ge=0, le=100)] = 1
-    cpu: Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?m?$")] = "500m"
-    memory: Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$")] = "256Mi"
+    cpu: CpuQuantity = "500m"
+    memory: MemoryQuantity = "256Mi"
 
 
 class ModuleGraphSpec(SpecModel):

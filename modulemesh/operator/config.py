@@ -9,9 +9,9 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
-from modulemesh.operator.settings import RenderSettings
+from modulemesh.operator.settings import RenderSettings, check_quantity
 
 ENV_PREFIX = "MODULEMESH_"
 
@@ -54,6 +54,18 @@ def _float(env: Mapping[str, str], key: str, default: float) -> float:
     if value <= 0:
         raise ValueError(f"{ENV_PREFIX}{key}={raw!r} must be positive")
     return value
+
+
+def _quantity(
+    env: Mapping[str, str], key: str, default: str, kind: Literal["cpu", "memory"]
+) -> str:
+    raw = env.get(ENV_PREFIX + key)
+    if raw is None or raw == "":
+        return default
+    try:
+        return check_quantity(raw, kind)
+    except ValueError as error:
+        raise ValueError(f"{ENV_PREFIX}{key}={error}") from error
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +169,11 @@ class OperatorSettings:
             gpu_resource=text("GPU_RESOURCE", base.gpu_resource),
             cluster_domain=text("CLUSTER_DOMAIN", base.cluster_domain),
             metrics_from=_peers(env, "METRICS_FROM"),
+            sidecar_cpu=_quantity(env, "SIDECAR_CPU", base.sidecar_cpu, "cpu"),
+            sidecar_memory=_quantity(env, "SIDECAR_MEMORY", base.sidecar_memory, "memory"),
+            sidecar_memory_limit=_quantity(
+                env, "SIDECAR_MEMORY_LIMIT", base.sidecar_memory_limit, "memory"
+            ),
         )
         return cls(
             render=render,

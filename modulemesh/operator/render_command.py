@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from modulemesh.api.loader import Documents
@@ -58,6 +59,34 @@ def configure(parser: argparse.ArgumentParser) -> None:
         ("cluster-domain", defaults.cluster_domain, "cluster DNS domain for Service URLs"),
     ):
         parser.add_argument(f"--{flag}", default=value, help=f"{what} (default {value})")
+    quantities: tuple[tuple[str, str, Literal["cpu", "memory"], str], ...] = (
+        ("sidecar-cpu", defaults.sidecar_cpu, "cpu", "CPU request of every sidecar"),
+        ("sidecar-memory", defaults.sidecar_memory, "memory", "memory request of every sidecar"),
+        (
+            "sidecar-memory-limit",
+            defaults.sidecar_memory_limit,
+            "memory",
+            "memory limit of every sidecar",
+        ),
+    )
+    for flag, value, kind, what in quantities:
+        parser.add_argument(
+            f"--{flag}", default=value, type=_quantity(kind), help=f"{what} (default {value})"
+        )
+
+
+def _quantity(kind: Literal["cpu", "memory"]) -> Callable[[str], str]:
+    """An argparse ``type`` checking a quantity; argparse prints the reason with the flag."""
+
+    def parse(value: str) -> str:
+        from modulemesh.operator.settings import check_quantity
+
+        try:
+            return check_quantity(value, kind)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from error
+
+    return parse
 
 
 def _load(paths: list[str]) -> tuple[Documents, bool]:
@@ -141,6 +170,9 @@ def run(args: argparse.Namespace) -> int:
         image_pull_policy=args.image_pull_policy,
         gpu_resource=args.gpu_resource,
         cluster_domain=args.cluster_domain,
+        sidecar_cpu=args.sidecar_cpu,
+        sidecar_memory=args.sidecar_memory,
+        sidecar_memory_limit=args.sidecar_memory_limit,
     )
     objects: list[dict[str, Any]] = []
     for graph in graphs:

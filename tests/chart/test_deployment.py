@@ -12,9 +12,12 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from api.graph_builders import graph
 
 from chart.helm import NAMESPACE, RELEASE, Helm, by_kind, container_env, one
+from modulemesh.api.graph import ModuleGraph
 from modulemesh.operator.config import ENV_PREFIX, OperatorSettings, WebhookSettings
+from modulemesh.operator.module_pod import sidecar_container
 
 APP_VERSION = "0.1.0"
 ALLOWED_VOLUME_TYPES = {
@@ -280,3 +283,15 @@ def test_the_webhook_can_be_turned_off_or_made_strict(helm: Helm) -> None:
     strict = helm.render(set_values={"webhook.failurePolicy": "Fail"})
     settings = OperatorSettings.from_env(container_env(one(strict, "Deployment")))
     assert settings.webhook is not None and settings.webhook.failure_policy == "Fail"
+
+
+def test_sidecar_resources_reach_every_module_pod(helm: Helm) -> None:
+    settings = OperatorSettings.from_env(
+        container_env(one(helm.render(["sidecar-resources.yaml"]), "Deployment"))
+    )
+    module = ModuleGraph.model_validate(graph()).spec.modules[0]
+    sidecar = sidecar_container(module, [], settings.render)
+    assert sidecar["resources"] == {
+        "requests": {"cpu": "500m", "memory": "192Mi"},
+        "limits": {"memory": "384Mi"},  # no CPU limit: a throttled proxy delays every call
+    }

@@ -83,6 +83,19 @@ BAD_VALUES = [
     ),
     pytest.param({"resources": {"limit": {"cpu": "1"}}}, "limit", id="resources-typo"),
     pytest.param(
+        {"sidecar": {"resources": {"requests": {"cpu": "1 core"}}}},
+        "sidecar/resources/requests/cpu",
+        id="sidecar-cpu",
+    ),
+    pytest.param(
+        {"sidecar": {"resources": {"limits": {"memory": 268435456}}}},
+        "sidecar/resources/limits/memory",
+        id="sidecar-memory-not-a-string",
+    ),
+    pytest.param(
+        {"sidecar": {"resources": {"limits": {"cpu": "1"}}}}, "cpu", id="sidecar-cpu-limit"
+    ),
+    pytest.param(
         {"serviceAccount": {"create": "yes"}}, "serviceAccount/create", id="bool-as-string"
     ),
     pytest.param({"rbac": {"create": True, "wildcards": True}}, "wildcards", id="rbac-unknown-key"),

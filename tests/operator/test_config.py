@@ -26,6 +26,9 @@ def test_environment_overrides_render_and_operator_settings() -> None:
             "MODULEMESH_ENVELOPE_INTERVAL": "2.5",
             "MODULEMESH_LOG_FORMAT": "plain",
             "MODULEMESH_METRICS_FROM": '[{"namespaceSelector": {}}]',
+            "MODULEMESH_SIDECAR_CPU": "0.5",
+            "MODULEMESH_SIDECAR_MEMORY": "192Mi",
+            "MODULEMESH_SIDECAR_MEMORY_LIMIT": "1G",
             "KUBECONFIG": "/tmp/kc",
         }
     )
@@ -37,6 +40,12 @@ def test_environment_overrides_render_and_operator_settings() -> None:
     assert settings.envelope_interval_s == 2.5
     assert settings.log_format == "plain"
     assert settings.kubeconfig == "/tmp/kc"
+    render = settings.render
+    assert (render.sidecar_cpu, render.sidecar_memory, render.sidecar_memory_limit) == (
+        "0.5",
+        "192Mi",
+        "1G",
+    )
 
 
 @pytest.mark.parametrize(
@@ -49,6 +58,14 @@ def test_environment_overrides_render_and_operator_settings() -> None:
         ({"MODULEMESH_RESYNC_INTERVAL": "-1"}, "MODULEMESH_RESYNC_INTERVAL='-1' must be positive"),
         ({"MODULEMESH_LOG_FORMAT": "xml"}, "MODULEMESH_LOG_FORMAT='xml': expected json or plain"),
         ({"MODULEMESH_METRICS_FROM": "monitoring"}, "MODULEMESH_METRICS_FROM is not JSON"),
+        (
+            {"MODULEMESH_SIDECAR_CPU": "1 core"},
+            "MODULEMESH_SIDECAR_CPU='1 core' is not a cpu quantity (e.g. 500m or 2)",
+        ),
+        (
+            {"MODULEMESH_SIDECAR_MEMORY_LIMIT": "256MB"},
+            "MODULEMESH_SIDECAR_MEMORY_LIMIT='256MB' is not a memory quantity",
+        ),
         ({"MODULEMESH_METRICS_FROM": "{}"}, "MODULEMESH_METRICS_FROM must be a JSON list"),
         (
             {"MODULEMESH_METRICS_FROM": '[{"namespace": "monitoring"}]'},

@@ -85,7 +85,8 @@ def test_flags_set_namespace_gpu_resource_and_images(
             "--namespace", "prod", "--gpu-resource", "amd.com/gpu",
             "--image-runtime-gpu", "r/gpu:1", "--image-sidecar", "r/slim:1",
             "--image-router", "r/router:1", "--image-pull-policy", "Always",
-            "--cluster-domain", "corp",
+            "--cluster-domain", "corp", "--sidecar-cpu", "750m", "--sidecar-memory", "200Mi",
+            "--sidecar-memory-limit", "400Mi",
         ]
     )  # fmt: skip
     assert code == 0
@@ -98,6 +99,10 @@ def test_flags_set_namespace_gpu_resource_and_images(
     assert runtime["resources"]["limits"]["amd.com/gpu"] == 1
     assert (runtime["image"], sidecar["image"]) == ("r/gpu:1", "r/slim:1")
     assert {runtime["imagePullPolicy"], sidecar["imagePullPolicy"]} == {"Always"}
+    assert sidecar["resources"] == {
+        "requests": {"cpu": "750m", "memory": "200Mi"},
+        "limits": {"memory": "400Mi"},
+    }
     router = next(
         o for o in objects if o["metadata"]["name"] == "g-router" and o["kind"] == "Deployment"
     )
@@ -105,6 +110,17 @@ def test_flags_set_namespace_gpu_resource_and_images(
     resolved = yaml.safe_load(objects[0]["data"]["resolved.json"])
     assert resolved["endpoints"]["m"] == "http://g-m.prod.svc.corp:8080"
     assert set(resolved["gates"]) == {"phi"}  # the gate moved into the namespace with the graph
+
+
+def test_a_bad_sidecar_quantity_is_a_usage_error_naming_the_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, "g.yaml", GRAPH + "---\n" + GATE)
+    with pytest.raises(SystemExit) as exit_:
+        main(["render", path, "--sidecar-memory", "lots"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--sidecar-memory: 'lots' is not a memory quantity" in err
 
 
 def test_invalid_graph_exits_1_with_every_error_and_no_output(
