@@ -421,9 +421,18 @@ class GraphPolicy(SpecModel):
 class RouterSettings(SpecModel):
     """The graph's router Deployment."""
 
-    replicas: Annotated[int, Field(ge=0, le=100)] = 1
-    cpu: CpuQuantity = "500m"
-    memory: MemoryQuantity = "256Mi"
+    replicas: Annotated[int, Field(ge=0, le=100)] = Field(
+        default=1, description="Router replicas behind the graph's Service."
+    )
+    cpu: CpuQuantity = Field(
+        default="500m",
+        description="CPU request and limit of each replica. The router of a 1-step graph "
+        "costs about 70 us of CPU per request (docs/benchmarks.md; more steps cost more), so "
+        "500m serves about 7000 requests per second; raise cpu or replicas for more.",
+    )
+    memory: MemoryQuantity = Field(
+        default="256Mi", description="Memory request and limit of each replica."
+    )
 
 
 class ModuleGraphSpec(SpecModel):
