@@ -4,14 +4,20 @@ a 1-step graph, a 3-step sequence and a 3-way ensemble, all measured in the same
 Starts three real modules (runtime + sidecar each, an 8 -> 8 ``tanh(x @ W)`` model so steps
 chain) with :mod:`modulemesh.localmesh`, and three ``modulemesh router`` processes. The client
 is the lean httptools keep-alive client the sidecar uses, so its own cost stays small on a
-2-core machine. Reported, as medians over alternating rounds:
+2-core machine (``--client wrk``: the native load generator wrk for the concurrency rounds).
+Reported, as medians over alternating rounds:
 
 * p50 latency at concurrency 1 and the router's added time per hop
   (1-step: graph - direct; 3-step: (graph - 3 x direct) / 3; ensemble: graph - direct, the
   three calls run in parallel) -- target <= 1 ms per hop;
 * throughput at concurrency 32, and the 1-step graph's share of direct -- target >= 0.80.
 
-    .venv/bin/python bench/router.py [--rounds 3] [--requests 1000] [--seconds 4]
+``--pin`` models separate pods with their own CPUs, as the operator deploys them: every module
+process (runtime and sidecar) gets CPU 0, the routers and the client CPU 1, so a router's work
+no longer comes out of the CPU of the module it calls. Without it all processes share every CPU.
+
+    .venv/bin/python bench/router.py [--rounds 3] [--requests 1000] [--seconds 4] [--pin]
+        [--client python|wrk]
 """
 
 from __future__ import annotations
@@ -26,7 +32,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-from loadgen import cpu_seconds, idle_share, machine_ticks, sequential, throughput, wait_ready
+from loadgen import (
+    cpu_seconds,
+    idle_share,
+    load_generator,
+    machine_ticks,
+    sequential,
+    wait_ready,
+)
 
 from modulemesh import oip, zoo
 from modulemesh.api.graph import ModuleGraph
@@ -64,7 +77,25 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=4.0, help="duration of a c=32 round")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--client",
+        choices=["python", "wrk"],
+        default="python",
+        help="load generator for the concurrency rounds (wrk: native, needs wrk on PATH)",
+    )
+    parser.add_argument(
+        "--pin", action="store_true", help="modules on CPU 0; routers and client on CPU 1"
+    )
     args = parser.parse_args()
+    load = load_generator(args.client)
+    module_cpus: set[int] | None = None
+    router_cpus: set[int] | None = None
+    if args.pin:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            parser.error("--pin needs two CPUs")
+        module_cpus, router_cpus = {cpus[0]}, {cpus[1]}
+        os.sched_setaffinity(0, module_cpus)  # inherited by the module processes started next
 
     tmp = Path(tempfile.mkdtemp(prefix="mm-bench-router-"))
     model = zoo.save(zoo.embedder(name="chain", features=8, dimensions=8), tmp / "chain.onnx")
@@ -76,6 +107,8 @@ def main() -> int:
             mesh.start_module(m.name)
         for m in plan.modules:
             mesh.wait_module(m.name, time.monotonic() + 120)
+        if router_cpus is not None:
+            os.sched_setaffinity(0, router_cpus)  # the routers and the client
         endpoints = {m.name: m.url for m in plan.modules}
         for name, nodes in GRAPHS.items():
             config = tmp / f"{name}.json"
@@ -116,7 +149,7 @@ def main() -> int:
                 )
             for name, (port, h) in targets.items():
                 before, t0, ticks = cpu_seconds(one_pid), time.perf_counter(), machine_ticks()
-                rate = asyncio.run(throughput(port, h, body, args.concurrency, args.seconds))
+                rate = load(port, h, body, args.concurrency, args.seconds)
                 idle[name].append(idle_share(ticks, machine_ticks()))
                 rps[name].append(rate)
                 if name == "one":
@@ -125,8 +158,14 @@ def main() -> int:
         med = {k: statistics.median(v) * 1000 for k, v in p50.items()}
         thr = {k: statistics.median(v) for k, v in rps.items()}
         d = med["direct"]
+        placement = (
+            f"pinned: modules {sorted(module_cpus)}, routers+client {sorted(router_cpus)}"
+            if module_cpus is not None and router_cpus is not None
+            else "unpinned"
+        )
         print(
-            f"rounds={args.rounds} requests={args.requests} seconds={args.seconds} cpus={os.cpu_count()}"
+            f"rounds={args.rounds} requests={args.requests} seconds={args.seconds} "
+            f"cpus={os.cpu_count()} client={args.client} {placement}"
         )
         print(
             f"{'target':8} {'p50 c=1 (ms)':>13} {'rps c=' + str(args.concurrency):>11} "

@@ -2,7 +2,8 @@
 
 Starts one real runtime (``modulemesh runtime``) and one sidecar in front of it, then measures
 with a lean keep-alive client (the sidecar's own httptools client, so the client's cost stays
-small on a 2-core machine):
+small on a 2-core machine; ``--client wrk``: the native load generator wrk for the
+concurrency rounds):
 
 * p50 latency at concurrency 1, direct vs through the sidecar (added ms; target <= 1 ms);
 * throughput at concurrency 32, direct vs through the sidecar (ratio; target >= 0.90).
@@ -15,6 +16,7 @@ sidecar and the client share CPU 1, so the sidecar's work no longer comes out of
 CPU. Without it all processes share every CPU.
 
     .venv/bin/python bench/sidecar.py [--model classifier|mlp] [--rounds 3] [--pin]
+        [--client python|wrk]
 """
 
 from __future__ import annotations
@@ -32,7 +34,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from loadgen import cpu_seconds, idle_share, machine_ticks, sequential, throughput, wait_ready
+from loadgen import (
+    cpu_seconds,
+    idle_share,
+    load_generator,
+    machine_ticks,
+    sequential,
+    wait_ready,
+)
 
 from modulemesh import oip, zoo
 from modulemesh.localmesh.plan import free_port
@@ -49,9 +58,16 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
+        "--client",
+        choices=["python", "wrk"],
+        default="python",
+        help="load generator for the concurrency rounds (wrk: native, needs wrk on PATH)",
+    )
+    parser.add_argument(
         "--pin", action="store_true", help="runtime on CPU 0; sidecar and client on CPU 1"
     )
     args = parser.parse_args()
+    load = load_generator(args.client)
     runtime_cpus: set[int] | None = None
     proxy_cpus: set[int] | None = None
     if args.pin:
@@ -114,7 +130,7 @@ def main() -> int:
             for name, port in targets.items():
                 before = {k: cpu_seconds(pid) for k, pid in pids.items()}
                 t0, ticks = time.perf_counter(), machine_ticks()
-                rate = asyncio.run(throughput(port, head, body, args.concurrency, args.seconds))
+                rate = load(port, head, body, args.concurrency, args.seconds)
                 count = rate * (time.perf_counter() - t0)
                 idle[name].append(idle_share(ticks, machine_ticks()))
                 rps[name].append(rate)

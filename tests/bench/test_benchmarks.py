@@ -1,0 +1,60 @@
+"""The benchmarks behind docs/benchmarks.md still run: each bench script, with a few requests
+and one short round, over real processes, with both load generators and the ``--pin``
+placement, prints every figure the docs quote. The numbers themselves are not checked here
+(a timed test on a shared machine would only be noise); the benches print them against a
+reference measured in the same run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+QUICK = ["--rounds", "1", "--requests", "20", "--seconds", "1", "--concurrency", "4"]
+
+
+def run_bench(script: str, *args: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *QUICK, *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def two_cpus() -> list[str]:
+    """``--pin`` needs two CPUs; CI machines here have two, a laptop more."""
+    return ["--pin"] if len(os.sched_getaffinity(0)) >= 2 else []
+
+
+@pytest.mark.parametrize("client", ["python", "wrk"])
+def test_sidecar_bench_prints_latency_throughput_and_cpu(client: str) -> None:
+    out = run_bench("sidecar.py", "--client", client, *two_cpus())
+    for figure in (
+        "c=1  added p50",
+        "c=4 throughput ratio",
+        "c=4 CPU per request through the sidecar: sidecar",
+        "c=4 machine idle",
+    ):
+        assert figure in out, out
+    assert ("pinned: runtime" in out) == bool(two_cpus()), out
+
+
+@pytest.mark.parametrize("client", ["python", "wrk"])
+def test_router_bench_prints_every_target(client: str) -> None:
+    out = run_bench("router.py", "--client", client, *two_cpus())
+    for figure in (
+        "added per hop, 1-step graph",
+        "added per hop, 3-step sequence",
+        "added, 3-way ensemble",
+        "1-step graph throughput / direct",
+        "1-step router CPU per request at c=4",
+        f"client={client}",
+    ):
+        assert figure in out, out
+    for target in ("direct", "one", "seq3", "ens3"):
+        assert f"\n{target} " in out, out
