@@ -4,6 +4,7 @@ the CPU a process used (from /proc), so a bench can show what each hop costs."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import re
@@ -139,3 +140,28 @@ def load_generator(client: str) -> Callable[[int, bytes, bytes, int, float], flo
     return lambda port, head, body, concurrency, seconds: asyncio.run(
         throughput(port, head, body, concurrency, seconds)
     )
+
+
+def add_load_arguments(
+    parser: argparse.ArgumentParser, *, requests: int, seconds: float, pin: str
+) -> None:
+    """The options both proxy benches take: round sizes, the load generator and ``--pin``."""
+    parser.add_argument("--requests", type=int, default=requests, help="requests per c=1 round")
+    parser.add_argument("--seconds", type=float, default=seconds, help="duration of a c=32 round")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--client",
+        choices=["python", "wrk"],
+        default="python",
+        help="load generator for the concurrency rounds (wrk: native, needs wrk on PATH)",
+    )
+    parser.add_argument("--pin", action="store_true", help=pin)
+
+
+def split_cpus(parser: argparse.ArgumentParser) -> tuple[set[int], set[int]]:
+    """``--pin``'s two placements: the first CPU this process may use, and the second."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        parser.error("--pin needs two CPUs")
+    return {cpus[0]}, {cpus[1]}

@@ -33,11 +33,13 @@ from pathlib import Path
 
 import numpy as np
 from loadgen import (
+    add_load_arguments,
     cpu_seconds,
     idle_share,
     load_generator,
     machine_ticks,
     sequential,
+    split_cpus,
     wait_ready,
 )
 
@@ -73,28 +75,15 @@ GRAPHS: dict[str, list[dict[str, object]]] = {
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
-    parser.add_argument("--requests", type=int, default=1000, help="requests per c=1 round")
-    parser.add_argument("--seconds", type=float, default=4.0, help="duration of a c=32 round")
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument(
-        "--client",
-        choices=["python", "wrk"],
-        default="python",
-        help="load generator for the concurrency rounds (wrk: native, needs wrk on PATH)",
-    )
-    parser.add_argument(
-        "--pin", action="store_true", help="modules on CPU 0; routers and client on CPU 1"
+    add_load_arguments(
+        parser, requests=1000, seconds=4.0, pin="modules on CPU 0; routers and client on CPU 1"
     )
     args = parser.parse_args()
     load = load_generator(args.client)
     module_cpus: set[int] | None = None
     router_cpus: set[int] | None = None
     if args.pin:
-        cpus = sorted(os.sched_getaffinity(0))
-        if len(cpus) < 2:
-            parser.error("--pin needs two CPUs")
-        module_cpus, router_cpus = {cpus[0]}, {cpus[1]}
+        module_cpus, router_cpus = split_cpus(parser)
         os.sched_setaffinity(0, module_cpus)  # inherited by the module processes started next
 
     tmp = Path(tempfile.mkdtemp(prefix="mm-bench-router-"))

@@ -35,11 +35,13 @@ from pathlib import Path
 
 import numpy as np
 from loadgen import (
+    add_load_arguments,
     cpu_seconds,
     idle_share,
     load_generator,
     machine_ticks,
     sequential,
+    split_cpus,
     wait_ready,
 )
 
@@ -53,28 +55,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", choices=["classifier", "mlp"], default="classifier")
     parser.add_argument("--rows", type=int, default=1, help="rows per request")
-    parser.add_argument("--requests", type=int, default=2000, help="requests per c=1 round")
-    parser.add_argument("--seconds", type=float, default=5.0, help="duration of a c=32 round")
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument(
-        "--client",
-        choices=["python", "wrk"],
-        default="python",
-        help="load generator for the concurrency rounds (wrk: native, needs wrk on PATH)",
-    )
-    parser.add_argument(
-        "--pin", action="store_true", help="runtime on CPU 0; sidecar and client on CPU 1"
+    add_load_arguments(
+        parser, requests=2000, seconds=5.0, pin="runtime on CPU 0; sidecar and client on CPU 1"
     )
     args = parser.parse_args()
     load = load_generator(args.client)
     runtime_cpus: set[int] | None = None
     proxy_cpus: set[int] | None = None
     if args.pin:
-        cpus = sorted(os.sched_getaffinity(0))
-        if len(cpus) < 2:
-            parser.error("--pin needs two CPUs")
-        runtime_cpus, proxy_cpus = {cpus[0]}, {cpus[1]}
+        runtime_cpus, proxy_cpus = split_cpus(parser)
         os.sched_setaffinity(0, proxy_cpus)  # the client
 
     def pinned(cpus: set[int] | None) -> Callable[[], None] | None:
