@@ -97,7 +97,8 @@ async def throughput(
 
 def wrk_throughput(port: int, head: bytes, body: bytes, concurrency: int, seconds: float) -> float:
     """Requests per second from ``wrk`` (a native load generator, one thread, ``concurrency``
-    keep-alive connections) sending the same request as :func:`throughput`.
+    keep-alive connections) sending the same request as :func:`throughput`, with the same 30 s
+    timeout; any error or non-200 answer stops the bench, as there.
 
     The Python client costs ~20 us of CPU per request, taken from the same cores as the
     processes under test; wrk costs a few, so less of the comparison is the client's."""
@@ -118,8 +119,8 @@ def wrk_throughput(port: int, head: bytes, body: bytes, concurrency: int, second
             f'wrk.headers["Content-Type"] = "{headers.get(b"content-type", b"").decode()}"\n'
         )
         result = subprocess.run(
-            [binary, "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "-s", str(script),
-             f"http://127.0.0.1:{port}{path.decode()}"],
+            [binary, "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--timeout", "30s",
+             "-s", str(script), f"http://127.0.0.1:{port}{path.decode()}"],
             capture_output=True, text=True, check=True,
         )  # fmt: skip
     out = result.stdout
