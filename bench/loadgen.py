@@ -98,7 +98,7 @@ async def throughput(
 def wrk_throughput(port: int, head: bytes, body: bytes, concurrency: int, seconds: float) -> float:
     """Requests per second from ``wrk`` (a native load generator, one thread, ``concurrency``
     keep-alive connections) sending the same request as :func:`throughput`, with the same 30 s
-    timeout; any error or non-200 answer stops the bench, as there.
+    timeout; a socket error or an answer wrk counts as failed (not 2xx/3xx) stops the bench.
 
     The Python client costs ~20 us of CPU per request, taken from the same cores as the
     processes under test; wrk costs a few, so less of the comparison is the client's."""
