@@ -68,7 +68,7 @@ class Executor:
         missing = sorted(set(self.modules) - set(resolved.endpoints))
         if missing:
             raise ValueError(f"resolved graph has no endpoint for module(s) {', '.join(missing)}")
-        self.envelopes = EnvelopeStore(self.modules)
+        self.envelopes = EnvelopeStore(self.modules, self.policy.envelope_stale_after_seconds)
         self.clients = {
             name: ModuleClient(name, resolved.endpoints[name], self.envelopes[name])
             for name in self.modules

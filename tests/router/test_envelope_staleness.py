@@ -2,8 +2,10 @@
 
 The rule (:mod:`modulemesh.router.envelopes`): an envelope older than the staleness bound, by
 its own timestamp, is reported and acted on as ``Unknown`` with a reason saying it is stale.
-Unit tests (no processes) pin the rule on ``ModuleEnvelope`` / ``EnvelopeStore`` and on the
-ranking of a ``select`` node. The real-process test runs a module whose sidecar can be made to
+The bound is the graph's ``spec.policy.envelopeStaleAfterSeconds`` (30 s by default), or a
+``select`` node's own ``staleAfterSeconds`` for its ranking. Unit tests (no processes) pin the
+rule on ``ModuleEnvelope`` / ``EnvelopeStore``, on health-aware fallback under the graph's bound
+and on the ranking of a ``select`` node. The real-process test runs a module whose sidecar can be made to
 stamp its envelopes two minutes in the past (SIGUSR1; SIGUSR2 stops it), as a sidecar whose
 clock fell behind would: every envelope it publishes, polled or in response headers, is by its
 own timestamp 120 s old, while its figures stay current (Healthy, ~1 ms) and the module keeps
@@ -27,17 +29,21 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
+from pydantic import ValidationError
 
-from modulemesh import zoo
-from modulemesh.api.graph import SelectNode
+from modulemesh import oip, zoo
+from modulemesh.api.graph import Priority, SelectNode
 from modulemesh.api.resolved import resolve
 from modulemesh.envelope import HealthEnvelope, Latency, State
 from modulemesh.localmesh.plan import free_port, plan_mesh
 from modulemesh.localmesh.supervisor import Mesh
+from modulemesh.router.context import RequestContext
 from modulemesh.router.envelopes import EnvelopeStore, ModuleEnvelope
 from modulemesh.router.executor import Executor
 from modulemesh.router.nodes import select
+from modulemesh.router.payload import ClientInputs
 
 from .conftest import X8, Pool, direct, explain, make_graph, module_spec, router
 
@@ -170,6 +176,59 @@ def test_select_ranks_a_stale_candidate_as_unknown_not_as_its_last_figures() -> 
     assert a["score"] == pytest.approx(250.0 + 1.0)
     # the store's own bound (30 s) would still call it fresh: the node's bound is what counts
     assert ex.envelopes.state("a").state is State.HEALTHY
+
+
+def fallback_executor(policy: dict[str, Any]) -> Executor:
+    """An executor (never started: no connection is made) whose module a falls back to b."""
+    modules = [
+        module_spec("a", Path("/unused/a.onnx"), fallback="b"),
+        module_spec("b", Path("/unused/b.onnx")),
+    ]
+    nodes = [{"name": "main", "type": "sequence", "steps": [{"module": "a"}]}]
+    graph = make_graph("units", modules, nodes, policy=policy)
+    return Executor(resolve(graph, [], {"a": "http://127.0.0.1:9", "b": "http://127.0.0.1:9"}))
+
+
+def untagged_request() -> RequestContext:
+    body, _ = oip.encode_request({"input": np.zeros((1, 8), np.float32)})
+    return RequestContext(
+        inputs=ClientInputs.parse(body, None), headers={}, tags=frozenset(),
+        priority=Priority.STANDARD, parameters={}, timeout_ms=1000.0, explain=False,
+        trace_headers=[],
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("policy", "acted_on"),
+    [
+        ({}, False),
+        ({"envelopeStaleAfterSeconds": 120}, True),
+        ({"envelopeStaleAfterSeconds": 45}, False),
+    ],
+    ids=["default-30s", "bound-120s", "bound-45s"],
+)
+def test_graph_policy_sets_how_long_an_envelope_counts(
+    policy: dict[str, Any], acted_on: bool
+) -> None:
+    ex = fallback_executor(policy)
+    ex.envelopes["a"].set_envelope(envelope("a", State.UNHEALTHY, age=60.0))
+    expected = State.UNHEALTHY if acted_on else State.UNKNOWN
+    assert ex.envelopes.state("a").state is expected
+    assert ex.envelopes.snapshot()["a"]["envelope"]["state"] == expected.value
+    refusal = ex._refusal("a", untagged_request(), "node 'main'")
+    if acted_on:  # health-aware fallback: a is not called, b answers instead
+        assert refusal is not None and refusal.fallback and refusal.status == 503
+        assert "Unhealthy by its envelope" in refusal.message
+    else:  # a 60 s old Unhealthy is old news: a is called
+        assert refusal is None
+
+
+def test_envelope_bound_is_checked_when_the_graph_is_read() -> None:
+    with pytest.raises(ValidationError) as error:
+        make_graph("units", [module_spec("a", Path("/a.onnx"))],
+                   [{"name": "main", "type": "sequence", "steps": [{"module": "a"}]}],
+                   policy={"envelopeStaleAfterSeconds": 0})  # fmt: skip
+    assert "envelopeStaleAfterSeconds" in str(error.value)
 
 
 # -- a real module whose envelopes go stale ----------------------------------------------------
