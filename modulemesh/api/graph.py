@@ -416,12 +416,12 @@ class GraphPolicy(SpecModel):
         "to every module call of this graph; hop-by-hop headers and x-modulemesh-* cannot be "
         "listed.",
     )
-    envelope_stale_after_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
+    envelope_stale_after_seconds: Annotated[float, Field(ge=5, le=3600)] = Field(
         default=30.0,
         description="Seconds after which a module's latest health envelope (by its own "
         "timestamp) no longer counts: the module's health is Unknown for health-aware "
-        "fallback and in GET /envelopes and the graph's status. A select node's "
-        "staleAfterSeconds sets its own bound.",
+        "fallback and in GET /envelopes and the graph's status. At least 5: the router polls "
+        "idle modules every 2 s. A select node's staleAfterSeconds sets its own bound.",
     )
 
 

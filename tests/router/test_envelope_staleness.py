@@ -223,11 +223,13 @@ def test_graph_policy_sets_how_long_an_envelope_counts(
         assert refusal is None
 
 
-def test_envelope_bound_is_checked_when_the_graph_is_read() -> None:
+@pytest.mark.parametrize("bound", [0, 4.9, 3601])
+def test_envelope_bound_is_checked_when_the_graph_is_read(bound: float) -> None:
+    # below 5 s an idle module (polled every 2 s) would flicker between Unknown and its state
     with pytest.raises(ValidationError) as error:
         make_graph("units", [module_spec("a", Path("/a.onnx"))],
                    [{"name": "main", "type": "sequence", "steps": [{"module": "a"}]}],
-                   policy={"envelopeStaleAfterSeconds": 0})  # fmt: skip
+                   policy={"envelopeStaleAfterSeconds": bound})  # fmt: skip
     assert "envelopeStaleAfterSeconds" in str(error.value)
 
 
