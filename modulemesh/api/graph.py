@@ -97,6 +97,12 @@ class Resources(SpecModel):
         default=None,
         description="GPU product to select, matched against the nvidia.com/gpu.product node label.",
     )
+    sidecar_cpu: CpuQuantity | None = Field(
+        default=None,
+        description="CPU request of this module's sidecar; the operator's default (the "
+        "chart's sidecar.resources) when unset. The sidecar costs about 35-120 us of CPU per "
+        "request (docs/operations.md, sizing the sidecar).",
+    )
 
 
 class Batching(SpecModel):

@@ -159,7 +159,10 @@ def sidecar_container(
         "env": _env(),
         "ports": [{"name": "http", "containerPort": settings.sidecar_port, "protocol": "TCP"}],
         "resources": {
-            "requests": {"cpu": settings.sidecar_cpu, "memory": settings.sidecar_memory},
+            "requests": {
+                "cpu": module.resources.sidecar_cpu or settings.sidecar_cpu,
+                "memory": settings.sidecar_memory,
+            },
             "limits": {"memory": settings.sidecar_memory_limit},
         },
         "startupProbe": http_probe("/livez", "http", period=1, failures=30),

@@ -139,6 +139,22 @@ def test_sidecar_probes_and_runtime_readiness_through_the_sidecar(module_pod: Po
     )
 
 
+def test_sidecar_cpu_is_the_platform_default_unless_the_module_sets_its_own(
+    module_pod: Pod, settings: RenderSettings
+) -> None:
+    default = container(module_pod({}), "sidecar")["resources"]
+    assert default == {
+        "requests": {"cpu": settings.sidecar_cpu, "memory": settings.sidecar_memory},
+        "limits": {"memory": settings.sidecar_memory_limit},  # no CPU limit
+    }
+    busy = container(module_pod({"resources": {"sidecarCpu": "750m"}}), "sidecar")["resources"]
+    assert busy["requests"] == {"cpu": "750m", "memory": settings.sidecar_memory}
+    assert "cpu" not in busy["limits"]
+    # the runtime's own resources are untouched by the sidecar's
+    runtime = container(module_pod({"resources": {"sidecarCpu": "750m"}}), "runtime")
+    assert runtime["resources"]["requests"]["cpu"] == "500m"
+
+
 # --- security ------------------------------------------------------------------------------
 
 
