@@ -26,7 +26,7 @@ import math
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import orjson
@@ -172,7 +172,7 @@ class RequestHead:
 
     def decode(self) -> InferRequest:
         """The full request with its input arrays (binary ones are views of the body)."""
-        inputs, input_parameters = _decode_inputs(self.header, self.binary)
+        inputs, input_parameters = _decode_tensors(self.header.get("inputs"), self.binary, "input")
         return InferRequest(
             inputs=inputs,
             outputs=self.outputs,
@@ -285,6 +285,55 @@ def _from_binary(
     return np.frombuffer(buf, dtype=dtype).reshape(shape)
 
 
+_ALL_STRINGS = object()
+
+
+def _numbers(data: Any, dtype: np.dtype[Any], datatype: str, what: str) -> np.ndarray[Any, Any]:
+    """JSON numbers as ``dtype``, refusing what a plain cast would silently change: null or
+    strings (NaN or parsed text), fractions into an integer type (truncated), and values
+    outside the type's range (wrapped, or infinity for floats)."""
+    raw = np.asarray(data)
+    if raw.dtype.kind not in "biuf":
+        found = _non_number(raw)
+        if found is not None:
+            raise ProtocolError(
+                400, f"{what}: 'data' for {datatype} must hold only numbers, found {found}"
+            )
+        raise ProtocolError(400, f"{what}: 'data' has integers too large for {datatype}")
+    if dtype.kind in "iu" and raw.size:
+        if raw.dtype.kind == "f" and not bool(np.all(np.isfinite(raw) & (raw == np.trunc(raw)))):
+            raise ProtocolError(400, f"{what}: 'data' for {datatype} must hold whole numbers")
+        info = np.iinfo(dtype)
+        outside = ProtocolError(
+            400, f"{what}: 'data' has values outside {datatype}'s range {info.min}..{info.max}"
+        )
+        if raw.min() < info.min or raw.max() > info.max:
+            raise outside
+        if raw.dtype.kind == "f":
+            # whole numbers that numpy widened to float64 (say 0 next to 2**64 - 1): convert
+            # the JSON integers themselves, exactly
+            try:
+                return np.asarray(data, dtype=dtype)
+            except OverflowError:
+                raise outside from None
+    try:
+        with np.errstate(over="raise", invalid="raise"):
+            return raw.astype(dtype, copy=False)
+    except FloatingPointError:
+        raise ProtocolError(400, f"{what}: 'data' has values too large for {datatype}") from None
+
+
+def _non_number(raw: np.ndarray[Any, Any]) -> str | None:
+    """The first element of a JSON array that is not a number or boolean, for the error;
+    None when every element is one (integers beyond 64 bits make numpy fall back to objects)."""
+    for value in raw.reshape(-1):
+        if value is None:
+            return "null"
+        if not isinstance(value, (bool, int, float)):
+            return repr(str(value)) if isinstance(value, str) else type(value).__name__
+    return None
+
+
 def _from_json(data: Any, datatype: str, shape: tuple[int, ...], what: str) -> np.ndarray[Any, Any]:
     dtype = dtype_of(datatype)
     if not isinstance(data, list):
@@ -292,10 +341,16 @@ def _from_json(data: Any, datatype: str, shape: tuple[int, ...], what: str) -> n
     try:
         if datatype == "BYTES":
             flat = np.array(data, dtype=object).reshape(-1)
+            wrong = next((x for x in flat if not isinstance(x, str)), _ALL_STRINGS)
+            if wrong is not _ALL_STRINGS:
+                found = "null" if wrong is None else type(wrong).__name__
+                raise ProtocolError(
+                    400, f"{what}: 'data' for BYTES must hold strings, found {found}"
+                )
             array = np.empty(flat.shape, dtype=object)
-            array[:] = [x.encode() if isinstance(x, str) else x for x in flat]
+            array[:] = [x.encode() for x in flat]
         else:
-            array = np.asarray(data, dtype=dtype)
+            array = _numbers(data, dtype, datatype, what)
     except (ValueError, TypeError, OverflowError) as exc:
         raise ProtocolError(400, f"{what}: 'data' is not valid {datatype}: {exc}") from None
     count = math.prod(shape)
@@ -307,21 +362,22 @@ def _from_json(data: Any, datatype: str, shape: tuple[int, ...], what: str) -> n
     return array.reshape(shape)
 
 
-def _decode_inputs(
-    header: Mapping[str, Any], binary: memoryview
+def _decode_tensors(
+    raw_tensors: Any, binary: memoryview, kind: Literal["input", "output"]
 ) -> tuple[dict[str, np.ndarray[Any, Any]], dict[str, dict[str, Any]]]:
-    raw_inputs = header.get("inputs")
-    if not isinstance(raw_inputs, list) or not raw_inputs:
-        raise ProtocolError(400, "request has no 'inputs' list")
-    inputs: dict[str, np.ndarray[Any, Any]] = {}
-    params_by_input: dict[str, dict[str, Any]] = {}
+    """A request's ``inputs`` or a response's ``outputs``; errors name them as such."""
+    if not isinstance(raw_tensors, list) or not raw_tensors:
+        side = "request" if kind == "input" else "response"
+        raise ProtocolError(400, f"{side} has no '{kind}s' list")
+    tensors: dict[str, np.ndarray[Any, Any]] = {}
+    params_by_tensor: dict[str, dict[str, Any]] = {}
     offset = 0
-    for index, tensor in enumerate(raw_inputs):
+    for index, tensor in enumerate(raw_tensors):
         if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
-            raise ProtocolError(400, f"inputs[{index}] must be an object with a string 'name'")
+            raise ProtocolError(400, f"{kind}s[{index}] must be an object with a string 'name'")
         name: str = tensor["name"]
-        what = f"input {name!r}"
-        if name in inputs:
+        what = f"{kind} {name!r}"
+        if name in tensors:
             raise ProtocolError(400, f"{what} appears more than once")
         datatype = tensor.get("datatype")
         if not isinstance(datatype, str) or datatype not in DATATYPES:
@@ -340,24 +396,26 @@ def _decode_inputs(
                     f"{what}: binary_data_size {size!r} exceeds the "
                     f"{len(binary) - offset} binary bytes left in the body",
                 )
-            inputs[name] = _from_binary(binary[offset : offset + size], datatype, shape, what)
+            tensors[name] = _from_binary(binary[offset : offset + size], datatype, shape, what)
             offset += size
         elif "data" in tensor:
-            inputs[name] = _from_json(tensor["data"], datatype, shape, what)
+            tensors[name] = _from_json(tensor["data"], datatype, shape, what)
         else:
             raise ProtocolError(400, f"{what} has neither 'data' nor binary_data_size")
-        params_by_input[name] = params
+        params_by_tensor[name] = params
     if offset != len(binary):
         raise ProtocolError(
-            400, f"body has {len(binary) - offset} binary bytes not claimed by any input"
+            400, f"body has {len(binary) - offset} binary bytes not claimed by any {kind}"
         )
-    return inputs, params_by_input
+    return tensors, params_by_tensor
 
 
-def _split_body(body: bytes, header_length: int | str | None) -> tuple[Any, memoryview]:
+def _split_body(
+    body: bytes, header_length: int | str | None, what: str = "request body"
+) -> tuple[Any, memoryview]:
     view = memoryview(body)
     if header_length is None or header_length == "":
-        return _load_json(view, "request body"), view[len(view) :]
+        return _load_json(view, what), view[len(view) :]
     try:
         length = int(header_length)
     except ValueError:
@@ -543,18 +601,21 @@ def encode_request(
 
 
 def decode_response(body: bytes, header_length: int | str | None = None) -> InferResponse:
-    """Decode an infer response body (JSON, or binary extension when ``header_length`` given)."""
-    header, binary = _split_body(body, header_length)
-    if not isinstance(header, dict):
-        raise ProtocolError(502, "response body must be a JSON object")
-    if "error" in header and "outputs" not in header:
-        raise ProtocolError(502, f"upstream error: {header['error']}")
+    """Decode an infer response body (JSON, or binary extension when ``header_length`` given).
+
+    Every problem is a ``ProtocolError`` with status 502: the body came from a module, so it
+    is never the client's 400."""
     try:
-        outputs, _ = _decode_inputs({"inputs": header.get("outputs")}, binary)
+        header, binary = _split_body(body, header_length, "response body")
+        if not isinstance(header, dict):
+            raise ProtocolError(502, "response body must be a JSON object")
+        if "error" in header and "outputs" not in header:
+            raise ProtocolError(502, f"upstream error: {header['error']}")
+        outputs, _ = _decode_tensors(header.get("outputs"), binary, "output")
+        parameters = _params(header.get("parameters"), "response")
     except ProtocolError as exc:
-        raise ProtocolError(
-            502, f"bad response: {exc.message.replace('input ', 'output ')}"
-        ) from None
+        message = exc.message if exc.status == 502 else f"bad response: {exc.message}"
+        raise ProtocolError(502, message) from None
     version = header.get("model_version")
     request_id = header.get("id")
     return InferResponse(
@@ -562,5 +623,5 @@ def decode_response(body: bytes, header_length: int | str | None = None) -> Infe
         outputs=outputs,
         model_version=None if version is None else str(version),
         id=None if request_id is None else str(request_id),
-        parameters=dict(header.get("parameters") or {}),
+        parameters=parameters,
     )

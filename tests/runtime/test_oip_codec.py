@@ -116,7 +116,48 @@ def test_no_outputs_means_all_in_default_encoding() -> None:
         (
             b'{"inputs":[{"name":"x","datatype":"FP32","shape":[1],"data":["a"]}]}',
             None,
-            "input 'x': 'data' is not valid FP32",
+            "input 'x': 'data' for FP32 must hold only numbers, found 'a'",
+        ),
+        # what a plain numpy cast would silently change is refused instead
+        (
+            b'{"inputs":[{"name":"x","datatype":"FP32","shape":[2],"data":[1.5,null]}]}',
+            None,
+            "input 'x': 'data' for FP32 must hold only numbers, found null",
+        ),
+        (
+            b'{"inputs":[{"name":"x","datatype":"FP32","shape":[1],"data":["1.5"]}]}',
+            None,
+            "found '1.5'",
+        ),
+        (
+            b'{"inputs":[{"name":"x","datatype":"FP32","shape":[1],"data":[1e300]}]}',
+            None,
+            "input 'x': 'data' has values too large for FP32",
+        ),
+        (
+            b'{"inputs":[{"name":"x","datatype":"INT32","shape":[2],"data":[1,2.5]}]}',
+            None,
+            "input 'x': 'data' for INT32 must hold whole numbers",
+        ),
+        (
+            b'{"inputs":[{"name":"x","datatype":"INT8","shape":[1],"data":[300]}]}',
+            None,
+            "input 'x': 'data' has values outside INT8's range -128..127",
+        ),
+        (
+            b'{"inputs":[{"name":"x","datatype":"UINT8","shape":[1],"data":[-1]}]}',
+            None,
+            "outside UINT8's range 0..255",
+        ),
+        (
+            b'{"inputs":[{"name":"x","datatype":"BYTES","shape":[2],"data":["a",3]}]}',
+            None,
+            "input 'x': 'data' for BYTES must hold strings, found int",
+        ),
+        (
+            b'{"inputs":[{"name":"x","datatype":"UINT64","shape":[2],"data":[0,18446744073709551616]}]}',
+            None,
+            "outside UINT64's range 0..18446744073709551615",
         ),
         (b'{"inputs":[{"name":"x","datatype":"FP32","shape":[1]}]}', None, "input 'x' has neither"),
         (
@@ -159,6 +200,42 @@ def test_decode_errors_name_the_problem(
     with pytest.raises(oip.ProtocolError) as info:
         oip.decode_request(body, header_length)
     assert info.value.status == 400
+    assert message in info.value.message
+
+
+def test_json_integers_keep_every_bit_up_to_the_type_limits() -> None:
+    body = (
+        b'{"inputs":[{"name":"u","datatype":"UINT64","shape":[2],"data":[0,18446744073709551615]},'
+        b'{"name":"i","datatype":"INT64","shape":[2],"data":[-9223372036854775808,1]},'
+        b'{"name":"w","datatype":"INT8","shape":[2],"data":[3.0,-128]}]}'
+    )
+    inputs = oip.decode_request(body).inputs
+    assert inputs["u"].tolist() == [0, 2**64 - 1] and inputs["u"].dtype == np.uint64
+    assert inputs["i"].tolist() == [-(2**63), 1] and inputs["i"].dtype == np.int64
+    assert inputs["w"].tolist() == [3, -128] and inputs["w"].dtype == np.int8
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"<html>oops</html>", "bad response: response body is not valid JSON"),
+        (b'{"model_name":"m"}', "bad response: response has no 'outputs' list"),
+        (b'{"outputs":[{"name":"y"}]}', "bad response: output 'y': unknown datatype None"),
+        (
+            b'{"outputs":[{"name":"y","datatype":"FP32","shape":[1],"data":[null]}]}',
+            "bad response: output 'y': 'data' for FP32 must hold only numbers, found null",
+        ),
+        (
+            b'{"outputs":[{"name":"y","datatype":"FP32","shape":[1],"data":[1]}],"parameters":[1]}',
+            "bad response: response: 'parameters' must be an object",
+        ),
+        (b'{"error":"model crashed"}', "upstream error: model crashed"),
+    ],
+)
+def test_a_bad_module_answer_is_a_502_never_the_clients_400(body: bytes, message: str) -> None:
+    with pytest.raises(oip.ProtocolError) as info:
+        oip.decode_response(body)
+    assert info.value.status == 502
     assert message in info.value.message
 
 
