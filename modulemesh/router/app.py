@@ -32,12 +32,13 @@ from modulemesh.httpserver import (
     read_body,
     run_lifespan,
 )
+from modulemesh.router.client import rename_answer
 from modulemesh.router.context import RequestContext
 from modulemesh.router.errors import RouteError
 from modulemesh.router.executor import Executor
 from modulemesh.router.metadata import GraphMetadata
 from modulemesh.router.metrics import RouterMetrics
-from modulemesh.router.payload import ClientInputs, rename_model
+from modulemesh.router.payload import ClientInputs
 from modulemesh.router.shedding import Shedder, parse_priority
 from modulemesh.telemetry import extract
 
@@ -269,9 +270,7 @@ class RouterApp:
                 if output.raw is not None:
                     # One module's answer, already holding the client's outputs in the
                     # client's format: only the model name changes.
-                    response_body, length = rename_model(
-                        output.raw.body, output.raw.header_length, self.graph
-                    )
+                    response_body, length = rename_answer(output.raw, output.module, self.graph)
                     self.metrics.forwarded_answer.inc()
                 else:
                     names = head.output_names(list(output.tensors))

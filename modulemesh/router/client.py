@@ -23,11 +23,11 @@ from modulemesh import headers, oip
 from modulemesh.router.context import RawAnswer, Tensors
 from modulemesh.router.envelopes import ModuleEnvelope
 from modulemesh.router.errors import RouteError
-from modulemesh.router.payload import ClientInputs
+from modulemesh.router.payload import ClientInputs, rename_model
 from modulemesh.sidecar.config import Upstream
 from modulemesh.sidecar.upstream import Pool, UpstreamError, UpstreamTimeout
 
-__all__ = ["ModuleClient", "decode_answer", "parse_endpoint"]
+__all__ = ["ModuleClient", "decode_answer", "parse_endpoint", "rename_answer"]
 
 _ENVELOPE = headers.ENVELOPE.encode()
 _HEADER_LENGTH = oip.HEADER_LENGTH.encode()
@@ -171,6 +171,15 @@ def decode_answer(raw: RawAnswer, module: str) -> Tensors:
     """The tensors of a raw module answer (502 naming the module if they do not decode)."""
     try:
         return oip.decode_response(raw.body, raw.header_length).outputs
+    except oip.ProtocolError as exc:
+        raise _bad_response("graph answer", module, exc) from None
+
+
+def rename_answer(raw: RawAnswer, module: str, graph: str) -> tuple[bytes, int | None]:
+    """A raw module answer as the graph's own (only ``model_name`` changes); 502 naming the
+    module if it cannot be read."""
+    try:
+        return rename_model(raw.body, raw.header_length, graph)
     except oip.ProtocolError as exc:
         raise _bad_response("graph answer", module, exc) from None
 

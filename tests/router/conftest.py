@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -254,3 +256,39 @@ def router(
 def dead_endpoint() -> str:
     """A loopback URL nothing listens on (connections are refused at once)."""
     return f"http://127.0.0.1:{free_port()}"
+
+
+@contextlib.contextmanager
+def broken_module(answer: bytes, get_answer: bytes = b"{}") -> Iterator[str]:
+    """A module endpoint (an HTTP server on 127.0.0.1 in this process) whose every infer answer
+    is ``answer`` and every GET answer ``get_answer``, both with status 200: a misbehaving peer,
+    as a foreign or corrupted model server would be."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _reply(self, body: bytes) -> None:
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            self._reply(answer)
+
+        def do_GET(self) -> None:
+            self._reply(get_answer)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
