@@ -77,10 +77,15 @@ def _values(spec: str) -> Any:
     import numpy as np
 
     path = Path(spec)
-    if path.suffix == ".npy":
-        return np.load(path, allow_pickle=False)
-    if path.suffix == ".json":
-        return np.asarray(json.loads(path.read_text()))
+    if path.suffix in (".npy", ".json"):
+        try:
+            if path.suffix == ".npy":
+                return np.load(path, allow_pickle=False)
+            return np.asarray(json.loads(path.read_text()))
+        except OSError as exc:
+            raise UsageError(f"cannot read {spec}: {exc.strerror or exc}") from None
+        except ValueError as exc:
+            raise UsageError(f"{spec} is not a valid {path.suffix} array: {exc}") from None
     try:
         return np.asarray([float(v) for v in spec.split(",") if v.strip()])
     except ValueError:
@@ -89,14 +94,30 @@ def _values(spec: str) -> Any:
         ) from None
 
 
+def _dims(name: str, spec: str) -> list[int]:
+    try:
+        dims = [int(d) for d in spec.split(",")]
+    except ValueError:
+        dims = []
+    if not dims or any(d < 0 for d in dims):
+        raise UsageError(f"--shape {name}={spec}: expected comma-separated sizes, e.g. 1,8")
+    return dims
+
+
 def _build_inputs(args: argparse.Namespace, metadata: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
+    from modulemesh import oip
     from modulemesh.oip import dtype_of
 
     described = {t["name"]: t for t in metadata.get("inputs", [])}
-    shapes = {k: [int(d) for d in v.split(",")] for k, v in _pairs(args.shape, "--shape").items()}
+    shapes = {k: _dims(k, v) for k, v in _pairs(args.shape, "--shape").items()}
     types = _pairs(args.datatype, "--datatype")
+    for name, datatype in types.items():
+        if datatype not in oip.DATATYPES:
+            raise UsageError(
+                f"--datatype {name}={datatype}: unknown; expected one of {list(oip.DATATYPES)}"
+            )
     given = _pairs(args.input, "--input")
     if not given:
         raise UsageError(
@@ -109,7 +130,10 @@ def _build_inputs(args: argparse.Namespace, metadata: dict[str, Any]) -> dict[st
             raise UsageError(f"the graph has no input {name!r}; it takes {sorted(described)}")
         array = _values(spec)
         datatype = types.get(name) or meta.get("datatype") or "FP32"
-        array = array.astype(dtype_of(datatype))
+        try:
+            array = array.astype(dtype_of(datatype))
+        except (ValueError, TypeError, oip.ProtocolError) as exc:
+            raise UsageError(f"input {name!r}: values are not {datatype}: {exc}") from None
         shape = shapes.get(name)
         if shape is None and array.ndim == 1:
             width = (meta.get("shape") or [-1, -1])[-1]
@@ -121,8 +145,23 @@ def _build_inputs(args: argparse.Namespace, metadata: dict[str, Any]) -> dict[st
                 shape = [array.size // width, width]
             else:
                 shape = [1, array.size]
-        inputs[name] = array.reshape(shape) if shape is not None else array
+        try:
+            inputs[name] = array.reshape(shape) if shape is not None else array
+        except ValueError:
+            raise UsageError(
+                f"input {name!r}: {array.size} values do not fit shape {shape}"
+            ) from None
     return {k: np.ascontiguousarray(v) for k, v in inputs.items()}
+
+
+def _json_object(response: Any) -> dict[str, Any]:
+    """The metadata document, or ``{}`` when the server sent something else (then the inputs
+    must be named in full on the command line)."""
+    try:
+        value = response.json()
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -136,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
         extra = _pairs(args.header, "--header")
         with httpx.Client(timeout=args.timeout) as client:
             meta_response = client.get(url)
-            metadata = meta_response.json() if meta_response.status_code == 200 else {}
+            metadata = _json_object(meta_response) if meta_response.status_code == 200 else {}
             inputs = _build_inputs(args, metadata)
             body, length = oip.encode_request(inputs, binary=args.binary)
             request_headers = {"content-type": "application/json", **extra}
@@ -164,7 +203,11 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"status": response.status_code, **error}, indent=2), file=sys.stderr)
         return 1
     length_header = response.headers.get(oip.HEADER_LENGTH)
-    decoded = oip.decode_response(response.content, length_header)
+    try:
+        decoded = oip.decode_response(response.content, length_header)
+    except oip.ProtocolError as exc:
+        print(f"modulemesh infer: {url}/infer answered 200, but {exc.message}", file=sys.stderr)
+        return 1
     out: dict[str, Any] = {
         "model_name": decoded.model_name,
         "outputs": {
