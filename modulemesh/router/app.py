@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -230,12 +231,15 @@ class RouterApp:
         timeout_ms = self._timeout_ms
         if raw_deadline is not None:
             try:
-                timeout_ms = min(timeout_ms, max(0.0, float(raw_deadline)))
+                deadline_ms = float(raw_deadline)
             except ValueError:
+                deadline_ms = math.nan
+            if not math.isfinite(deadline_ms):  # NaN would read as an expired deadline
                 await self._finish(send, started, 400, _error(
                     f"{headers.DEADLINE_MS} must be a number of milliseconds, got {raw_deadline!r}"
                 ))  # fmt: skip
                 return
+            timeout_ms = min(timeout_ms, max(0.0, deadline_ms))
         try:
             # Only the JSON part is parsed here; tensors are decoded if and when a node needs
             # them, and a call whose inputs are the client's forwards these bytes as they are.

@@ -66,6 +66,8 @@ def test_bad_requests_get_clear_4xx(seq: Router) -> None:
         (httpx.post(f"{seq.base}/v2/models/other/infer", json={}), 404, "this router serves graph 'quick'"),
         (httpx.get(url), 405, "POST"),
         (httpx.post(url, json={"inputs": []}, headers={"x-modulemesh-deadline-ms": "soon"}), 400, "x-modulemesh-deadline-ms"),
+        (httpx.post(url, json={"inputs": []}, headers={"x-modulemesh-deadline-ms": "nan"}), 400, "x-modulemesh-deadline-ms"),
+        (httpx.post(url, json={"inputs": []}, headers={"x-modulemesh-deadline-ms": "inf"}), 400, "x-modulemesh-deadline-ms"),
         (seq.infer({"features": X16[:, :8]}), 400, "module 'embed' answered 400"),
     ]  # fmt: skip
     for response, status, text in cases:
