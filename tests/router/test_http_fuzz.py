@@ -1,7 +1,7 @@
 """Fuzzing the data plane over HTTP: whatever body and ``x-modulemesh-*`` headers a client
 sends, the router, the sidecars and the runtimes behind it answer with a 2xx or a 4xx that
 says why (or 504 when the client's own deadline was that short), never a 5xx, and they all
-keep serving afterwards.
+keep serving afterwards; the same holds for a module (sidecar and runtime) called directly.
 
 Bounded: a fixed, derandomised number of requests per test, one at a time, to real processes
 on 127.0.0.1 (the shared module pool and one router per graph). Two graphs cover the router's
@@ -21,7 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from oip_strategies import FUZZ, header_lengths, requests
 
-from .conftest import X16, Pool, Router, make_graph, outputs, router
+from .conftest import X16, Pool, Router, direct, make_graph, outputs, router
 
 HEADER_TEXT = st.text(
     alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=24
@@ -108,9 +108,9 @@ def short_deadline(sent: dict[str, str]) -> bool:
         return False
 
 
-def answers_without_a_5xx(target: Router, body: bytes, sent: dict[str, str]) -> None:
+def answers_without_a_5xx(url: str, body: bytes, sent: dict[str, str]) -> None:
     with httpx.Client(timeout=30) as client:
-        response = client.post(target.infer_url, content=body, headers=sent)
+        response = client.post(url, content=body, headers=sent)
     status = response.status_code
     if status == 504 and short_deadline(sent):
         return
@@ -135,9 +135,30 @@ def test_fuzzed_requests_never_get_a_5xx_and_everything_keeps_serving(
         body, sent = exchange
         if length is not None and body != VALID_BODY:
             sent = {**sent, "inference-header-content-length": str(length).strip()}
-        answers_without_a_5xx(target, body, sent)
+        answers_without_a_5xx(target.infer_url, body, sent)
 
     fuzz()
     # nothing crashed: the graph still answers a plain request
     response = target.infer({"features": X16}, explain=False)
     assert outputs(response), response.text
+
+
+def test_fuzzed_requests_straight_to_a_module_never_get_a_5xx(pool: Pool) -> None:
+    # the sidecar and the runtime behind it, with the client's raw bytes (the module's input is
+    # called "input", so the near-valid bodies are renamed to reach its tensor checks)
+    url = f"{pool.urls['embed']}/v2/models/embed/infer"
+
+    @FUZZ
+    @given(
+        exchange=exchanges,
+        length=st.one_of(st.none(), header_lengths.filter(lambda v: v is not None)),
+    )
+    def fuzz(exchange: tuple[bytes, dict[str, str]], length: Any) -> None:
+        body, sent = exchange
+        body = body.replace(b'"features"', b'"input"')
+        if length is not None and body != VALID_BODY:
+            sent = {**sent, "inference-header-content-length": str(length).strip()}
+        answers_without_a_5xx(url, body, sent)
+
+    fuzz()
+    assert direct(pool.urls["embed"], "embed", {"input": X16})["embedding"].shape == (1, 8)
