@@ -289,17 +289,27 @@ _ALL_STRINGS = object()
 
 
 def _numbers(data: Any, dtype: np.dtype[Any], datatype: str, what: str) -> np.ndarray[Any, Any]:
-    """JSON numbers as ``dtype``, refusing what a plain cast would silently change: null or
-    strings (NaN or parsed text), fractions into an integer type (truncated), and values
-    outside the type's range (wrapped, or infinity for floats)."""
+    """JSON numbers as ``dtype``, refusing what a plain cast would silently change: strings
+    (parsed as text), fractions into an integer type (truncated), values outside the type's
+    range (wrapped, or infinity for floats), and null anywhere but in a float tensor. There
+    null is NaN: JSON has no NaN or infinity, and encoders (ours, orjson's) write them as null."""
     raw = np.asarray(data)
     if raw.dtype.kind not in "biuf":
-        found = _non_number(raw)
+        floats = dtype.kind == "f"
+        found = _non_number(raw, nulls_ok=floats)
         if found is not None:
             raise ProtocolError(
                 400, f"{what}: 'data' for {datatype} must hold only numbers, found {found}"
             )
-        raise ProtocolError(400, f"{what}: 'data' has integers too large for {datatype}")
+        if not floats:
+            raise ProtocolError(400, f"{what}: 'data' has integers too large for {datatype}")
+        try:  # nulls (and integers beyond 64 bits) into a float tensor
+            with np.errstate(over="raise", invalid="raise"):
+                return np.asarray(data, dtype=dtype)
+        except (FloatingPointError, OverflowError):
+            raise ProtocolError(
+                400, f"{what}: 'data' has values too large for {datatype}"
+            ) from None
     if dtype.kind in "iu" and raw.size:
         if raw.dtype.kind == "f" and not bool(np.all(np.isfinite(raw) & (raw == np.trunc(raw)))):
             raise ProtocolError(400, f"{what}: 'data' for {datatype} must hold whole numbers")
@@ -323,11 +333,14 @@ def _numbers(data: Any, dtype: np.dtype[Any], datatype: str, what: str) -> np.nd
         raise ProtocolError(400, f"{what}: 'data' has values too large for {datatype}") from None
 
 
-def _non_number(raw: np.ndarray[Any, Any]) -> str | None:
-    """The first element of a JSON array that is not a number or boolean, for the error;
-    None when every element is one (integers beyond 64 bits make numpy fall back to objects)."""
+def _non_number(raw: np.ndarray[Any, Any], *, nulls_ok: bool) -> str | None:
+    """The first element of a JSON array that is not a number or boolean (or null, unless
+    ``nulls_ok``), for the error; None when there is none (integers beyond 64 bits, or nulls,
+    make numpy fall back to objects)."""
     for value in raw.reshape(-1):
         if value is None:
+            if nulls_ok:
+                continue
             return "null"
         if not isinstance(value, (bool, int, float)):
             return repr(str(value)) if isinstance(value, str) else type(value).__name__

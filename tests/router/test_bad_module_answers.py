@@ -1,4 +1,4 @@
-"""A module that answers 200 with a body the router cannot read (not JSON, no outputs, nulls
+"""A module that answers 200 with a body the router cannot read (not JSON, no outputs, text
 in a float tensor): the client gets a 502 naming the module and what was wrong, never a 400
 that blames its own request, and the router keeps serving.
 
@@ -23,9 +23,9 @@ BAD_ANSWERS = [
     pytest.param(b"<html>oops</html>", "response body is not valid JSON", id="not-json"),
     pytest.param(b'{"id":"7","outputs":[]}', "response has no 'outputs' list", id="no-outputs"),
     pytest.param(
-        b'{"outputs":[{"name":"embedding","datatype":"FP32","shape":[1,8],"data":[null]}]}',
-        "output 'embedding': 'data' for FP32 must hold only numbers, found null",
-        id="null-in-fp32",
+        b'{"outputs":[{"name":"embedding","datatype":"FP32","shape":[1,8],"data":["x"]}]}',
+        "output 'embedding': 'data' for FP32 must hold only numbers, found 'x'",
+        id="string-in-fp32",
     ),
 ]
 

@@ -120,9 +120,9 @@ def test_no_outputs_means_all_in_default_encoding() -> None:
         ),
         # what a plain numpy cast would silently change is refused instead
         (
-            b'{"inputs":[{"name":"x","datatype":"FP32","shape":[2],"data":[1.5,null]}]}',
+            b'{"inputs":[{"name":"x","datatype":"INT32","shape":[2],"data":[1,null]}]}',
             None,
-            "input 'x': 'data' for FP32 must hold only numbers, found null",
+            "input 'x': 'data' for INT32 must hold only numbers, found null",
         ),
         (
             b'{"inputs":[{"name":"x","datatype":"FP32","shape":[1],"data":["1.5"]}]}',
@@ -203,6 +203,20 @@ def test_decode_errors_name_the_problem(
     assert message in info.value.message
 
 
+def test_json_null_is_nan_in_float_tensors_as_encoders_write_it() -> None:
+    # JSON has no NaN or infinity; our encoder (orjson) writes them as null, so a JSON answer
+    # with NaN must decode back to NaN (infinities come back as NaN too: JSON's limit; the
+    # binary extension keeps them)
+    response = oip.InferResponse("m", {"y": np.array([[np.nan, np.inf, 1.0]], dtype=np.float32)})
+    body, length = oip.encode_response(response, False)
+    assert b"[null,null,1.0]" in body
+    decoded = oip.decode_response(body, length).outputs["y"]
+    assert np.isnan(decoded[0, :2]).all() and decoded[0, 2] == 1.0
+    request = b'{"inputs":[{"name":"x","datatype":"FP16","shape":[2],"data":[null,2]}]}'
+    x = oip.decode_request(request).inputs["x"]
+    assert x.dtype == np.float16 and np.isnan(x[0]) and x[1] == 2
+
+
 def test_json_integers_keep_every_bit_up_to_the_type_limits() -> None:
     body = (
         b'{"inputs":[{"name":"u","datatype":"UINT64","shape":[2],"data":[0,18446744073709551615]},'
@@ -222,8 +236,8 @@ def test_json_integers_keep_every_bit_up_to_the_type_limits() -> None:
         (b'{"model_name":"m"}', "bad response: response has no 'outputs' list"),
         (b'{"outputs":[{"name":"y"}]}', "bad response: output 'y': unknown datatype None"),
         (
-            b'{"outputs":[{"name":"y","datatype":"FP32","shape":[1],"data":[null]}]}',
-            "bad response: output 'y': 'data' for FP32 must hold only numbers, found null",
+            b'{"outputs":[{"name":"y","datatype":"FP32","shape":[1],"data":["0.5"]}]}',
+            "bad response: output 'y': 'data' for FP32 must hold only numbers, found '0.5'",
         ),
         (
             b'{"outputs":[{"name":"y","datatype":"FP32","shape":[1],"data":[1]}],"parameters":[1]}',
