@@ -106,17 +106,19 @@ def wrk_throughput(port: int, head: bytes, body: bytes, concurrency: int, second
     if binary is None:
         raise SystemExit("--client wrk needs wrk on PATH (hack/deps installs it from Debian)")
     method, path = head.split(b"\r\n", 1)[0].split()[:2]
-    headers = {
-        name.strip().lower(): value.strip()
-        for name, value in (line.split(b":", 1) for line in head.split(b"\r\n")[1:] if b":" in line)
-    }
+    headers = [  # what wrk does not write itself
+        [part.strip().decode() for part in line.split(b":", 1)]
+        for line in head.split(b"\r\n")[1:]
+        if b":" in line
+        and line.split(b":", 1)[0].strip().lower() not in (b"host", b"content-length")
+    ]
     with tempfile.TemporaryDirectory(prefix="mm-wrk-") as tmp:
         (Path(tmp) / "body").write_bytes(body)
         script = Path(tmp) / "request.lua"
         script.write_text(
             f'wrk.method = "{method.decode()}"\n'
             f'local f = io.open("{tmp}/body", "rb"); wrk.body = f:read("*a"); f:close()\n'
-            f'wrk.headers["Content-Type"] = "{headers.get(b"content-type", b"").decode()}"\n'
+            + "".join(f'wrk.headers["{name}"] = "{value}"\n' for name, value in headers)
         )
         result = subprocess.run(
             [binary, "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--timeout", "30s",

@@ -285,9 +285,6 @@ def _from_binary(
     return np.frombuffer(buf, dtype=dtype).reshape(shape)
 
 
-_ALL_STRINGS = object()
-
-
 def _numbers(data: Any, dtype: np.dtype[Any], datatype: str, what: str) -> np.ndarray[Any, Any]:
     """JSON numbers as ``dtype``, refusing what a plain cast would silently change: strings
     (parsed as text), fractions into an integer type (truncated), values outside the type's
@@ -354,12 +351,12 @@ def _from_json(data: Any, datatype: str, shape: tuple[int, ...], what: str) -> n
     try:
         if datatype == "BYTES":
             flat = np.array(data, dtype=object).reshape(-1)
-            wrong = next((x for x in flat if not isinstance(x, str)), _ALL_STRINGS)
-            if wrong is not _ALL_STRINGS:
-                found = "null" if wrong is None else type(wrong).__name__
-                raise ProtocolError(
-                    400, f"{what}: 'data' for BYTES must hold strings, found {found}"
-                )
+            for x in flat:
+                if not isinstance(x, str):
+                    found = "null" if x is None else type(x).__name__
+                    raise ProtocolError(
+                        400, f"{what}: 'data' for BYTES must hold strings, found {found}"
+                    )
             array = np.empty(flat.shape, dtype=object)
             array[:] = [x.encode() for x in flat]
         else:

@@ -108,7 +108,6 @@ def _build_inputs(args: argparse.Namespace, metadata: dict[str, Any]) -> dict[st
     import numpy as np
 
     from modulemesh import oip
-    from modulemesh.oip import dtype_of
 
     described = {t["name"]: t for t in metadata.get("inputs", [])}
     shapes = {k: _dims(k, v) for k, v in _pairs(args.shape, "--shape").items()}
@@ -131,7 +130,7 @@ def _build_inputs(args: argparse.Namespace, metadata: dict[str, Any]) -> dict[st
         array = _values(spec)
         datatype = types.get(name) or meta.get("datatype") or "FP32"
         try:
-            array = array.astype(dtype_of(datatype))
+            array = array.astype(oip.dtype_of(datatype))
         except (ValueError, TypeError, oip.ProtocolError) as exc:
             raise UsageError(f"input {name!r}: values are not {datatype}: {exc}") from None
         shape = shapes.get(name)

@@ -121,11 +121,9 @@ def answers_without_a_5xx(url: str, body: bytes, sent: dict[str, str]) -> None:
         assert isinstance(error, str) and error, response.text
 
 
-@pytest.mark.parametrize("path", ["one", "two"])
-def test_fuzzed_requests_never_get_a_5xx_and_everything_keeps_serving(
-    graphs: dict[str, Router], path: str
-) -> None:
-    target = graphs[path]
+def fuzz_against(url: str, *, input_name: str = "features") -> None:
+    """Send the bounded, derandomised fuzz run to ``url``; every answer must pass
+    :func:`answers_without_a_5xx`. ``input_name`` renames the near-valid bodies' tensor."""
 
     @FUZZ
     @given(
@@ -136,9 +134,18 @@ def test_fuzzed_requests_never_get_a_5xx_and_everything_keeps_serving(
         body, sent = exchange
         if length is not None and body != VALID_BODY:
             sent = {**sent, "inference-header-content-length": str(length).strip()}
-        answers_without_a_5xx(target.infer_url, body, sent)
+        body = body.replace(b'"features"', f'"{input_name}"'.encode())
+        answers_without_a_5xx(url, body, sent)
 
     fuzz()
+
+
+@pytest.mark.parametrize("path", ["one", "two"])
+def test_fuzzed_requests_never_get_a_5xx_and_everything_keeps_serving(
+    graphs: dict[str, Router], path: str
+) -> None:
+    target = graphs[path]
+    fuzz_against(target.infer_url)
     # nothing crashed: the graph still answers a plain request
     response = target.infer({"features": X16}, explain=False)
     assert outputs(response), response.text
@@ -147,19 +154,5 @@ def test_fuzzed_requests_never_get_a_5xx_and_everything_keeps_serving(
 def test_fuzzed_requests_straight_to_a_module_never_get_a_5xx(pool: Pool) -> None:
     # the sidecar and the runtime behind it, with the client's raw bytes (the module's input is
     # called "input", so the near-valid bodies are renamed to reach its tensor checks)
-    url = f"{pool.urls['embed']}/v2/models/embed/infer"
-
-    @FUZZ
-    @given(
-        exchange=exchanges,
-        length=st.one_of(st.none(), header_lengths.filter(lambda v: v is not None)),
-    )
-    def fuzz(exchange: tuple[bytes, dict[str, str]], length: Any) -> None:
-        body, sent = exchange
-        body = body.replace(b'"features"', b'"input"')
-        if length is not None and body != VALID_BODY:
-            sent = {**sent, "inference-header-content-length": str(length).strip()}
-        answers_without_a_5xx(url, body, sent)
-
-    fuzz()
+    fuzz_against(f"{pool.urls['embed']}/v2/models/embed/infer", input_name="input")
     assert direct(pool.urls["embed"], "embed", {"input": X16})["embedding"].shape == (1, 8)
