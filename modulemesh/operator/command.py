@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -82,7 +83,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = OperatorSettings.from_env()
     except ValueError as error:
-        print(f"modulemesh operator: {error}")
+        print(f"modulemesh operator: {error}", file=sys.stderr)
+        return 2
+    # kopf would retry a missing login forever in JSON log lines and end in a LoginError
+    # traceback; the same loader the handlers use says what is missing in one line.
+    from modulemesh.operator.kube import KubeConfigError, load_config
+
+    try:
+        load_config(settings.kubeconfig)
+    except KubeConfigError as error:
+        print(f"modulemesh operator: {error}", file=sys.stderr)
         return 2
     kopf.configure(
         verbose=args.verbose,

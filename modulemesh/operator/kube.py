@@ -9,6 +9,7 @@ someone else changed is taken back on the next apply (``force=true``).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -41,10 +42,11 @@ CHILD_KINDS: dict[str, Kind] = {
     "Service": Kind("v1", "services", "Service"),
     "ConfigMap": Kind("v1", "configmaps", "ConfigMap"),
     "NetworkPolicy": Kind("networking.k8s.io/v1", "networkpolicies", "NetworkPolicy"),
+    "PodDisruptionBudget": Kind("policy/v1", "poddisruptionbudgets", "PodDisruptionBudget"),
 }
 """The kinds the operator owns, in the order they are applied (config before consumers)."""
 
-APPLY_ORDER = ("ConfigMap", "Service", "NetworkPolicy", "Deployment")
+APPLY_ORDER = ("ConfigMap", "Service", "NetworkPolicy", "PodDisruptionBudget", "Deployment")
 
 POD = Kind("v1", "pods", "Pod")
 VALIDATING_WEBHOOKS = Kind(
@@ -64,16 +66,42 @@ class KubeError(RuntimeError):
         self.status = status
 
 
+class KubeConfigError(RuntimeError):
+    """No usable credentials; the message names every source tried and why each failed."""
+
+
 def load_config(kubeconfig: str | None = None) -> client.ApiClient:
-    """An API client from in-cluster config, else ``kubeconfig`` / ``$KUBECONFIG``."""
+    """An API client from in-cluster config, else ``kubeconfig`` / ``$KUBECONFIG`` /
+    ``~/.kube/config``.
+
+    Raises :class:`KubeConfigError` with one line naming both attempts, so a command can say
+    what is missing instead of the client library's (or kopf's) traceback.
+    """
     configuration = client.Configuration()
     try:
         config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    except config.ConfigException:
-        config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=kubeconfig, client_configuration=configuration
+        return client.ApiClient(configuration)
+    except config.ConfigException as error:
+        in_cluster = (
+            f"in-cluster config: {error}"
+            if os.environ.get("KUBERNETES_SERVICE_HOST")
+            else "not in a cluster (KUBERNETES_SERVICE_HOST is not set)"
         )
-    return client.ApiClient(configuration)
+    path = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+    files = [os.path.expanduser(p) for p in path.split(os.pathsep) if p]
+    if not any(os.path.exists(f) for f in files):
+        reason = "no such file"
+    else:
+        try:
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=path, client_configuration=configuration
+            )
+            return client.ApiClient(configuration)
+        except Exception as error:  # ConfigException, OSError, TypeError, YAML errors, ...
+            reason = " ".join(str(error).split()) or type(error).__name__
+    raise KubeConfigError(
+        f"no usable Kubernetes credentials: {in_cluster}; kubeconfig {path}: {reason}"
+    )
 
 
 class Kube:

@@ -126,12 +126,12 @@ def detail(graph: Mapping[str, Any], out: TextIO) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Read graphs from the cluster and print them."""
-    from modulemesh.operator.kube import GRAPHS, Kube, KubeError, load_config
+    from modulemesh.operator.kube import GRAPHS, Kube, KubeConfigError, KubeError, load_config
 
     try:
         api = load_config(args.kubeconfig)
-    except Exception as error:  # kubeconfig problems come in many exception types
-        print(f"modulemesh status: cannot load a kubeconfig: {error}", file=sys.stderr)
+    except KubeConfigError as error:
+        print(f"modulemesh status: {error}", file=sys.stderr)
         return 2
     kube = Kube(api)
     namespace = args.namespace or _default_namespace(args.kubeconfig)
