@@ -3,7 +3,15 @@
 Pure on purpose: no cluster access and no kopf, so ``modulemesh render`` prints exactly what
 the operator would apply, and tests check the output without a cluster. Objects carry no
 ownerReferences (the operator adds its own) and come out in a stable order: the ConfigMap,
-Services and NetworkPolicy before the Deployments that use them.
+Services, NetworkPolicy and PodDisruptionBudgets before the Deployments that use them.
+
+Every router or module Deployment with more than one replica gets a PodDisruptionBudget with
+``maxUnavailable: 1``: a node drain or cluster-autoscaler scale-down evicts its pods one at a
+time, so a replicated step keeps serving while its nodes are replaced. (``maxUnavailable``
+rather than ``minAvailable: replicas - 1``: the same protection, and it stays right while the
+Deployment scales.) ``unhealthyPodEvictionPolicy: AlwaysAllow`` lets pods that are not ready
+anyway be evicted, so a crash-looping replica never blocks a drain. With one replica there is
+nothing to keep serving during an eviction, so no budget: it would only block the drain.
 
 Render assumes a validated graph but never crashes on one that is not: a missing gate is
 left out, and a region set that cannot be satisfied yields pods that stay Pending.
@@ -33,6 +41,7 @@ from modulemesh.operator.settings import RenderSettings
 __all__ = [
     "CONFIG_HASH_ANNOTATION",
     "RESOLVED_KEY",
+    "disruption_budget",
     "graph_endpoint",
     "module_endpoint",
     "namespace_of",
@@ -104,6 +113,16 @@ def render(
         ),
         _service(naming.router_name(name), namespace, name, "router", None, settings),
         _network_policy(name, namespace, settings),
+        *(
+            disruption_budget(naming.module_name(name, m.name), namespace, name, "module", m.name)
+            for m in modules
+            if m.replicas > 1
+        ),
+        *(
+            [disruption_budget(naming.router_name(name), namespace, name, "router", None)]
+            if graph.spec.router.replicas > 1
+            else []
+        ),
         *(module_deployment(name, namespace, m, named, settings) for m in modules),
         _router_deployment(graph, namespace, content, settings),
     ]
@@ -172,6 +191,23 @@ def _network_policy(graph: str, namespace: str, settings: RenderSettings) -> dic
             "podSelector": {"matchLabels": naming.selector(graph, "module")},
             "policyTypes": ["Ingress"],
             "ingress": ingress,
+        },
+    }
+
+
+def disruption_budget(
+    name: str, namespace: str, graph: str, component: str, module: str | None
+) -> dict[str, Any]:
+    """The PodDisruptionBudget of a replicated Deployment (named like it): evictions one pod
+    at a time, and never held up by pods that are not ready."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(name, namespace, naming.labels(graph, component, module)),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": naming.selector(graph, component, module)},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
         },
     }
 

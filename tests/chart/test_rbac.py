@@ -31,6 +31,7 @@ NAMESPACED_RULES: dict[tuple[str, str], list[str]] = {
     ("", "services"): WRITE,
     ("", "configmaps"): WRITE,
     ("networking.k8s.io", "networkpolicies"): WRITE,
+    ("policy", "poddisruptionbudgets"): WRITE,
     ("", "pods"): ["get", "list", "watch"],
     ("", "events"): ["create", "patch"],
     ("events.k8s.io", "events"): ["create", "patch"],

@@ -1,5 +1,6 @@
 """The set of objects a graph becomes: names, labels, order, the resolved-graph ConfigMap,
-Services, the router and the NetworkPolicy; and that the output is owner-agnostic and stable."""
+Services, the router, the NetworkPolicy and the PodDisruptionBudgets of replicated
+Deployments; and that the output is owner-agnostic and stable."""
 
 from __future__ import annotations
 
@@ -210,3 +211,38 @@ def test_long_names_are_cut_to_63_with_a_hash_suffix(settings: RenderSettings) -
     assert (
         len(cut) == 63 and cut == naming.short_name("x" * 70) and cut != naming.short_name("x" * 71)
     )
+
+
+def test_replicated_deployments_get_a_disruption_budget_evicting_one_pod_at_a_time(
+    settings: RenderSettings,
+) -> None:
+    modules = [{**TWO[0], "replicas": 3}, TWO[1]]  # emb replicated, clf single
+    objects = render(graph(modules, router={"replicas": 2}), [], settings)
+    kinds = [(o["kind"], o["metadata"]["name"]) for o in objects]
+    budgets = by_kind(objects, "PodDisruptionBudget")
+    assert set(budgets) == {"g-emb", "g-router"}  # not the single-replica clf
+    # Before the Deployments, so the pods are protected from their start.
+    first_deployment = kinds.index(("Deployment", "g-emb"))
+    assert all(kinds.index(("PodDisruptionBudget", n)) < first_deployment for n in budgets)
+    deployments = by_kind(objects, "Deployment")
+    for name, budget in budgets.items():
+        assert budget["apiVersion"] == "policy/v1"
+        assert budget["metadata"]["labels"] == deployments[name]["metadata"]["labels"]
+        spec = budget["spec"]
+        assert spec["maxUnavailable"] == 1 and "minAvailable" not in spec
+        assert spec["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+        # It selects exactly this Deployment's pods, not the other steps' or the router's.
+        assert spec["selector"] == deployments[name]["spec"]["selector"]
+        pod_labels = deployments[name]["spec"]["template"]["metadata"]["labels"]
+        assert spec["selector"]["matchLabels"].items() <= pod_labels.items()
+        for other, deployment in deployments.items():
+            if other != name:
+                others = deployment["spec"]["template"]["metadata"]["labels"]
+                assert not spec["selector"]["matchLabels"].items() <= others.items()
+
+
+def test_single_replica_deployments_get_no_disruption_budget(settings: RenderSettings) -> None:
+    # A budget for one pod could only block a node drain: nothing keeps serving either way.
+    for modules in (TWO, [{**TWO[0], "replicas": 0}, TWO[1]]):
+        objects = render(graph(modules), [], settings)
+        assert by_kind(objects, "PodDisruptionBudget") == {}
