@@ -15,6 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from modulemesh.api.base import GROUP_VERSION
+from modulemesh.api.bounded_yaml import BoundsError, load_all
 from modulemesh.api.errors import Issue, SpecError, issues_from_pydantic
 from modulemesh.api.gate import PrivacyGate
 from modulemesh.api.graph import ModuleGraph
@@ -65,10 +66,18 @@ def parse_object(obj: Any, where: str) -> ModuleGraph | PrivacyGate | list[Issue
 
 
 def load_text(text: str, source: str = "<input>") -> Documents:
-    """Parse every YAML document in ``text``."""
+    """Parse every YAML document in ``text`` with the bounded reader (depth, aliases, duplicate
+    keys and size checked first, see :mod:`modulemesh.api.bounded_yaml`)."""
     docs = Documents()
     try:
-        decoded = [d for d in yaml.safe_load_all(text) if d is not None]
+        decoded = [d for d in load_all(text) if d is not None]
+    except BoundsError as error:
+        where = source if error.document <= 1 else f"{source}#{error.document}"
+        at = f" (line {error.line})" if error.line is not None else ""
+        docs.issues.append(
+            Issue(f"{where}: {error.path}" if error.path else where, error.reason + at)
+        )
+        return docs
     except yaml.YAMLError as error:
         docs.issues.append(Issue(source, f"not valid YAML: {error}"))
         return docs
