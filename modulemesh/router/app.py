@@ -234,12 +234,15 @@ class RouterApp:
                 deadline_ms = float(raw_deadline)
             except ValueError:
                 deadline_ms = math.nan
-            if not math.isfinite(deadline_ms):  # NaN would read as an expired deadline
+            # NaN would read as an expired deadline, and zero or less is one before any work:
+            # a client's mistake (400), not the graph running out of time (504).
+            if not math.isfinite(deadline_ms) or deadline_ms <= 0:
                 await self._finish(send, started, 400, _error(
-                    f"{headers.DEADLINE_MS} must be a number of milliseconds, got {raw_deadline!r}"
+                    f"{headers.DEADLINE_MS} must be a positive number of milliseconds, "
+                    f"got {raw_deadline!r}"
                 ))  # fmt: skip
                 return
-            timeout_ms = min(timeout_ms, max(0.0, deadline_ms))
+            timeout_ms = min(timeout_ms, deadline_ms)
         try:
             # Only the JSON part is parsed here; tensors are decoded if and when a node needs
             # them, and a call whose inputs are the client's forwards these bytes as they are.

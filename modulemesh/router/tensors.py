@@ -104,9 +104,26 @@ def merge(strategy: MergeStrategy, results: Sequence[tuple[str, Tensors]], where
 
 def _vote(arrays: list[np.ndarray[Any, Any]]) -> np.ndarray[Any, Any]:
     """Majority vote over the last axis: each step votes for its argmax; the result holds the
-    share of votes per class (so its argmax is the winner and its max the agreement)."""
+    share of votes per class, so its argmax is the winner and its max the agreement.
+
+    A tie (several classes with the most votes, e.g. two steps that disagree) is broken by
+    confidence, so the argmax still names one deliberate winner: the tied classes' votes are
+    re-split in proportion to the mean score the steps gave each of them. The tied total stays
+    as it was (a 1:1 tie of two steps keeps a max below 1, read as low confidence), the other
+    classes keep their shares. When the tied classes' mean scores are equal, or not all
+    positive (logits, not probabilities), the shares stay equal and the lowest class index
+    wins, as argmax picks it. See docs/architecture.md, "Ensemble merges".
+    """
     stacked = np.stack(arrays)
     classes = stacked.shape[-1]
     votes = np.argmax(stacked, axis=-1)
-    one_hot = np.eye(classes, dtype=np.float32)[votes]
-    return np.asarray(one_hot.mean(axis=0), dtype=np.float32)
+    shares = np.eye(classes, dtype=np.float32)[votes].mean(axis=0)
+    tied = shares == shares.max(axis=-1, keepdims=True)
+    scores = np.where(tied, stacked.mean(axis=0, dtype=np.float64), 0.0)
+    splittable = (tied.sum(axis=-1, keepdims=True) > 1) & np.all(
+        ~tied | (scores > 0), axis=-1, keepdims=True
+    )
+    mass = np.where(tied, shares, 0.0).sum(axis=-1, keepdims=True)
+    total = np.where(splittable, scores.sum(axis=-1, keepdims=True), 1.0)
+    split = np.where(tied & splittable, mass * scores / total, shares)
+    return np.asarray(split, dtype=np.float32)

@@ -68,6 +68,8 @@ def test_bad_requests_get_clear_4xx(seq: Router) -> None:
         (httpx.post(url, json={"inputs": []}, headers={"x-modulemesh-deadline-ms": "soon"}), 400, "x-modulemesh-deadline-ms"),
         (httpx.post(url, json={"inputs": []}, headers={"x-modulemesh-deadline-ms": "nan"}), 400, "x-modulemesh-deadline-ms"),
         (httpx.post(url, json={"inputs": []}, headers={"x-modulemesh-deadline-ms": "inf"}), 400, "x-modulemesh-deadline-ms"),
+        (httpx.post(url, json={"inputs": []}, headers={"x-modulemesh-deadline-ms": "0"}), 400, "x-modulemesh-deadline-ms must be a positive number"),
+        (httpx.post(url, json={"inputs": []}, headers={"x-modulemesh-deadline-ms": "-5"}), 400, "-5'"),
         (seq.infer({"features": X16[:, :8]}), 400, "module 'embed' answered 400"),
     ]  # fmt: skip
     for response, status, text in cases:
