@@ -17,6 +17,10 @@ from typing import Any
 __all__ = ["configure", "run"]
 
 
+DEFAULT_ROUTER = "http://127.0.0.1:8080"
+"""Where ``modulemesh run`` serves by default, so ``infer GRAPH`` reaches it without flags."""
+
+
 class UsageError(ValueError):
     """Bad arguments; the message says which and why."""
 
@@ -26,12 +30,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", help="router URL, graph YAML file or graph name")
     parser.add_argument("--input", "-i", action="append", default=[], metavar="NAME=FILE_OR_VALUES",
                         help="an input tensor: comma-separated numbers, or a .npy/.json file (repeatable)")  # fmt: skip
-    parser.add_argument("--router", default="http://127.0.0.1:8080",
+    parser.add_argument("--router", default=DEFAULT_ROUTER,
                         help="router base URL when TARGET is a graph file or name")  # fmt: skip
     parser.add_argument(
-        "--tags", default=None, help="compliance tags (x-modulemesh-tags), e.g. phi"
+        "--tags", default=None, help="compliance tags (x-modulemesh-tags), e.g. phi (default: none)"
     )
-    parser.add_argument("--priority", choices=["critical", "standard", "sheddable"], default=None)
+    parser.add_argument(
+        "--priority",
+        choices=["critical", "standard", "sheddable"],
+        default=None,
+        help="x-modulemesh-priority (default: none sent, the router treats it as standard)",
+    )
     parser.add_argument("--header", "-H", action="append", default=[], metavar="NAME=VALUE",
                         help="extra request header (repeatable)")  # fmt: skip
     parser.add_argument("--explain", action="store_true", help="print the path the router took")
@@ -163,12 +172,33 @@ def _json_object(response: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _unreachable(exc: Exception, url: str, args: argparse.Namespace) -> str:
+    """One line naming the address that failed, and where it came from when the user did not
+    type it (a graph name or file resolved on the default ``--router``)."""
+    import httpx
+
+    try:
+        tried = str(exc.request.url) if isinstance(exc, httpx.RequestError) else url
+    except RuntimeError:  # an httpx error raised before its request was set
+        tried = url
+    came_from = ""
+    if not args.target.startswith(("http://", "https://")):
+        came_from = (
+            f" ({args.target!r} on the default --router {DEFAULT_ROUTER}; is `modulemesh run` "
+            "serving it, or pass --router URL?)"
+            if args.router == DEFAULT_ROUTER
+            else f" ({args.target!r} on --router {args.router})"
+        )
+    return f"cannot reach {tried or args.target}{came_from}: {exc}"
+
+
 def run(args: argparse.Namespace) -> int:
     """Send one request; print outputs as JSON; exit 1 on an error answer."""
     import httpx
 
     from modulemesh import headers, oip
 
+    url = ""
     try:
         url = _model_url(args.target, args.router)
         extra = _pairs(args.header, "--header")
@@ -192,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"modulemesh infer: {exc}", file=sys.stderr)
         return 2
     except (httpx.HTTPError, OSError) as exc:
-        print(f"modulemesh infer: cannot reach {args.target}: {exc}", file=sys.stderr)
+        print(f"modulemesh infer: {_unreachable(exc, url, args)}", file=sys.stderr)
         return 1
     if response.status_code != 200:
         try:

@@ -1,14 +1,18 @@
 """``modulemesh infer``: the client answers with the outputs as JSON, and every mistake, on the
 command line or on the other end, is one line naming it with exit code 2 (usage) or 1 (the
-server), never a traceback.
+server), never a traceback; an address nothing answers on is named in full, with the
+``--router`` it came from.
 
-Against a real module (runtime + sidecar) and against a broken peer that answers 200 with
-bodies that are not OIP.
+Against a real module (runtime + sidecar), a broken peer that answers 200 with bodies that are
+not OIP, and free ports (in a network namespace of the test's own for the default router).
 """
 
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +22,13 @@ from modulemesh.cli import main
 
 from .conftest import Pool, broken_module
 
+GRAPH = """apiVersion: modulemesh.io/v1alpha1
+kind: ModuleGraph
+metadata: {name: quick}
+spec:
+  modules: [{name: m, model: {path: m.onnx}}]
+  routing: {entry: main, nodes: [{name: main, type: sequence, steps: [{module: m}]}]}
+"""
 EIGHT = ",".join(str(v) for v in range(8))
 
 
@@ -94,3 +105,46 @@ def test_a_server_answering_garbage_exits_1_saying_so(
         assert main(["infer", f"{url}/v2/models/g", "--input", "input=1,2"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("modulemesh infer: ") and message in err, err
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound once by us, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_nothing_listening_names_the_address_tried(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v2/models/g"
+    assert main(["infer", url, "--input", "input=1,2"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"modulemesh infer: cannot reach {url}: ") and "refused" in err, err
+    graph = tmp_path / "g.yaml"
+    graph.write_text(GRAPH)
+    router = f"http://127.0.0.1:{port}"
+    for target in ("quick", str(graph)):
+        assert main(["infer", target, "--router", router, "--input", "input=1,2"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(
+            f"modulemesh infer: cannot reach {router}/v2/models/quick "
+            f"({target!r} on --router {router}): "
+        ), err
+
+
+def test_a_graph_name_on_the_default_router_says_so() -> None:
+    # A network namespace of our own, so nothing else on the machine holds 127.0.0.1:8080.
+    done = subprocess.run(
+        ["unshare", "-rn", "sh", "-c",
+         f"ip link set lo up && exec {sys.executable} -m modulemesh infer quick --input input=1"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [
+        "modulemesh infer: cannot reach http://127.0.0.1:8080/v2/models/quick ('quick' on the "
+        "default --router http://127.0.0.1:8080; is `modulemesh run` serving it, or pass "
+        "--router URL?): [Errno 111] Connection refused"
+    ]
