@@ -20,6 +20,14 @@ The context the router passes to :meth:`Condition.evaluate` has this shape (see
     output.outputs[name] flat, row-major list of the output tensor's values
     output.module        name of the module that produced the output
 
+Every condition is type-checked against these declarations when it is compiled
+(:mod:`modulemesh.cel_check`): an unknown field (``request.headerz``), operands CEL has no
+operator for (``request.priority + 1``) or a result that is not a bool is a
+:class:`CompileError` naming the sub-expression, at ``modulemesh validate``, in the admission
+webhook and in the operator alike. Only values whose type depends on the data stay unchecked
+until evaluation: ``request.parameters`` values, tensor ``data``, ``output.outputs`` and a
+null ``output.confidence``.
+
 A missing map key is an error at evaluation (``request.headers['x']`` without that header);
 write ``'x' in request.headers && request.headers['x'] == 'v'`` to test for presence, and
 ``output.confidence == null || output.confidence < 0.8`` when confidence may be unknown.
@@ -35,6 +43,8 @@ from enum import StrEnum
 from typing import Any, TypedDict
 
 import cel as _cel
+
+from modulemesh.cel_check import CelType, TypeCheckError, check_expression, type_of_annotation
 
 __all__ = [
     "CelError",
@@ -93,6 +103,14 @@ class OutputVars(TypedDict):
     confidence: float | None
     outputs: dict[str, list[Any]]
     module: str
+
+
+VARIABLE_TYPES: dict[str, CelType] = {
+    "request": type_of_annotation(RequestVars),
+    "output": type_of_annotation(OutputVars),
+}
+"""The declared type of each variable, from the TypedDicts above: what conditions are
+type-checked against (:mod:`modulemesh.cel_check`)."""
 
 
 class CelError(ValueError):
@@ -218,6 +236,17 @@ def _compile(expression: str, environment: Environment) -> Condition:
         raise CompileError(
             f"calls unknown function {', '.join(repr(f) for f in unknown_functions)}; "
             f"available: {', '.join(sorted(KNOWN_FUNCTIONS))}"
+        )
+    try:
+        result = check_expression(
+            expression, {name: VARIABLE_TYPES[name] for name in environment.variables}
+        )
+    except TypeCheckError as error:
+        raise CompileError(str(error)) from None
+    if result.name not in ("bool", "dyn") or result.nullable:
+        raise CompileError(
+            f"yields {result}, not a bool; a condition must be true or false "
+            "(write a comparison such as `size(request.tags) > 0`)"
         )
     condition = Condition(expression, environment, program)
     try:

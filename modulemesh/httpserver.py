@@ -15,16 +15,22 @@ server does only what the data path needs, as one asyncio Protocol on ``httptool
 * ASGI 3 ``http`` and ``lifespan`` scopes, so apps stay plain ASGI callables (and testable
   under any ASGI server);
 * SIGTERM/SIGINT: stop accepting, close idle connections, let in-flight requests finish
-  (bounded by ``drain_timeout``), run the lifespan shutdown, exit 0.
+  (bounded by ``drain_timeout``), run the lifespan shutdown, exit 0;
+* TCP on ``host:port``, or a Unix domain socket (``uds``) that only its owner can connect to,
+  so a runtime behind a sidecar has no port any other local process could call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import logging
+import os
 import signal
+import socket
+import stat
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -44,6 +50,7 @@ __all__ = [
     "Send",
     "Server",
     "ServerConfig",
+    "bind_unix",
     "read_body",
     "run_lifespan",
     "serve",
@@ -165,6 +172,56 @@ class ServerConfig:
     drain_timeout: float = 30.0
     """Seconds in-flight requests get to finish after SIGTERM."""
     backlog: int = 2048
+    uds: str | None = None
+    """Listen on this Unix domain socket path instead of ``host:port`` (see :func:`bind_unix`)."""
+
+
+def bind_unix(path: str, backlog: int = 2048) -> socket.socket:
+    """A listening Unix socket at ``path`` that only this user (and root) can connect to.
+
+    The socket file is created mode 0600 (under a umask, so it is never briefly wider) and a
+    missing directory 0700. A socket file left by a killed server (nothing accepts on it) is
+    replaced; a live one is refused, as a taken TCP port would be, and so is any other file.
+    """
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, mode=0o700, exist_ok=True)
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None:
+        if not stat.S_ISSOCK(mode):
+            raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1.0)
+            try:
+                probe.connect(path)
+            except (ConnectionRefusedError, FileNotFoundError):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)  # stale: its server is gone
+            else:
+                raise OSError(errno.EADDRINUSE, f"another server is listening on {path}")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        old = os.umask(0o177)
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _identity(path: str) -> tuple[int, int, int]:
+    """Device, inode and change time of ``path``: the inode alone is reused at once for a new
+    file at the same path."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino, st.st_ctime_ns
 
 
 def _simple_response(status: int, message: str, *, close: bool = True) -> bytes:
@@ -707,12 +764,29 @@ class Server:
         self._server: asyncio.AbstractServer | None = None
         self._drained: asyncio.Future[None] | None = None
         self._lifespan: _Lifespan | None = None
+        self._uds_inode: tuple[int, int, int] | None = None
         self.port = config.port
 
+    @property
+    def address(self) -> str:
+        """Where the server listens, for log lines: ``host:port`` or ``unix:/path``."""
+        if self.config.uds is not None:
+            return f"unix:{self.config.uds}"
+        return f"{self.config.host}:{self.port}"
+
     async def start(self) -> None:
-        """Run the lifespan startup, then listen. Raises ``RuntimeError`` if startup fails."""
+        """Run the lifespan startup, then listen. Raises ``RuntimeError`` if startup fails
+        and ``OSError`` if the address is taken."""
         self._lifespan = _Lifespan(self.app)
         await self._lifespan.startup()
+        uds = self.config.uds
+        if uds is not None:
+            sock = bind_unix(uds, self.config.backlog)
+            self._uds_inode = _identity(uds)
+            self._server = await self.loop.create_unix_server(
+                lambda: HttpProtocol(self), sock=sock, backlog=self.config.backlog
+            )
+            return
         self._server = await self.loop.create_server(
             lambda: HttpProtocol(self),
             self.config.host,
@@ -723,6 +797,16 @@ class Server:
         sockets = self._server.sockets
         if sockets:
             self.port = int(sockets[0].getsockname()[1])
+
+    def _unlink_uds(self) -> None:
+        """Remove our socket file (not one a successor already bound at the same path)."""
+        uds, inode = self.config.uds, self._uds_inode
+        if uds is None or inode is None:
+            return
+        self._uds_inode = None
+        with contextlib.suppress(OSError):
+            if _identity(uds) == inode:
+                os.unlink(uds)
 
     def check_drained(self) -> None:
         """Resolve the drain wait once no connection has a request underway."""
@@ -735,6 +819,7 @@ class Server:
         self.draining = True
         if self._server is not None:
             self._server.close()
+        self._unlink_uds()
         for conn in list(self.connections):
             conn.close_if_idle()
         self._drained = self.loop.create_future()

@@ -36,6 +36,11 @@ class Kind:
         prefix = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
         return f"{prefix}/namespaces/{namespace}/{self.plural}"
 
+    def cluster_path(self, name: str) -> str:
+        """The path of one cluster-scoped object of this kind."""
+        prefix = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
+        return f"{prefix}/{self.plural}/{name}"
+
 
 CHILD_KINDS: dict[str, Kind] = {
     "Deployment": Kind("apps/v1", "deployments", "Deployment"),
@@ -150,9 +155,28 @@ class Kube:
         meta = obj["metadata"]
         return self._apply(f"{kind.collection(str(meta['namespace']))}/{meta['name']}", obj, force)
 
-    def apply_cluster_scoped(self, kind: Kind, obj: Mapping[str, Any]) -> dict[str, Any]:
-        """Server-side apply a cluster-scoped ``obj`` under the operator's field manager."""
-        return self._apply(f"/apis/{kind.api_version}/{kind.plural}/{obj['metadata']['name']}", obj)
+    def get_cluster_scoped(self, kind: Kind, name: str) -> dict[str, Any] | None:
+        """One cluster-scoped object, or None when it does not exist."""
+        try:
+            return self._call("GET", kind.cluster_path(name))
+        except KubeError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def patch_cluster_scoped(
+        self, kind: Kind, name: str, patch: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Strategic-merge-patch one existing cluster-scoped object: lists with a merge key
+        (a webhook configuration's ``webhooks``, by name) merge item by item, so the patch
+        changes only the fields it names."""
+        return self._call(
+            "PATCH",
+            kind.cluster_path(name),
+            query=[("fieldManager", FIELD_MANAGER)],
+            body=dict(patch),
+            content_type="application/strategic-merge-patch+json",
+        )
 
     def _apply(self, path: str, obj: Mapping[str, Any], force: bool = True) -> dict[str, Any]:
         query = [("fieldManager", FIELD_MANAGER)]

@@ -7,14 +7,19 @@ stored, naming each field. One exception: a graph naming a PrivacyGate that does
 yet is admitted (``kubectl apply -f dir/`` may send the graph first) and reported by the
 operator until the gate appears; gates that do exist are checked against.
 
-The operator serves the webhook itself (kopf's admission server) and applies the cluster's
-``ValidatingWebhookConfiguration`` (named :data:`CONFIGURATION`) pointing at it: through the
-chart's Service in a cluster, through a URL when run as a process; when it stops under
-``failurePolicy: Ignore`` it empties the configuration's webhooks. Its certificate comes from a mounted secret (``tls.crt``/
-``tls.key``, e.g. cert-manager's; re-read when renewed) or is generated at start-up; the
-configuration carries the matching CA bundle either way. (kopf's own "managed" mode would do
-the applying too, but it also creates a MutatingWebhookConfiguration, and the RBAC to create
-those would let the operator mutate any object in the cluster.)
+The operator serves the webhook itself (kopf's admission server). The cluster's
+``ValidatingWebhookConfiguration`` (named :data:`CONFIGURATION`: which kinds, which Service or
+URL, the failure policy) is not the operator's: the chart installs it, and for an operator run
+outside the cluster ``modulemesh webhook-configuration`` prints it for ``kubectl apply``. The
+operator may only get and patch that one object (RBAC ``resourceNames``; ``create`` cannot be
+limited by name, so it has none) and patches only its webhooks' ``clientConfig.caBundle``, to the
+CA of the certificate it serves: from a mounted secret (``tls.crt``/``tls.key``, e.g.
+cert-manager's; re-read when renewed) or generated at start-up. It never empties the
+configuration: while it is down under ``failurePolicy: Ignore`` the API server's call fails at
+once (no endpoints, connection refused) and the object is admitted and checked on reconcile.
+(kopf's own "managed" mode would apply the configuration too, but it also creates a
+MutatingWebhookConfiguration, and the RBAC to create those would let the operator mutate any
+object in the cluster.)
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import datetime
 import ipaddress
 import logging
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,8 +51,9 @@ __all__ = [
     "Admission",
     "admit_gate",
     "admit_graph",
-    "keep_configuration",
+    "keep_ca_bundle",
     "self_signed_certificate",
+    "sync_ca_bundle",
     "webhook_configuration",
     "webhook_server",
 ]
@@ -58,6 +64,8 @@ CONFIGURATION = "modulemesh.io"
 """Name of the ValidatingWebhookConfiguration the operator manages (and its webhooks' suffix)."""
 RESOURCES = ("modulegraphs", "privacygates")
 """What the webhook validates; each plural is also its kopf handler id and URL path."""
+WEBHOOKS = tuple(f"{plural}.{CONFIGURATION}" for plural in RESOURCES)
+"""The webhooks of the configuration, one per kind."""
 TIMEOUT_S = 10
 
 
@@ -189,16 +197,22 @@ def webhook_server(settings: WebhookSettings) -> tuple[kopf.WebhookServer, Path]
 
 
 def webhook_configuration(
-    settings: WebhookSettings, ca_bundle: bytes, watch_namespaces: Sequence[str] = ()
+    settings: WebhookSettings,
+    ca_bundle: bytes | None = None,
+    watch_namespaces: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The ValidatingWebhookConfiguration that sends our kinds' creates and updates to us.
 
     Only the resources themselves, not ``/status``: the operator's own status patches never
     pass through the webhook. With a namespace list, only those namespaces' objects do.
+    Without ``ca_bundle`` the running operator fills it in (the chart's rendering is the same
+    object: tests/chart compares them).
     """
     webhooks = []
     for plural in RESOURCES:
-        client_config: dict[str, Any] = {"caBundle": base64.b64encode(ca_bundle).decode()}
+        client_config: dict[str, Any] = {}
+        if ca_bundle is not None:
+            client_config["caBundle"] = base64.b64encode(ca_bundle).decode()
         if settings.service is not None:
             namespace, name, port = settings.service
             client_config["service"] = {
@@ -208,9 +222,7 @@ def webhook_configuration(
                 "path": f"/{plural}",
             }
         else:
-            client_config["url"] = (
-                f"https://{settings.host or '127.0.0.1'}:{settings.port}/{plural}"
-            )
+            client_config["url"] = f"{_base_url(settings)}/{plural}"
         webhook: dict[str, Any] = {
             "name": f"{plural}.{CONFIGURATION}",
             "admissionReviewVersions": ["v1"],
@@ -243,50 +255,99 @@ def webhook_configuration(
     return _configuration(webhooks)
 
 
+def _base_url(settings: WebhookSettings) -> str:
+    return f"https://{settings.host or '127.0.0.1'}:{settings.port}"
+
+
 def _configuration(webhooks: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "apiVersion": VALIDATING_WEBHOOKS.api_version,
         "kind": VALIDATING_WEBHOOKS.kind,
         "metadata": {
             "name": CONFIGURATION,
-            "labels": {"app.kubernetes.io/managed-by": "modulemesh-operator"},
+            "labels": {"app.kubernetes.io/name": "modulemesh"},
         },
         "webhooks": webhooks,
     }
 
 
-async def keep_configuration(
+def sync_ca_bundle(kube: Kube, settings: WebhookSettings, ca_bundle: bytes) -> list[str]:
+    """Patch our webhooks' ``caBundle`` in the configuration where it differs from ``ca_bundle``.
+
+    Only that field is patched (a strategic merge by webhook name), nothing is created: the
+    rest belongs to whoever installed the configuration. Returns what keeps the webhook from
+    reaching this operator, one line each (empty when all is well): the configuration or one
+    of our webhooks missing, or a webhook calling some other Service or URL.
+    """
+    current = kube.get_cluster_scoped(VALIDATING_WEBHOOKS, CONFIGURATION)
+    if current is None:
+        return [
+            f"ValidatingWebhookConfiguration {CONFIGURATION} does not exist: install it with the "
+            "chart (webhook.enabled), or for an operator outside the cluster with "
+            "`modulemesh webhook-configuration --webhook-port PORT | kubectl apply -f -`"
+        ]
+    wanted = base64.b64encode(ca_bundle).decode()
+    hooks = {str(h.get("name")): h for h in current.get("webhooks") or []}
+    problems = [
+        f"webhook {name} is missing from ValidatingWebhookConfiguration {CONFIGURATION}"
+        for name in WEBHOOKS
+        if name not in hooks
+    ]
+    stale = [
+        name
+        for name in WEBHOOKS
+        if name in hooks and (hooks[name].get("clientConfig") or {}).get("caBundle") != wanted
+    ]
+    if stale:
+        patch = {"webhooks": [{"name": n, "clientConfig": {"caBundle": wanted}} for n in stale]}
+        kube.patch_cluster_scoped(VALIDATING_WEBHOOKS, CONFIGURATION, patch)
+        log.info("CA bundle of %s set in %s", ", ".join(stale), CONFIGURATION)
+    ours = _callee(webhook_configuration(settings)["webhooks"][0]["clientConfig"])
+    for name in WEBHOOKS:
+        if name in hooks:
+            calls = _callee(hooks[name].get("clientConfig") or {})
+            if calls != ours:
+                problems.append(f"webhook {name} calls {calls}, not this operator ({ours})")
+    return problems
+
+
+def _callee(client_config: Mapping[str, Any]) -> str:
+    """Where a webhook's client config sends requests: a Service or the URL's origin."""
+    service = client_config.get("service")
+    if service:
+        return (
+            f"service {service.get('namespace')}/{service.get('name')}:{service.get('port', 443)}"
+        )
+    url = str(client_config.get("url") or "")
+    return "url " + url.rsplit("/", 1)[0] if url.count("/") > 2 else f"url {url}"
+
+
+async def keep_ca_bundle(
     kube: Kube,
     settings: WebhookSettings,
     ca_file: Path,
-    watch_namespaces: Sequence[str] = (),
     *,
     check_interval: float = 60.0,
-    listening: Callable[[], bool] | None = None,
+    retry_interval: float = 2.0,
 ) -> None:
-    """Apply the configuration once the server listens, and again when the CA bundle changes.
+    """Keep the configuration's CA bundle our certificate's, for as long as the operator runs.
 
-    When cancelled (the operator stopping) under ``failurePolicy: Ignore`` it empties the
-    configuration, so no API call waits on a webhook that is gone; under ``Fail`` it leaves it
-    in place, since admitting objects unchecked while the operator is away is what ``Fail``
-    rules out.
+    Checked every ``check_interval`` s (a renewed certificate, or a configuration re-installed
+    without the bundle), and every ``retry_interval`` s while something is wrong, which is
+    logged as an error each time it changes, so a missing configuration is named at once.
     """
-    while listening is not None and not listening():
-        await asyncio.sleep(0.2)
-    applied: bytes | None = None
-    try:
-        while True:
-            ca_bundle = ca_file.read_bytes()
-            if ca_bundle != applied:
-                config = webhook_configuration(settings, ca_bundle, watch_namespaces)
-                await asyncio.to_thread(kube.apply_cluster_scoped, VALIDATING_WEBHOOKS, config)
-                log.info("validating webhook configuration %s applied", CONFIGURATION)
-                applied = ca_bundle
-            await asyncio.sleep(check_interval)
-    finally:
-        if applied is not None and settings.failure_policy == "Ignore":
-            try:
-                kube.apply_cluster_scoped(VALIDATING_WEBHOOKS, _configuration([]))
-                log.info("validating webhook configuration %s emptied", CONFIGURATION)
-            except KubeError as error:
-                log.warning("could not empty webhook configuration %s: %s", CONFIGURATION, error)
+    reported: list[str] = []
+    while True:
+        try:
+            problems = await asyncio.to_thread(sync_ca_bundle, kube, settings, ca_file.read_bytes())
+        except (KubeError, OSError) as error:
+            problems = [f"could not set the CA bundle of {CONFIGURATION}: {error}"]
+        if problems != reported:
+            for problem in problems:
+                log.error("admission webhook: %s", problem)
+            if reported and not problems:
+                log.info(
+                    "admission webhook configuration %s points at this operator", CONFIGURATION
+                )
+            reported = problems
+        await asyncio.sleep(retry_interval if problems else check_interval)

@@ -26,6 +26,9 @@ class RuntimeConfig:
     model_version: str | None = None
     host: str = "127.0.0.1"
     port: int = 8081
+    uds: str | None = None
+    """Listen on this Unix socket (owner-only) instead of ``host:port``: then no other local
+    user can reach the runtime, only its sidecar (``modulemesh run`` uses this)."""
     max_batch_size: int = 8
     max_delay_ms: float = 0.0
     max_queue: int = 256
@@ -82,6 +85,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--model-version", str, None, "model version (default: from the ONNX metadata)")
     add("--host", str, defaults.host, "address to listen on")
     add("--port", int, defaults.port, "port to listen on")
+    add(
+        "--uds",
+        str,
+        None,
+        "listen on this Unix socket path instead of --host/--port (file mode 0600, a missing "
+        "directory is made 0700), so only its owner (the sidecar) can connect",
+    )
     add("--max-batch-size", int, defaults.max_batch_size, "max rows per batch; 0 or 1: off")
     add(
         "--max-delay-ms",
@@ -151,6 +161,7 @@ def from_args(args: argparse.Namespace) -> RuntimeConfig:
         model_version=args.model_version,
         host=args.host,
         port=args.port,
+        uds=args.uds or None,
         max_batch_size=args.max_batch_size,
         max_delay_ms=args.max_delay_ms,
         max_queue=args.max_queue,

@@ -116,13 +116,16 @@ async def serve(config: RuntimeConfig, on_started: Callable[[Server], None] | No
     # The app enforces its own body limit (413 naming --max-body-bytes) while it reads.
     server = Server(
         app,
-        ServerConfig(host=config.host, port=config.port, max_body=None, drain_timeout=1.0),
+        ServerConfig(
+            host=config.host, port=config.port, uds=config.uds, max_body=None, drain_timeout=1.0
+        ),
     )
     try:
         await server.start()
     except (RuntimeError, OSError) as exc:
-        log.error("runtime did not start: %s", exc)
+        log.error("runtime did not start on %s: %s", server.address, exc)
         return 3
+    log.info("listening on %s", server.address)
     loader = asyncio.create_task(load_model(state, config), name="load-model")
     stop, forced = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()

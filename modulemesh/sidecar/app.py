@@ -88,7 +88,7 @@ class SidecarApp:
         self._tracer = tracer
         self._pool: Pool | None = None
         self._watch: RuntimeWatch | None = None
-        self._host = f"{config.upstream.host}:{config.upstream.port}".encode()
+        self._host = config.upstream.host_header
         self._routes: dict[str, Callable[[], tuple[int, bytes, bytes]]] = {
             "/livez": self._livez,
             "/readyz": self._readyz,

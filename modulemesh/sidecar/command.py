@@ -34,7 +34,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         )
 
     add("module", None, "module name (as in the ModuleGraph)")
-    add("upstream", "http://127.0.0.1:8081", "runtime base URL; must be loopback")
+    add(
+        "upstream",
+        "http://127.0.0.1:8081",
+        "runtime base URL on loopback, or unix:/path of its socket",
+    )
     add("host", "0.0.0.0", "listen address")
     add("port", "8080", "listen port", type=int)
     add("clearance", "", "comma-separated compliance tags this module may process")

@@ -31,27 +31,44 @@ class Thresholds:
 
 @dataclass(frozen=True, slots=True)
 class Upstream:
-    """Where the runtime listens: always a loopback address (the pod's only port is ours)."""
+    """Where the runtime listens: a loopback address or a Unix socket (never another host)."""
 
     host: str
     port: int
+    path: str | None = None
+    """A Unix socket path: connect there instead of ``host:port`` (``modulemesh run``, where
+    the socket is owner-only so nothing but the sidecar can call the runtime)."""
 
     @property
     def url(self) -> str:
-        """The base URL, for messages."""
+        """The base URL, for messages: ``http://host:port`` or ``unix:/path``."""
+        if self.path is not None:
+            return f"unix:{self.path}"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
+    @property
+    def host_header(self) -> bytes:
+        """The ``host`` header of requests to the runtime."""
+        if self.path is not None:
+            return b"localhost"
+        return f"{self.host}:{self.port}".encode()
+
 
 def parse_upstream(url: str) -> Upstream:
-    """Parse ``http://127.0.0.1:8081``; refuses non-loopback hosts and non-HTTP schemes.
+    """Parse ``http://127.0.0.1:8081`` or ``unix:/run/modulemesh/runtime.sock``; refuses
+    non-loopback hosts, relative socket paths and other schemes.
 
     The runtime must never be reachable except through the sidecar, so the sidecar will not
-    forward anywhere but loopback either.
+    forward anywhere but loopback or a local socket either.
     """
     parts = urlsplit(url)
+    if parts.scheme == "unix":
+        if parts.netloc or not parts.path.startswith("/"):
+            raise ValueError(f"a unix: upstream needs an absolute socket path, got {url!r}")
+        return Upstream(host="localhost", port=0, path=parts.path)
     if parts.scheme != "http" or not parts.hostname:
-        raise ValueError(f"upstream must be an http:// URL, got {url!r}")
+        raise ValueError(f"upstream must be an http:// URL or unix:/path, got {url!r}")
     host = parts.hostname
     if host != "localhost":
         try:

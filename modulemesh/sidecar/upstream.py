@@ -1,4 +1,5 @@
-"""A lean pooled HTTP/1.1 client to the runtime on loopback (asyncio protocol + httptools).
+"""A lean pooled HTTP/1.1 client to the runtime on loopback or a Unix socket (asyncio
+protocol + httptools).
 
 Why not httpx or aiohttp: the sidecar sits on every request's path, and a general-purpose
 client costs 100-300 us of Python per request. This one keeps idle keep-alive connections in a
@@ -225,7 +226,7 @@ class Pool:
         self.connect_timeout = connect_timeout
         self.loop = asyncio.get_running_loop()
         self._idle: deque[Connection] = deque()
-        self.host_header = f"{upstream.host}:{upstream.port}".encode()
+        self.host_header = upstream.host_header
 
     def _idle_return(self, conn: Connection) -> None:
         if len(self._idle) < _MAX_IDLE:
@@ -234,13 +235,15 @@ class Pool:
             conn._close()
 
     async def _connect(self) -> Connection:
+        upstream = self.upstream
         try:
-            _, protocol = await asyncio.wait_for(
-                self.loop.create_connection(
-                    lambda: Connection(self), self.upstream.host, self.upstream.port
-                ),
-                self.connect_timeout,
-            )
+            if upstream.path is not None:
+                opening = self.loop.create_unix_connection(lambda: Connection(self), upstream.path)
+            else:
+                opening = self.loop.create_connection(
+                    lambda: Connection(self), upstream.host, upstream.port
+                )
+            _, protocol = await asyncio.wait_for(opening, self.connect_timeout)
         except TimeoutError as exc:
             raise UpstreamTimeout(f"runtime at {self.upstream.url} did not accept in time") from exc
         except OSError as exc:

@@ -126,7 +126,15 @@ def test_confidence_ignores_non_distributions_unless_declared() -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["http://10.0.0.5:8081", "https://127.0.0.1:1", "ftp://x", "http://example.com"]
+    "url",
+    [
+        "http://10.0.0.5:8081",
+        "https://127.0.0.1:1",
+        "ftp://x",
+        "http://example.com",
+        "unix:relative/runtime.sock",
+        "unix://host/runtime.sock",
+    ],
 )
 def test_upstream_must_be_loopback_http(url: str) -> None:
     with pytest.raises(ValueError):
@@ -137,3 +145,12 @@ def test_upstream_loopback_forms() -> None:
     assert parse_upstream("http://127.0.0.1:8081").port == 8081
     assert parse_upstream("http://localhost:9").host == "127.0.0.1"
     assert parse_upstream("http://[::1]:9").url == "http://[::1]:9"
+
+
+def test_upstream_unix_socket_forms() -> None:
+    upstream = parse_upstream("unix:/run/mm/runtime.sock")
+    assert upstream.path == "/run/mm/runtime.sock"
+    assert upstream.url == "unix:/run/mm/runtime.sock"
+    assert upstream.host_header == b"localhost"
+    assert parse_upstream("unix:///run/mm/runtime.sock").path == "/run/mm/runtime.sock"
+    assert parse_upstream("http://127.0.0.1:8081").host_header == b"127.0.0.1:8081"
