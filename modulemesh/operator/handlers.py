@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 from collections.abc import Mapping
 from typing import Any, cast
@@ -29,6 +28,7 @@ from typing import Any, cast
 import httpx
 import kopf
 
+from modulemesh.api import PrivacyGate
 from modulemesh.operator.config import OperatorSettings
 from modulemesh.operator.kube import (
     FIELD_MANAGER,
@@ -50,9 +50,9 @@ from modulemesh.operator.naming import (
 from modulemesh.operator.observe import parse_envelopes
 from modulemesh.operator.reconcile import Outcome, Reconciler
 from modulemesh.operator.webhook import (
-    admit_gate,
-    admit_graph,
-    keep_configuration,
+    gate_admission_handler,
+    graph_admission_handler,
+    keep_ca_bundle,
     webhook_server,
 )
 
@@ -114,27 +114,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     hook = SETTINGS.webhook
     if hook is not None:
         settings.admission.server, ca_file = webhook_server(hook)
-        listener = ("127.0.0.1" if hook.addr in ("0.0.0.0", "") else hook.addr, hook.port)
-        _background.append(
-            loop.create_task(
-                keep_configuration(
-                    reconciler().kube,
-                    hook,
-                    ca_file,
-                    SETTINGS.watch_namespaces,
-                    listening=lambda: _accepts(listener),
-                )
-            )
-        )
-
-
-def _accepts(address: tuple[str, int]) -> bool:
-    """Whether something listens at ``address`` (the webhook server, once kopf started it)."""
-    try:
-        socket.create_connection(address, timeout=0.2).close()
-    except OSError:
-        return False
-    return True
+        _background.append(loop.create_task(keep_ca_bundle(reconciler().kube, hook, ca_file)))
 
 
 @kopf.on.cleanup()
@@ -415,26 +395,28 @@ async def pod_changed(
 # --- admission (only with the webhook on) ----------------------------------------------------
 
 
-def validate_graph_admission(
-    body: kopf.Body, name: str, namespace: str | None, warnings: list[str], **_: Any
-) -> None:
-    """Refuse a ModuleGraph the reconciler would report as invalid, naming each field."""
-    namespace = namespace or SETTINGS.render.default_namespace
-    if SETTINGS.watch_namespaces and namespace not in SETTINGS.watch_namespaces:
-        return  # not this operator's graph (and its gates may not be readable)
-    gates = reconciler().gates(namespace)
-    verdict = admit_graph(body, gates)
-    warnings.extend(verdict.warning_lines())
-    if verdict.errors:
-        raise kopf.AdmissionError(verdict.message("ModuleGraph", name), code=422)
+def _graph_bodies(namespace: str) -> list[dict[str, Any]]:
+    """The namespace's ModuleGraph objects, for checking a PrivacyGate change against them."""
+    return list(reconciler().kube.items(GRAPHS, namespace))
 
 
-def validate_gate_admission(body: kopf.Body, name: str, warnings: list[str], **_: Any) -> None:
-    """Refuse a PrivacyGate with semantic errors, naming each field."""
-    verdict = admit_gate(body)
-    warnings.extend(verdict.warning_lines())
-    if verdict.errors:
-        raise kopf.AdmissionError(verdict.message("PrivacyGate", name), code=422)
+def _namespace_gates(namespace: str) -> list[PrivacyGate]:
+    return reconciler().gates(namespace)
+
+
+validate_graph_admission = graph_admission_handler(
+    _namespace_gates, SETTINGS.render.default_namespace, SETTINGS.watch_namespaces
+)
+"""Refuse a ModuleGraph the reconciler would report as invalid, naming each field."""
+validate_gate_admission = gate_admission_handler(
+    _graph_bodies,
+    _namespace_gates,
+    SETTINGS.render.default_namespace,
+    SETTINGS.watch_namespaces,
+    strict=SETTINGS.webhook is not None and SETTINGS.webhook.strict_gates,
+)
+"""Refuse a PrivacyGate with semantic errors; warn (strict: refuse) when the change makes a
+graph naming it non-compliant."""
 
 
 if SETTINGS.webhook is not None:

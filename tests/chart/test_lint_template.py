@@ -17,7 +17,13 @@ VALUES_FILES = sorted(p.name for p in VALUES_DIR.glob("*.yaml"))
 CASES = [pytest.param([], id="defaults")] + [
     pytest.param([f], id=Path(f).stem) for f in VALUES_FILES
 ]
-CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Namespace"}
+CLUSTER_SCOPED = {
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "CustomResourceDefinition",
+    "Namespace",
+    "ValidatingWebhookConfiguration",
+}
 
 
 def test_every_feature_has_a_values_file() -> None:

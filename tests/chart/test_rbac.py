@@ -3,7 +3,8 @@
 Cluster-wide by default (one ClusterRole); with `watchNamespaces` a Role and RoleBinding in each
 watched namespace and no namespaced permissions cluster-wide. Either way a small ClusterRole
 lets kopf read CRDs (and, for a namespace list, the namespaces) and, with the admission webhook
-on, create its ValidatingWebhookConfiguration and change that one alone. The e2e test
+on, get and patch the chart's ValidatingWebhookConfiguration by name (its CA bundle) and create
+none: a compromised operator cannot register a webhook that sees other objects. The e2e test
 (tests/e2e/test_helm.py) proves the same rules are sufficient against a real API server.
 """
 
@@ -39,7 +40,7 @@ NAMESPACED_RULES: dict[tuple[str, str], list[str]] = {
 CRD_READ = {("apiextensions.k8s.io", "customresourcedefinitions"): ["get", "list", "watch"]}
 NAMESPACE_READ = {("", "namespaces"): ["get", "list", "watch"]}
 WEBHOOK_CONFIG = {
-    ("admissionregistration.k8s.io", "validatingwebhookconfigurations"): ["create"],
+    # The chart's own configuration, by name only: no create, so no webhook of its own.
     ("admissionregistration.k8s.io", "validatingwebhookconfigurations#modulemesh.io"): [
         "get",
         "patch",

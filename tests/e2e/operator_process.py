@@ -139,6 +139,30 @@ def local_webhook_env(**extra: str) -> dict[str, str]:
     }
 
 
+def install_webhook_configuration(
+    cluster: Cluster, env: Mapping[str, str], *, replace: bool = False
+) -> None:
+    """Apply (or replace) what ``modulemesh webhook-configuration`` prints for an operator
+    started with ``env``, as an admin does: the operator itself may not create it."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "modulemesh", "webhook-configuration"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise ClusterError(f"modulemesh webhook-configuration failed: {proc.stderr}")
+    cluster.kubectl("replace" if replace else "apply", "-f", "-", input=proc.stdout)
+
+
+def ca_bundles_set(cluster: Cluster) -> bool:
+    """Whether both webhooks of the configuration carry a CA bundle (the operator set it)."""
+    hooks = webhooks_in(cluster)
+    return len(hooks) == 2 and all(h["clientConfig"].get("caBundle") for h in hooks)
+
+
 def webhooks_in(cluster: Cluster) -> list[dict[str, Any]]:
     """The webhooks of the operator's ValidatingWebhookConfiguration (none if it is absent)."""
     found = cluster.kubectl(
@@ -150,7 +174,7 @@ def webhooks_in(cluster: Cluster) -> list[dict[str, Any]]:
 
 
 def delete_webhook_configuration(cluster: Cluster) -> None:
-    """Remove the configuration an operator left (so later tests meet no webhook)."""
+    """Remove the configuration a test installed (so later tests meet no webhook)."""
     cluster.kubectl(
         "delete", "validatingwebhookconfiguration", WEBHOOK_CONFIGURATION, "--ignore-not-found",
         check=False,

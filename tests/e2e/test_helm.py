@@ -5,9 +5,11 @@ watching a second restricted namespace. Then the operator runs as a local proces
 only as the chart's ServiceAccount (a token from `kubectl create token`) and reconciles the
 quickstart example there, which proves the RBAC is sufficient and that the pods the operator
 creates are admitted under `restricted`; `kubectl auth can-i` shows the ServiceAccount cannot
-read Secrets or touch anything else. `helm upgrade` applies a changed value and leaves the CRDs
-alone (they are upgraded with `kubectl apply --server-side`, docs/operations.md "Upgrade");
-`helm uninstall` removes the operator and its RBAC but keeps the CRDs and the graphs.
+read Secrets or touch anything else, and may only get and patch the chart's own
+ValidatingWebhookConfiguration (no create). `helm upgrade` applies a changed value, keeps the CA
+bundle the operator patched into that configuration and leaves the CRDs alone (they are
+upgraded with `kubectl apply --server-side`, docs/operations.md "Upgrade"); `helm uninstall`
+removes the operator, its RBAC and the configuration but keeps the CRDs and the graphs.
 
 The tests of TestNamespacedRelease run in order against one release (install first).
 """
@@ -28,10 +30,11 @@ import yaml
 from e2e.cluster import Cluster, wait_until
 from e2e.operator_process import (
     REPO_ROOT,
+    WEBHOOK_CONFIGURATION,
     OperatorProcess,
-    delete_webhook_configuration,
+    ca_bundles_set,
+    install_webhook_configuration,
     local_webhook_env,
-    webhooks_in,
 )
 
 CHART = REPO_ROOT / "charts" / "modulemesh"
@@ -234,12 +237,28 @@ class TestNamespacedRelease:
         assert release.can_i("patch", "modulegraphs.modulemesh.io", ns, "--subresource=status")
         assert release.can_i("list", "customresourcedefinitions.apiextensions.k8s.io")
         assert release.can_i("watch", "namespaces")  # kopf notices watched namespaces
-        # The admission webhook's configuration: create it, and change only that one.
+        # The admission webhook's configuration: the chart's, read and patched by name only;
+        # no create, so the operator cannot register a webhook of its own.
         hooks = "validatingwebhookconfigurations.admissionregistration.k8s.io"
-        assert release.can_i("create", hooks)
+        assert release.can_i("get", f"{hooks}/modulemesh.io")
         assert release.can_i("patch", f"{hooks}/modulemesh.io")
+        assert not release.can_i("create", hooks)
         assert not release.can_i("patch", f"{hooks}/someone-elses")
         assert not release.can_i("delete", f"{hooks}/modulemesh.io")
+        assert not release.can_i("list", hooks)
+        assert not release.can_i(
+            "create", "mutatingwebhookconfigurations.admissionregistration.k8s.io"
+        )
+        # The chart installed it, calling the release's Service, with no CA bundle yet.
+        config = release.cluster.kubectl_json(
+            "get", "validatingwebhookconfiguration", WEBHOOK_CONFIGURATION
+        )
+        for hook in config["webhooks"]:
+            assert hook["clientConfig"]["service"]["namespace"] == release.namespace
+            assert "caBundle" not in hook["clientConfig"]
+            assert hook["namespaceSelector"]["matchExpressions"][0]["values"] == list(
+                release.watched
+            )
 
     def test_service_account_cannot_read_secrets_or_touch_anything_else(
         self, release: Release
@@ -290,19 +309,26 @@ class TestNamespacedRelease:
         )
         assert as_sa.returncode != 0 and "forbidden" in as_sa.stderr.lower()
 
-        # With the webhook on, as the chart runs it (but announced by URL: it runs here).
+        # With the webhook on, as the chart runs it, but called by URL since it runs here: the
+        # chart's configuration is swapped for the one documented for a local operator, and
+        # put back afterwards.
+        chart_config = cluster.kubectl_json(
+            "get", "validatingwebhookconfiguration", WEBHOOK_CONFIGURATION
+        )
+        for key in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"):
+            chart_config["metadata"].pop(key, None)
+        env = local_webhook_env()
+        install_webhook_configuration(
+            cluster, {**env, "MODULEMESH_WATCH_NAMESPACES": ns}, replace=True
+        )
         op = OperatorProcess(
-            cluster,
-            tmp_path / "operator.log",
-            kubeconfig=kubeconfig,
-            namespaces=(ns,),
-            env=local_webhook_env(),
+            cluster, tmp_path / "operator.log", kubeconfig=kubeconfig, namespaces=(ns,), env=env
         )
         op.start()
         try:
-            # It could create and point its webhook configuration at itself, and it answers.
+            # It could read the configuration and set its CA bundle, and it answers.
             wait_until(
-                lambda: webhooks_in(cluster) or None, timeout=60, message="webhook configuration"
+                lambda: ca_bundles_set(cluster), timeout=60, message="the operator's CA bundle"
             )
             bad = yaml.safe_load(EXAMPLE.read_text())
             bad["spec"]["routing"]["nodes"][0]["steps"][1]["module"] = "clasifier"
@@ -347,12 +373,27 @@ class TestNamespacedRelease:
                 assert denial not in log.lower(), f"RBAC denial in the operator log:\n{log}"
         finally:
             op.stop()
-            delete_webhook_configuration(cluster)
+            cluster.kubectl("replace", "-f", "-", input=json.dumps(chart_config))
 
-    def test_helm_upgrade_applies_values_and_leaves_crds_alone(self, release: Release) -> None:
+    def test_helm_upgrade_applies_values_and_leaves_crds_alone(
+        self, release: Release, tmp_path: Path
+    ) -> None:
         cluster = release.cluster
         before_crds = crd_state(cluster)
         generation = release.deployment()["metadata"]["generation"]
+        # The CA bundle the operator patches into the chart's configuration (here as the
+        # ServiceAccount, the way the operator does) survives the upgrade.
+        bundle = base64.b64encode(b"not a real CA, but kept").decode()
+        patch = {
+            "webhooks": [
+                {"name": "modulegraphs.modulemesh.io", "clientConfig": {"caBundle": bundle}}
+            ]
+        }
+        kubeconfig = sa_kubeconfig(cluster, release, tmp_path / "sa.kubeconfig")
+        cluster.kubectl(
+            "--kubeconfig", str(kubeconfig), "patch", "validatingwebhookconfiguration",
+            WEBHOOK_CONFIGURATION, "--type=strategic", "-p", json.dumps(patch),
+        )  # fmt: skip
         extra_ns = cluster.create_namespace("mm-more", labels=RESTRICTED)
         release.extra_namespaces.append(extra_ns)
         cluster.helm(
@@ -388,6 +429,14 @@ class TestNamespacedRelease:
             cluster.helm("history", release.name, "-n", release.namespace, "-o", "json").stdout
         )
         assert [h["revision"] for h in history] == [1, 2]
+        config = cluster.kubectl_json(
+            "get", "validatingwebhookconfiguration", WEBHOOK_CONFIGURATION
+        )
+        hooks = {h["name"]: h for h in config["webhooks"]}
+        assert hooks["modulegraphs.modulemesh.io"]["clientConfig"]["caBundle"] == bundle
+        assert hooks["modulegraphs.modulemesh.io"]["namespaceSelector"]["matchExpressions"][0][
+            "values"
+        ] == sorted([release.watched[0], extra_ns])
         # Helm does not touch CRDs on upgrade ...
         assert crd_state(cluster) == before_crds
         # ... so they are upgraded as documented: server-side apply of the chart's crds/.
@@ -430,6 +479,7 @@ class TestNamespacedRelease:
             ("-n", ns, "rolebinding", release.fullname),
             ("clusterrole", f"{release.fullname}-discovery"),
             ("clusterrolebinding", f"{release.fullname}-discovery"),
+            ("validatingwebhookconfiguration", WEBHOOK_CONFIGURATION),
         ]
         for args in gone:
             proc = cluster.kubectl("get", *args, check=False)

@@ -1,20 +1,26 @@
 """The validating admission webhook on the real control plane.
 
-One operator process serves the webhook on 127.0.0.1 with a certificate it generated, and
-applies the ``modulemesh.io`` ValidatingWebhookConfiguration pointing at it (URL + CA bundle,
-failurePolicy Ignore), and no MutatingWebhookConfiguration. Then `kubectl apply` of a graph with a dangling reference is refused
-before anything is stored, with the field and a suggestion in kubectl's error, on server-side
-dry-run as well, and so is a cycle between nodes; a graph naming a gate that is not applied yet is admitted; a warning reaches
+The ``modulemesh.io`` ValidatingWebhookConfiguration is installed as documented for an operator
+outside the cluster (``modulemesh webhook-configuration | kubectl apply -f -``: URL, failurePolicy
+Ignore, no CA bundle); one operator process serves the webhook on 127.0.0.1 with a certificate
+it generated and patches in its CA bundle, and nothing else: the configuration's managed fields
+show it owns only the two caBundle fields, and it creates no MutatingWebhookConfiguration. Then
+`kubectl apply` of a graph with a dangling reference is refused before anything is stored, with
+the field and a suggestion in kubectl's error, on server-side dry-run as well, and so is a cycle
+between nodes; a graph naming a gate that is not applied yet is admitted; a warning reaches
 kubectl without refusing; a PrivacyGate with an empty region list is refused; status updates
-(the operator's own) are not sent through the webhook; and stopping the operator takes its
-webhook out of the configuration, so nothing is refused or delayed without it.
+(the operator's own) are not sent through the webhook. With the operator stopped, the
+configuration stays and applies are admitted at once (the call fails fast under Ignore); an
+operator started without the configuration says so in its log, and sets its CA bundle as soon
+as the configuration is installed.
 """
 
 from __future__ import annotations
 
 import base64
+import json
+import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,8 +31,10 @@ from e2e.cluster import Cluster, wait_until
 from e2e.operator_process import (
     WEBHOOK_CONFIGURATION,
     OperatorProcess,
+    ca_bundles_set,
     delete_webhook_configuration,
     install_crds,
+    install_webhook_configuration,
     local_webhook_env,
     webhooks_in,
 )
@@ -40,12 +48,15 @@ def webhook_operator(
     """An operator serving the webhook; the configuration is removed after the module."""
     install_crds(cluster)
     log = tmp_path_factory.mktemp("webhook") / "operator.log"
-    proc = OperatorProcess(cluster, log, env=local_webhook_env()).start()
+    env = local_webhook_env()
+    install_webhook_configuration(cluster, env)
+    proc = OperatorProcess(cluster, log, env=env)
     try:
+        proc.start()
         wait_until(
-            lambda: webhooks_in(cluster) or None,
+            lambda: ca_bundles_set(cluster),
             timeout=60,
-            message=f"the operator's webhook configuration (log: {log})",
+            message=f"the operator's CA bundle in the webhook configuration (log: {log})",
         )
         yield proc
     finally:
@@ -79,6 +90,27 @@ def test_the_configuration_points_at_the_operator(
         assert rule["scope"] == "Namespaced"
         assert rule["operations"] == ["CREATE", "UPDATE"]
         assert rule["resources"] in (["modulegraphs"], ["privacygates"])  # not status
+
+
+def test_the_operator_owns_only_the_ca_bundles(
+    cluster: Cluster, webhook_operator: OperatorProcess
+) -> None:
+    config = cluster.kubectl_json(
+        "get", "validatingwebhookconfiguration", WEBHOOK_CONFIGURATION, "--show-managed-fields"
+    )
+    (entry,) = [
+        m for m in config["metadata"]["managedFields"] if m["manager"] == "modulemesh-operator"
+    ]
+    fields = entry["fieldsV1"]
+    assert list(fields) == ["f:webhooks"], fields
+    for key, hook in fields["f:webhooks"].items():
+        assert json.loads(key[2:])["name"] in (
+            "modulegraphs.modulemesh.io",
+            "privacygates.modulemesh.io",
+        )
+        assert {k: v for k, v in hook.items() if k != "."} == {
+            "f:clientConfig": {"f:caBundle": {}}
+        }, hook
 
 
 def test_no_mutating_configuration_is_created(
@@ -151,16 +183,41 @@ def test_a_gate_with_an_empty_region_list_is_refused(
     assert "spec.tags[0].allowedRegions" in refused.stderr
 
 
-def test_without_the_operator_its_webhook_is_withdrawn(
-    cluster: Cluster, webhook_operator: OperatorProcess, namespace: str, tmp_path: Path
+def test_without_the_operator_applies_are_admitted_at_once_and_it_comes_back(
+    cluster: Cluster, webhook_operator: OperatorProcess, namespace: str
 ) -> None:
     webhook_operator.stop()
     try:
-        wait_until(
-            lambda: not webhooks_in(cluster), timeout=30, message="the webhooks to be withdrawn"
-        )
-        # Admitted now (the operator, once back, reports it as Validated=False).
-        assert apply_doc(cluster, namespace, _dangling()).returncode == 0
-    finally:
+        # The configuration stays (the operator may not empty it) ...
+        assert ca_bundles_set(cluster)
+        # ... and costs nothing: the API server's call is refused at once, and under Ignore
+        # the graph is admitted (the operator, once back, reports it as Validated=False).
+        started = time.monotonic()
+        admitted = apply_doc(cluster, namespace, _dangling())
+        assert admitted.returncode == 0, admitted.stderr
+        assert time.monotonic() - started < 5, "the apply waited on the absent webhook"
+
+        # An operator started without the configuration names what is missing ...
+        delete_webhook_configuration(cluster)
         webhook_operator.start()
-        wait_until(lambda: webhooks_in(cluster) or None, timeout=60, message="webhooks back")
+        wait_until(
+            lambda: (
+                "ValidatingWebhookConfiguration modulemesh.io does not exist"
+                in webhook_operator.log()
+            ),
+            timeout=30,
+            message="the operator to report the missing configuration",
+        )
+        # ... and sets its CA bundle as soon as it is installed (no restart).
+        install_webhook_configuration(cluster, webhook_operator.extra_env)
+        wait_until(lambda: ca_bundles_set(cluster), timeout=30, message="the CA bundle set")
+        wait_until(
+            lambda: apply_doc(cluster, namespace, _dangling(), "--dry-run=server").returncode != 0,
+            timeout=30,
+            message="a dangling reference refused again",
+        )
+    finally:
+        if webhook_operator.proc is None:
+            webhook_operator.start()
+        if not webhooks_in(cluster):
+            install_webhook_configuration(cluster, webhook_operator.extra_env)

@@ -1,8 +1,9 @@
 """``failurePolicy: Fail`` on the real control plane: nothing is admitted unchecked.
 
-An operator with the strict policy registers its webhook; when it stops, the configuration
-stays, so an apply is refused while the operator is away (the API server cannot call it), and
-once it is back the configuration points at its new certificate and applies go through again. (Under Ignore the configuration is emptied on stop instead: test_webhook.py.)
+The configuration is installed with the strict policy and the operator sets its CA bundle;
+when it stops, an apply is refused while it is away (the API server cannot call it), and once
+it is back it sets the CA of its new certificate and applies go through again. (Under Ignore
+they are admitted while it is away: test_webhook.py.)
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import pytest
 from e2e.cluster import Cluster, wait_until
 from e2e.operator_process import (
     OperatorProcess,
+    ca_bundles_set,
     delete_webhook_configuration,
     install_crds,
+    install_webhook_configuration,
     local_webhook_env,
     webhooks_in,
 )
@@ -29,6 +32,7 @@ def strict_operator(
 ) -> Iterator[OperatorProcess]:
     install_crds(cluster)
     env = local_webhook_env(MODULEMESH_WEBHOOK_FAILURE_POLICY="Fail")
+    install_webhook_configuration(cluster, env)
     log = tmp_path_factory.mktemp("strict") / "operator.log"
     proc = OperatorProcess(cluster, log, env=env)
     try:
@@ -40,7 +44,8 @@ def strict_operator(
 
 def _fail_policy(cluster: Cluster) -> bool | None:
     hooks = webhooks_in(cluster)
-    return (bool(hooks) and all(h["failurePolicy"] == "Fail" for h in hooks)) or None
+    strict = bool(hooks) and all(h["failurePolicy"] == "Fail" for h in hooks)
+    return (strict and ca_bundles_set(cluster)) or None
 
 
 def test_with_fail_nothing_is_admitted_while_the_operator_is_away(

@@ -1,7 +1,9 @@
 """The admission webhook's verdicts and set-up, without a cluster: a graph or gate is refused
 for exactly the errors the reconciler would report (fields named), warnings pass through, a
 graph naming a gate that does not exist yet is admitted, settings come from MODULEMESH_WEBHOOK_*
-with clear errors, and the generated certificate covers the names the API server dials."""
+with clear errors, the generated certificate covers the names the API server dials, and the
+configuration (chart's or printed by `modulemesh webhook-configuration`) leaves the CA bundle
+to the operator."""
 
 from __future__ import annotations
 
@@ -16,8 +18,10 @@ from api import graph_builders as builders
 from cryptography import x509
 
 from modulemesh.api import PrivacyGate
+from modulemesh.cli import main
 from modulemesh.operator.config import OperatorSettings, WebhookSettings
 from modulemesh.operator.webhook import (
+    WEBHOOKS,
     admit_gate,
     admit_graph,
     self_signed_certificate,
@@ -178,3 +182,30 @@ def test_a_local_operator_is_called_by_url_everywhere() -> None:
         assert hook["clientConfig"]["url"] == f"https://127.0.0.1:18443/{plural}"
         assert "namespaceSelector" not in hook
         assert hook["failurePolicy"] == "Ignore"
+
+
+def test_the_configuration_without_a_ca_bundle_leaves_it_to_the_operator() -> None:
+    settings = WebhookSettings(port=9443, service=("modulemesh-system", "modulemesh-webhook", 443))
+    config = webhook_configuration(settings)
+    assert [h["name"] for h in config["webhooks"]] == list(WEBHOOKS)
+    for hook in config["webhooks"]:
+        assert "caBundle" not in hook["clientConfig"]
+        assert set(hook["clientConfig"]) == {"service"}
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        ([], "--webhook-port"),
+        (["--webhook-port", "9443", "--service", "just-a-name"], "namespace/name"),
+        (["--webhook-port", "70000"], "not a port number"),
+    ],
+)
+def test_webhook_configuration_command_refuses_bad_settings_in_one_line(
+    args: list[str], named: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key in ("MODULEMESH_WEBHOOK_PORT", "MODULEMESH_WEBHOOK_SERVICE"):
+        monkeypatch.delenv(key, raising=False)
+    assert main(["webhook-configuration", *args]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and named in out.err and len(out.err.strip().splitlines()) == 1
