@@ -85,13 +85,16 @@ class WebhookSettings:
     failure_policy: str = "Ignore"
     """``Ignore``: while the operator is down, objects are admitted and checked on reconcile;
     ``Fail``: nothing is admitted without the check."""
+    strict_gates: bool = False
+    """A PrivacyGate change that makes a graph naming it non-compliant is refused (True) or
+    admitted with a warning per graph and problem (False, the default)."""
 
 
 def _webhook(env: Mapping[str, str]) -> WebhookSettings | None:
     """The webhook settings, when ``MODULEMESH_WEBHOOK_PORT`` turns it on."""
     raw = {
         key: env.get(ENV_PREFIX + "WEBHOOK_" + key) or ""
-        for key in ("PORT", "ADDR", "HOST", "SERVICE", "CERT_DIR", "FAILURE_POLICY")
+        for key in ("PORT", "ADDR", "HOST", "SERVICE", "CERT_DIR", "FAILURE_POLICY", "STRICT_GATES")
     }
     if not raw["PORT"]:
         return None
@@ -107,6 +110,11 @@ def _webhook(env: Mapping[str, str]) -> WebhookSettings | None:
     policy = raw["FAILURE_POLICY"] or "Ignore"
     if policy not in ("Ignore", "Fail"):
         raise ValueError(f"{ENV_PREFIX}WEBHOOK_FAILURE_POLICY={policy!r}: expected Ignore or Fail")
+    strict = raw["STRICT_GATES"].lower() or "false"
+    if strict not in ("true", "false"):
+        raise ValueError(
+            f"{ENV_PREFIX}WEBHOOK_STRICT_GATES={raw['STRICT_GATES']!r}: expected true or false"
+        )
     return WebhookSettings(
         port=_port(raw["PORT"], "WEBHOOK_PORT"),
         addr=raw["ADDR"] or "0.0.0.0",
@@ -114,6 +122,7 @@ def _webhook(env: Mapping[str, str]) -> WebhookSettings | None:
         service=service,
         cert_dir=raw["CERT_DIR"] or None,
         failure_policy=policy,
+        strict_gates=strict == "true",
     )
 
 

@@ -9,7 +9,8 @@ Triggers:
 - a PrivacyGate changes: full reconcile of every graph that names it (found by a kopf index);
 - a graph is created, changed or deleted: the gates it names (or named) list it, or not, in
   their status (graphs, graphCount);
-- with the webhook on: creates and updates of graphs and gates are checked at admission;
+- with the webhook on: creates and updates of graphs and gates are checked at admission,
+  and a gate change also against the graphs that name it (warned, or refused when strict);
 - an owned child is deleted or changed by someone else: full reconcile of its graph (drift);
 - an owned Deployment or a graph's Pod changes: status refresh (no apply);
 - one operator-wide loop: read each graph's router ``/envelopes`` and refresh status; every
@@ -28,6 +29,7 @@ from typing import Any, cast
 import httpx
 import kopf
 
+from modulemesh.api import PrivacyGate
 from modulemesh.operator.config import OperatorSettings
 from modulemesh.operator.kube import (
     FIELD_MANAGER,
@@ -49,8 +51,8 @@ from modulemesh.operator.naming import (
 from modulemesh.operator.observe import parse_envelopes
 from modulemesh.operator.reconcile import Outcome, Reconciler
 from modulemesh.operator.webhook import (
-    admit_gate,
-    admit_graph,
+    gate_admission_handler,
+    graph_admission_handler,
     keep_ca_bundle,
     webhook_server,
 )
@@ -394,26 +396,28 @@ async def pod_changed(
 # --- admission (only with the webhook on) ----------------------------------------------------
 
 
-def validate_graph_admission(
-    body: kopf.Body, name: str, namespace: str | None, warnings: list[str], **_: Any
-) -> None:
-    """Refuse a ModuleGraph the reconciler would report as invalid, naming each field."""
-    namespace = namespace or SETTINGS.render.default_namespace
-    if SETTINGS.watch_namespaces and namespace not in SETTINGS.watch_namespaces:
-        return  # not this operator's graph (and its gates may not be readable)
-    gates = reconciler().gates(namespace)
-    verdict = admit_graph(body, gates)
-    warnings.extend(verdict.warning_lines())
-    if verdict.errors:
-        raise kopf.AdmissionError(verdict.message("ModuleGraph", name), code=422)
+def _graph_bodies(namespace: str) -> list[dict[str, Any]]:
+    """The namespace's ModuleGraph objects, for checking a PrivacyGate change against them."""
+    return list(reconciler().kube.items(GRAPHS, namespace))
 
 
-def validate_gate_admission(body: kopf.Body, name: str, warnings: list[str], **_: Any) -> None:
-    """Refuse a PrivacyGate with semantic errors, naming each field."""
-    verdict = admit_gate(body)
-    warnings.extend(verdict.warning_lines())
-    if verdict.errors:
-        raise kopf.AdmissionError(verdict.message("PrivacyGate", name), code=422)
+def _namespace_gates(namespace: str) -> list[PrivacyGate]:
+    return reconciler().gates(namespace)
+
+
+validate_graph_admission = graph_admission_handler(
+    _namespace_gates, SETTINGS.render.default_namespace, SETTINGS.watch_namespaces
+)
+"""Refuse a ModuleGraph the reconciler would report as invalid, naming each field."""
+validate_gate_admission = gate_admission_handler(
+    _graph_bodies,
+    _namespace_gates,
+    SETTINGS.render.default_namespace,
+    SETTINGS.watch_namespaces,
+    strict=SETTINGS.webhook is not None and SETTINGS.webhook.strict_gates,
+)
+"""Refuse a PrivacyGate with semantic errors; warn (strict: refuse) when the change makes a
+graph naming it non-compliant."""
 
 
 if SETTINGS.webhook is not None:

@@ -30,8 +30,8 @@ import datetime
 import ipaddress
 import logging
 import tempfile
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,9 @@ import kopf
 from pydantic import ValidationError
 
 from modulemesh.api import ModuleGraph, PrivacyGate
+from modulemesh.api.bounded_yaml import BoundsError, check_depth
 from modulemesh.api.errors import Issue, Severity, issues_from_pydantic
+from modulemesh.api.privacy_check import check_placement, check_privacy
 from modulemesh.api.validation import validate_gate, validate_graph
 from modulemesh.operator.config import WebhookSettings
 from modulemesh.operator.kube import GROUP, VALIDATING_WEBHOOKS, VERSION, Kube, KubeError
@@ -51,6 +53,9 @@ __all__ = [
     "Admission",
     "admit_gate",
     "admit_graph",
+    "gate_admission_handler",
+    "gate_change_problems",
+    "graph_admission_handler",
     "keep_ca_bundle",
     "self_signed_certificate",
     "sync_ca_bundle",
@@ -88,6 +93,8 @@ class Admission:
 
 def admit_graph(body: Mapping[str, Any], gates: Sequence[PrivacyGate]) -> Admission:
     """Check a ModuleGraph as the reconciler would, against the gates present in its namespace."""
+    if (too_deep := _bounded(body)) is not None:
+        return too_deep
     try:
         graph = ModuleGraph.model_validate(without_status(body))
     except ValidationError as error:
@@ -100,13 +107,151 @@ def admit_graph(body: Mapping[str, Any], gates: Sequence[PrivacyGate]) -> Admiss
     return _verdict(issues)
 
 
-def admit_gate(body: Mapping[str, Any]) -> Admission:
-    """Check a PrivacyGate on its own."""
+def admit_gate(
+    body: Mapping[str, Any],
+    old: Mapping[str, Any] | None = None,
+    graphs: Iterable[Mapping[str, Any]] = (),
+    gates: Sequence[PrivacyGate] = (),
+    *,
+    strict: bool = False,
+) -> Admission:
+    """Check a PrivacyGate on its own, then every graph of ``graphs`` (the ModuleGraph objects
+    of its namespace) that names it against it, beside the namespace's other ``gates``.
+
+    A graph the change makes non-compliant (``old``: the gate before an update, None on
+    create) is a warning naming the graph and the problem; under ``strict`` an error that
+    refuses the change (a dry-run gate's problems stay warnings either way).
+    """
+    if (too_deep := _bounded(body)) is not None:
+        return too_deep
     try:
         gate = PrivacyGate.model_validate(without_status(body))
     except ValidationError as error:
         return Admission(errors=issues_from_pydantic(error), warnings=[])
-    return _verdict(validate_gate(gate))
+    verdict = _verdict(validate_gate(gate))
+    if verdict.errors:
+        return verdict
+    before = _parsed_gate(old)
+    problems = gate_change_problems(gate, before, graphs, gates)
+    refused = [p for p in problems if strict and p.severity is Severity.ERROR]
+    warned = [replace(p, severity=Severity.WARNING) for p in problems if p not in refused]
+    return Admission(errors=refused, warnings=[*verdict.warnings, *warned])
+
+
+def gate_change_problems(
+    gate: PrivacyGate,
+    before: PrivacyGate | None,
+    graphs: Iterable[Mapping[str, Any]],
+    gates: Sequence[PrivacyGate] = (),
+) -> list[Issue]:
+    """The privacy and placement problems ``gate`` gives the graphs naming it that they did
+    not have with ``before`` (None: without the gate), each path prefixed ``ModuleGraph/NAME:``.
+
+    Graphs that do not parse are left out: the operator reports them on their own status.
+    """
+    name = gate.metadata.name
+    others = {g.metadata.name: g for g in gates if g.metadata.name != name}
+    problems: list[Issue] = []
+    for body in graphs:
+        try:
+            graph = ModuleGraph.model_validate(without_status(body))
+        except ValidationError:
+            continue
+        if name not in graph.spec.gates:
+            continue
+        old = {**others, name: before} if before is not None else others
+        known = {(i.path, i.message) for i in _compliance(graph, old)}
+        for issue in _compliance(graph, {**others, name: gate}):
+            if (issue.path, issue.message) not in known:
+                where = f"ModuleGraph/{graph.metadata.name}: {issue.path}"
+                problems.append(replace(issue, path=where))
+    return problems
+
+
+def _compliance(graph: ModuleGraph, gates: Mapping[str, PrivacyGate]) -> list[Issue]:
+    """What the static privacy and placement checks find in ``graph`` under ``gates``."""
+    return check_privacy(graph.spec, gates) + check_placement(graph.spec, gates)
+
+
+def _parsed_gate(body: Mapping[str, Any] | None) -> PrivacyGate | None:
+    """The stored gate an update replaces; None on create (or when it no longer parses)."""
+    if body is None:
+        return None
+    try:
+        return PrivacyGate.model_validate(without_status(body))
+    except ValidationError:
+        return None
+
+
+GraphLister = Callable[[str], Iterable[Mapping[str, Any]]]
+"""Namespace -> the ModuleGraph objects in it (from the API server)."""
+GateLister = Callable[[str], Sequence[PrivacyGate]]
+"""Namespace -> the PrivacyGates in it that parse."""
+
+
+def graph_admission_handler(
+    list_gates: GateLister, default_namespace: str, namespaces: Sequence[str] = ()
+) -> Callable[..., None]:
+    """The kopf validating handler for ModuleGraphs: refuse what the reconciler would report
+    as invalid, naming each field. ``namespaces``: the watched ones (empty: all)."""
+
+    def validate_graph_admission(
+        body: kopf.Body, name: str, namespace: str | None, warnings: list[str], **_: Any
+    ) -> None:
+        namespace = namespace or default_namespace
+        if namespaces and namespace not in namespaces:
+            return  # not this operator's graph (and its gates may not be readable)
+        verdict = admit_graph(body, list_gates(namespace))
+        warnings.extend(verdict.warning_lines())
+        if verdict.errors:
+            raise kopf.AdmissionError(verdict.message("ModuleGraph", name), code=422)
+
+    return validate_graph_admission
+
+
+def gate_admission_handler(
+    list_graphs: GraphLister,
+    list_gates: GateLister,
+    default_namespace: str,
+    namespaces: Sequence[str] = (),
+    *,
+    strict: bool = False,
+) -> Callable[..., None]:
+    """The kopf validating handler for PrivacyGates: refuse semantic errors, and warn about
+    (``strict``: refuse) a change that makes a graph naming the gate non-compliant."""
+
+    def validate_gate_admission(
+        body: kopf.Body,
+        old: kopf.Body | None,
+        name: str,
+        namespace: str | None,
+        warnings: list[str],
+        **_: Any,
+    ) -> None:
+        namespace = namespace or default_namespace
+        graphs: Iterable[Mapping[str, Any]] = ()
+        gates: Sequence[PrivacyGate] = ()
+        if not namespaces or namespace in namespaces:
+            try:
+                graphs, gates = list(list_graphs(namespace)), list_gates(namespace)
+            except KubeError as error:
+                warnings.append(f"the graphs naming this gate were not checked: {error}")
+        verdict = admit_gate(body, old, graphs, gates, strict=strict)
+        warnings.extend(verdict.warning_lines())
+        if verdict.errors:
+            raise kopf.AdmissionError(verdict.message("PrivacyGate", name), code=422)
+
+    return validate_gate_admission
+
+
+def _bounded(body: Mapping[str, Any]) -> Admission | None:
+    """Refuse JSON nested past the YAML loader's bound (kubectl may send either) before the
+    models or anything else walk it recursively."""
+    try:
+        check_depth(dict(body))
+    except BoundsError as error:
+        return Admission(errors=[Issue(error.path or "<object>", error.reason)], warnings=[])
+    return None
 
 
 def _verdict(issues: Sequence[Issue]) -> Admission:

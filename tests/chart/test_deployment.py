@@ -283,6 +283,10 @@ def test_the_webhook_can_be_turned_off_or_made_strict(helm: Helm) -> None:
     strict = helm.render(set_values={"webhook.failurePolicy": "Fail"})
     settings = OperatorSettings.from_env(container_env(one(strict, "Deployment")))
     assert settings.webhook is not None and settings.webhook.failure_policy == "Fail"
+    assert not settings.webhook.strict_gates
+    gates = helm.render(set_values={"webhook.strictGateChanges": "true"})
+    settings = OperatorSettings.from_env(container_env(one(gates, "Deployment")))
+    assert settings.webhook is not None and settings.webhook.strict_gates
 
 
 def test_sidecar_resources_reach_every_module_pod(helm: Helm) -> None:
