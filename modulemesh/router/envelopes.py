@@ -3,7 +3,9 @@
 Every module response carries ``x-modulemesh-envelope``; the raw value is stored as is (no
 parsing on the hot path) and parsed only when someone reads it. Modules that got no traffic
 for ``poll_interval`` are polled at ``GET /envelope``. An envelope older than ``stale_after``
-(by its own timestamp) is reported as ``Unknown``: the router does not act on old news.
+(by its own timestamp) is reported as ``Unknown``: the router does not act on old news. A poll
+that finds a module Healthy is reported to ``on_healthy`` with the time it was sent (the
+circuit breaker ends an ejection that began before it).
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ _log = logging.getLogger("modulemesh.router")
 
 Fetch = Callable[[str], Awaitable[tuple[int, bytes]]]
 """GET ``/envelope`` of a module: status and body."""
+
+OnHealthy = Callable[[str, float], None]
+"""``on_healthy(module, sent)``: a poll sent at monotonic time ``sent`` found it Healthy."""
 
 
 class ModuleEnvelope:
@@ -89,9 +94,16 @@ class ModuleEnvelope:
 class EnvelopeStore:
     """Envelopes of all modules of the graph, plus the idle-module poller."""
 
-    def __init__(self, modules: Iterable[str], stale_after: float = 30.0) -> None:
+    def __init__(
+        self,
+        modules: Iterable[str],
+        stale_after: float = 30.0,
+        *,
+        on_healthy: OnHealthy | None = None,
+    ) -> None:
         self.modules = {m: ModuleEnvelope(m) for m in modules}
         self.stale_after = stale_after
+        self.on_healthy = on_healthy
         self._task: asyncio.Task[None] | None = None
 
     def __getitem__(self, module: str) -> ModuleEnvelope:
@@ -128,17 +140,22 @@ class EnvelopeStore:
             await asyncio.sleep(interval)
 
     async def _fetch_one(self, fetch: Fetch, entry: ModuleEnvelope) -> None:
+        sent = time.monotonic()
         try:
             status, body = await fetch(entry.module)
             if status != 200:
                 raise EnvelopeError(f"GET /envelope answered {status}")
-            entry.set_envelope(HealthEnvelope.from_json(body))
+            envelope = HealthEnvelope.from_json(body)
+            entry.set_envelope(envelope)
         except Exception as exc:
             entry.error = f"envelope poll failed: {exc}"
             entry.received = time.monotonic()
             entry._parsed = None
             entry._raw = None
             entry.source = "poll"
+            return
+        if envelope.state is State.HEALTHY and self.on_healthy is not None:
+            self.on_healthy(entry.module, sent)
 
     def snapshot(self) -> dict[str, Any]:
         """Every module's envelope as JSON-able data, for ``GET /envelopes``."""

@@ -68,7 +68,9 @@ class Executor:
         missing = sorted(set(self.modules) - set(resolved.endpoints))
         if missing:
             raise ValueError(f"resolved graph has no endpoint for module(s) {', '.join(missing)}")
-        self.envelopes = EnvelopeStore(self.modules, self.policy.envelope_stale_after_seconds)
+        self.envelopes = EnvelopeStore(
+            self.modules, self.policy.envelope_stale_after_seconds, on_healthy=self._healthy
+        )
         self.clients = {
             name: ModuleClient(name, resolved.endpoints[name], self.envelopes[name])
             for name in self.modules
@@ -102,6 +104,11 @@ class Executor:
 
     async def _fetch_envelope(self, module: str) -> tuple[int, bytes]:
         return await self.clients[module].get("/envelope", timeout=2.0)
+
+    def _healthy(self, module: str, polled_at: float) -> None:
+        """A poll found ``module`` Healthy: that ends an ejection begun before the poll."""
+        if self.breakers[module].envelope_healthy(polled_at):
+            _log.info("module %s: a Healthy envelope ends its ejection; next call probes", module)
 
     def spawn(self, coro: Awaitable[Any]) -> None:
         """Run ``coro`` in the background (mirrors), keeping a reference until it ends."""
@@ -261,6 +268,7 @@ class Executor:
                          outcome="ejected", reason=why)  # fmt: skip
                 raise RouteError(503, f"{where}: module {module!r} {why}", module=module,
                                  fallback=True, retry_after=max(1, int(breaker.ejected_for() + 0.999)))  # fmt: skip
+            generation = breaker.generation
             timeout = min(call_timeout, remaining)
             started = time.perf_counter()
             try:
@@ -275,9 +283,9 @@ class Executor:
             except RouteError as exc:
                 elapsed = time.perf_counter() - started
                 if exc.breaker:
-                    breaker.failure()
+                    breaker.failure(generation)
                 else:
-                    breaker.release()
+                    breaker.release(generation)
                 outcome = "timeout" if exc.status == 504 else "error"
                 if self.metrics is not None:
                     self.metrics.call(module, outcome, elapsed)
@@ -297,10 +305,10 @@ class Executor:
                 exc.node = node
                 raise
             except BaseException:
-                breaker.release()
+                breaker.release(generation)
                 raise
             elapsed = time.perf_counter() - started
-            breaker.success()
+            breaker.success(generation)
             if self.metrics is not None:
                 self.metrics.call(module, "ok", elapsed)
                 if isinstance(inputs, ClientInputs):
