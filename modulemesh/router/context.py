@@ -7,8 +7,11 @@ when a condition asks for it.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,6 +27,11 @@ __all__ = ["Output", "RawAnswer", "RequestContext", "Tensors"]
 
 Tensors = Mapping[str, np.ndarray[Any, Any]]
 """Named tensors; the request's own are a lazily decoded :class:`ClientInputs`."""
+
+_SHARE_ENDS: ContextVar[float] = ContextVar("modulemesh_share_ends", default=math.inf)
+"""Monotonic time the running step's share of the deadline ends (:meth:`RequestContext.share`).
+A context variable, so each task has its own: an ensemble's parallel steps do not see each
+other's shares."""
 
 
 class RawAnswer:
@@ -158,8 +166,20 @@ class RequestContext:
         self._request_vars: RequestVars | None = None
 
     def remaining(self) -> float:
-        """Seconds left before the request's deadline (negative once past it)."""
-        return self.deadline - time.monotonic()
+        """Seconds left before the request's deadline, or before the running step's share of
+        it when that ends sooner (negative once past)."""
+        return min(self.deadline, _SHARE_ENDS.get()) - time.monotonic()
+
+    @contextlib.contextmanager
+    def share(self, seconds: float) -> Iterator[None]:
+        """Run a step within ``seconds`` of the time left, keeping the rest for the steps
+        after it (a cascade's later candidates). Everything inside (attempts, retries,
+        fallbacks, the deadline sent downstream) sees the share as the deadline; shares nest."""
+        token = _SHARE_ENDS.set(min(_SHARE_ENDS.get(), time.monotonic() + seconds))
+        try:
+            yield
+        finally:
+            _SHARE_ENDS.reset(token)
 
     def note(self, event: str, **fields: Any) -> None:
         """Add one entry to the explain trace (a no-op unless explain was asked for)."""

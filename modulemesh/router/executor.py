@@ -150,6 +150,13 @@ class Executor:
             )
         return await self.run_node(str(target.node), ctx, inputs, final=final)
 
+    def timeout_of(self, target: Target) -> float:
+        """Seconds one call of ``target`` may take: the module's ``timeoutMs``, else (and for
+        a node) the graph's ``callTimeoutMs``."""
+        module = None if target.module is None else self.modules[target.module]
+        timeout_ms = module.timeout_ms if module is not None else None
+        return (timeout_ms or self.policy.call_timeout_ms) / 1000.0
+
     def condition(self, node: str, key: str | int) -> Condition:
         """The compiled condition of a node (switch case index, ``escalate``, ``accept``)."""
         return self.conditions[(node, key)]

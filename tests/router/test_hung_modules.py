@@ -1,7 +1,8 @@
 """A hung module (its runtime or sidecar stopped with SIGSTOP, resumed with SIGCONT), through
-a real router: the circuit breaker ejects it once for the calls that were in flight, and lets
-it back in promptly when the outage ends (by a successful probe, or at once on a Healthy
-polled envelope)."""
+a real router: the circuit breaker ejects it once for the calls that were in flight, lets it
+back in promptly when the outage ends (by a successful probe, or at once on a Healthy polled
+envelope), and a cascade escalates past a hung cheap candidate within the request's deadline,
+giving each candidate only its share of the time left."""
 
 from __future__ import annotations
 
@@ -19,17 +20,18 @@ import pytest
 
 from modulemesh import zoo
 
-from .conftest import X8, Pool, Router, make_graph, router, start_pool
+from .conftest import X8, Pool, Router, explain, make_graph, router, start_pool
 
 MODELS = {
     "hung": (lambda: zoo.classifier(features=8, classes=3, temperature=0.1, seed=1), {}),
+    "backup": (lambda: zoo.classifier(features=8, classes=3, temperature=0.1, seed=2), {}),
 }
 
 
 @pytest.fixture
 def mods(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
-    """A module of its own, stopped and resumed by the test, its sidecar's error-rate window
-    empty."""
+    """Modules of their own: ``hung`` is stopped and resumed by the test, and its sidecar's
+    error-rate window starts empty."""
     p = start_pool(tmp_path_factory.mktemp("hung"), MODELS)
     yield p
     p.mesh.stop()
@@ -183,3 +185,53 @@ def test_a_healthy_envelope_ends_an_ejection_early(mods: Pool, tmp_path: Path) -
         assert back is not None and back - thawed < 5.0, "still ejected after the module is back"
         assert breaker(r)["state"] == "closed"
         assert any("Healthy envelope ends its ejection" in line for line in r.child.lines)
+
+
+# -- cascade -----------------------------------------------------------------------------------
+
+
+def cascade_graph(name: str, mods: Pool, policy: dict[str, Any]) -> Any:
+    nodes = [{"name": "main", "type": "cascade",
+              "candidates": [{"module": "hung"}, {"module": "backup"}]}]  # fmt: skip
+    # no ejection here: each request should meet the hung candidate itself
+    policy = {"retries": {"attempts": 0}, "circuitBreaker": {"consecutiveFailures": 1000},
+              **policy}  # fmt: skip
+    return make_graph(name, [mods.spec("hung"), mods.spec("backup")], nodes, policy=policy)
+
+
+def test_cascade_escalates_past_a_hung_cheap_candidate(mods: Pool, tmp_path: Path) -> None:
+    graph = cascade_graph("esc", mods, {"timeoutMs": 3000, "callTimeoutMs": 600})
+    with router(tmp_path, graph, mods.urls) as r, frozen(mods):
+        started = time.monotonic()
+        response = r.infer()
+        elapsed = time.monotonic() - started
+        assert response.status_code == 200, response.json()  # it used to be a 504 at 600 ms
+        assert elapsed < 3.0
+        path = explain(response)
+        calls = [(e["module"], e["outcome"]) for e in path if e["event"] == "call"]
+        assert calls == [("hung", "timeout"), ("backup", "ok")]
+        escalate = next(e for e in path if e["event"] == "escalate")
+        assert escalate["step"] == "hung" and escalate["timedOut"] is True
+        assert escalate["reason"].startswith("timed out: ")
+        assert "did not answer within 600 ms" in escalate["reason"]
+
+
+def test_a_cheap_candidate_gets_only_its_share_of_a_tight_deadline(
+    mods: Pool, tmp_path: Path
+) -> None:
+    graph = cascade_graph("share", mods, {"timeoutMs": 5000, "callTimeoutMs": 4000})
+    with router(tmp_path, graph, mods.urls) as r, frozen(mods):
+        started = time.monotonic()
+        response = r.infer(headers={"x-modulemesh-deadline-ms": "1500"})
+        elapsed = time.monotonic() - started
+        # the hung candidate's call timeout (4 s) would use all 1.5 s: it gets half, the
+        # backup the rest
+        assert response.status_code == 200, response.json()
+        assert elapsed < 1.5
+        path = explain(response)
+        hung = next(e for e in path if e["event"] == "call" and e["module"] == "hung")
+        assert hung["outcome"] == "timeout" and 600 < hung["ms"] < 1200
+        escalate = next(e for e in path if e["event"] == "escalate")
+        assert escalate["timedOut"] is True
+        assert "no answer within its share of the deadline (750 of the" in escalate["reason"]
+        assert [e["module"] for e in path if e["event"] == "call"] == ["hung", "backup"]

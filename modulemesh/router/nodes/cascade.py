@@ -1,11 +1,18 @@
 """``cascade``: cheapest candidate first; escalate to the next while ``escalateWhen`` (CEL
-over the candidate's ``output``) holds, or when the candidate fails."""
+over the candidate's ``output``) holds, or when the candidate fails or times out while the
+request still has time.
+
+Every candidate but the last runs within a share of the time left (:func:`share`), so a hung
+cheap candidate cannot use up the deadline the better ones need; the last gets all that
+remains."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from modulemesh.api.graph import CascadeNode
+from modulemesh.api.graph import CascadeNode, Target
 from modulemesh.cel import EvaluationError
 from modulemesh.router.context import Output, RequestContext, Tensors
 from modulemesh.router.errors import RouteError
@@ -13,6 +20,17 @@ from modulemesh.router.tensors import map_inputs
 
 if TYPE_CHECKING:
     from modulemesh.router.executor import Executor
+
+_NOT_ESCALATED = frozenset({400, 403, 422})
+"""Failures another candidate would not mend: the client's request, or a privacy refusal
+(which stays fail-closed)."""
+
+
+def share(ex: Executor, later: Sequence[Target], remaining: float) -> float:
+    """Seconds a candidate may take of ``remaining``: what is left after keeping one call's
+    timeout for each ``later`` candidate, and never less than an equal split of it."""
+    reserve = sum(ex.timeout_of(target) for target in later)
+    return max(remaining - reserve, remaining / (len(later) + 1))
 
 
 async def run(
@@ -28,19 +46,30 @@ async def run(
         name = step.step_name
         where = f"node {node.name!r} step {name!r}"
         step_inputs = map_inputs(step.inputs, scope, inputs, where)
-        try:
-            out = await ex.call(
-                step, ctx, step_inputs, node=node.name, step=name,
-                final=final and index == last_index,
-            )  # fmt: skip
-        except RouteError as exc:
-            if index == last_index or exc.status in (400, 403, 422, 504):
-                raise
-            ctx.note("escalate", node=node.name, step=name, reason=f"failed: {exc}")
-            continue
         if index == last_index:
+            out = await ex.call(step, ctx, step_inputs, node=node.name, step=name, final=final)
             ctx.note("decision", node=node.name, step=name, escalate=False, last=True)
             return out
+        left = ctx.remaining()
+        seconds = share(ex, node.candidates[index + 1 :], left)
+        ends = time.monotonic() + seconds
+        try:
+            with ctx.share(seconds):
+                out = await ex.call(step, ctx, step_inputs, node=node.name, step=name)
+        except RouteError as exc:
+            if exc.status in _NOT_ESCALATED or ctx.remaining() <= 0:
+                raise
+            timed_out = exc.status == 504
+            if timed_out and time.monotonic() >= ends:
+                reason = (
+                    f"timed out: no answer within its share of the deadline "
+                    f"({seconds * 1000:.0f} of the {left * 1000:.0f} ms left; the rest is kept "
+                    "for the candidates after it)"
+                )
+            else:
+                reason = f"{'timed out' if timed_out else 'failed'}: {exc}"
+            ctx.note("escalate", node=node.name, step=name, timedOut=timed_out, reason=reason)
+            continue
         try:
             escalate = condition.evaluate({"request": ctx.request_vars(), "output": out.cel()})
         except EvaluationError as exc:
