@@ -1,6 +1,10 @@
 """Build the ONNX models the example graphs reference.
 
-    python examples/build_models.py [--out examples/models]
+    .venv/bin/python examples/build_models.py [--out examples/models]
+
+The same as ``modulemesh models build examples/models``, which needs no path to this script
+(``modulemesh run`` also builds the example models a graph is missing, and takes this file
+next to ``models/`` as the sign that a directory holds the examples).
 
 Deterministic: the same bytes on every run (see modulemesh.example_models). The models are
 small enough to build in a second, so they are not checked in (examples/models/ is ignored).

@@ -14,7 +14,7 @@ from pathlib import Path
 from modulemesh.api.errors import Issue, Severity
 from modulemesh.api.gate import PrivacyGate
 from modulemesh.api.graph import ModuleGraph
-from modulemesh.api.loader import Documents, load_text
+from modulemesh.api.loader import Documents, load_text, unique_files
 from modulemesh.api.validation import document_reports, duplicate_documents
 
 EXIT_OK = 0
@@ -22,19 +22,27 @@ EXIT_INVALID = 1
 EXIT_USAGE = 2
 
 
+def add_gate_files(parser: argparse.ArgumentParser) -> None:
+    """``-f/--gates GATES.yaml...``: the one spelling of "files with the PrivacyGates the graph
+    names" in ``validate``, ``render`` and ``run`` (repeatable; a file also given elsewhere on
+    the command line is read once)."""
+    parser.add_argument(
+        "-f",
+        "--gates",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="GATES.yaml",
+        help="files with the PrivacyGates the graph names (repeatable)",
+    )
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``modulemesh validate``."""
     parser.add_argument(
         "files", nargs="+", metavar="FILE", help="YAML files with ModuleGraph/PrivacyGate documents"
     )
-    parser.add_argument(
-        "-f",
-        "--gates",
-        nargs="+",
-        default=[],
-        metavar="GATES",
-        help="more files, typically the PrivacyGates the graphs name",
-    )
+    add_gate_files(parser)
     parser.add_argument("--strict", action="store_true", help="treat warnings as failures (exit 1)")
 
 
@@ -42,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     """Load every document of every file, validate them, print the result."""
     docs = Documents()
     unreadable = False
-    for path in [*args.files, *args.gates]:
+    for path in unique_files([*args.files, *args.gates]):
         try:
             text = Path(path).read_text()
         except (OSError, UnicodeDecodeError) as error:

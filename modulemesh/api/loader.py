@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import ValidationError
@@ -19,6 +19,8 @@ from modulemesh.api.bounded_yaml import BoundsError, load_all
 from modulemesh.api.errors import Issue, SpecError, issues_from_pydantic
 from modulemesh.api.gate import PrivacyGate
 from modulemesh.api.graph import ModuleGraph
+
+_P = TypeVar("_P", bound=str | Path)
 
 KINDS: dict[str, type[ModuleGraph] | type[PrivacyGate]] = {
     "ModuleGraph": ModuleGraph,
@@ -95,10 +97,24 @@ def load_text(text: str, source: str = "<input>") -> Documents:
     return docs
 
 
-def load_files(paths: Iterable[str | Path]) -> Documents:
-    """Parse every document of every file; unreadable files are issues too."""
-    merged = Documents()
+def unique_files(paths: Iterable[_P]) -> list[_P]:
+    """``paths`` without the ones naming a file already listed (``g.yaml -f ./g.yaml``, a
+    symlink to it), in order: a file given twice is read once, not counted as two graphs."""
+    seen: set[Path] = set()
+    unique: list[_P] = []
     for path in paths:
+        key = Path(path).resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(path)
+    return unique
+
+
+def load_files(paths: Iterable[str | Path]) -> Documents:
+    """Parse every document of every file (each file once, see :func:`unique_files`);
+    unreadable files are issues too."""
+    merged = Documents()
+    for path in unique_files(paths):
         try:
             text = Path(path).read_text()
         except OSError as error:

@@ -7,16 +7,20 @@ so a crashed runtime comes back on its own, as it would under a Deployment.
 from __future__ import annotations
 
 import json
+import shlex
 import signal
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
 from modulemesh.api.errors import Severity
+from modulemesh.api.graph import ModuleGraph
 from modulemesh.api.loader import load_files
 from modulemesh.api.validation import validate_graph
+from modulemesh.cli import invocation
 from modulemesh.localmesh.plan import MeshPlan, PlanError, free_port, plan_mesh
 from modulemesh.localmesh.supervisor import Mesh, MeshError, _get
 
@@ -49,6 +53,25 @@ def build_missing(plan: MeshPlan) -> list[str]:
     return problems
 
 
+def _missing_hints(missing: list[Path]) -> list[str]:
+    """What to do about model files still missing: a command that builds the example ones,
+    spelled the way this process was started so it works from a virtualenv that is not
+    activated, and the path rule for the rest."""
+    from modulemesh import example_models
+
+    directories = sorted({p.parent for p in missing if example_models.missing([p])})
+    hints = [
+        f"build the example models with `{invocation()} models build {shlex.quote(str(d))}`"
+        for d in directories
+    ]
+    return [
+        *hints,
+        "or fix spec.modules[].model.path (relative paths resolve against the graph file)"
+        if hints
+        else "fix spec.modules[].model.path (relative paths resolve against the graph file)",
+    ]
+
+
 def run_mesh(
     graph_file: Path,
     gate_files: list[Path],
@@ -66,8 +89,13 @@ def run_mesh(
             print(f"modulemesh run: {issue}", file=sys.stderr)
         return 2
     if len(docs.graphs) != 1:
-        print(f"modulemesh run: {graph_file}: expected one ModuleGraph, found {len(docs.graphs)}",
-              file=sys.stderr)  # fmt: skip
+        found = ", ".join(
+            f"{g.metadata.name!r} in {docs.sources[f'ModuleGraph/{g.metadata.name}']}"
+            for g in docs.graphs
+        )
+        where = f"{graph_file} and the -f/--gates files" if gate_files else str(graph_file)
+        print(f"modulemesh run: expected one ModuleGraph in {where}, found "
+              f"{len(docs.graphs)}{f': {found}' if found else ''}", file=sys.stderr)  # fmt: skip
         return 2
     graph = docs.graphs[0]
     issues = validate_graph(graph, docs.gates)
@@ -92,9 +120,8 @@ def run_mesh(
     if problems:
         for problem in problems:
             print(f"modulemesh run: {problem}", file=sys.stderr)
-        print("modulemesh run: build the example models with `python examples/build_models.py`, "
-              "or fix spec.modules[].model.path (relative paths resolve against the graph file)",
-              file=sys.stderr)  # fmt: skip
+        for hint in _missing_hints([p for p in plan.missing_models if not p.exists()]):
+            print(f"modulemesh run: {hint}", file=sys.stderr)
         return 2
 
     stop = threading.Event()
@@ -121,6 +148,28 @@ def run_mesh(
             signal.signal(s, handler)
 
 
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+
+
+def local_differences(graph: ModuleGraph, providers: Mapping[str, str]) -> list[str]:
+    """What this run does differently from the cluster the graph describes, one line each,
+    for the banner: GPU requests served without a GPU (``providers``: module -> execution
+    provider its runtime reports) and replica counts run as one process."""
+    lines = []
+    for module in graph.spec.modules:
+        provider = providers.get(module.name, "-")
+        if module.resources.gpu > 0 and provider not in GPU_PROVIDERS:
+            lines.append(
+                f"runs {module.name!r} (gpu: {module.resources.gpu}) without a GPU, on {provider}"
+            )
+    for module in graph.spec.modules:
+        if module.replicas != 1:
+            lines.append(f"runs {module.name!r} (replicas: {module.replicas}) as one process")
+    if graph.spec.router.replicas != 1:
+        lines.append(f"runs the router (replicas: {graph.spec.router.replicas}) as one process")
+    return lines
+
+
 def _print_ready(mesh: Mesh) -> None:
     rows = mesh.table()
     header = ("MODULE", "PROVIDER", "RUNTIME", "SIDECAR", "STATE")
@@ -132,6 +181,11 @@ def _print_ready(mesh: Mesh) -> None:
     for row in cells:
         _say("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     plan = mesh.plan
+    differences = local_differences(plan.graph, {r["module"]: str(r["provider"]) for r in rows})
+    if differences:
+        _say("\nunlike a cluster, this local run:")
+        for line in differences:
+            _say(f"  - {line}")
     name = plan.graph.metadata.name
     base = f"http://127.0.0.1:{plan.router_port}/v2/models/{name}"
     _say(f"\ngraph {name!r} ready: {plan.endpoint}")
@@ -152,7 +206,8 @@ def _print_ready(mesh: Mesh) -> None:
         )
         values = ",".join(["0.5"] * tensors[0]["shape"][1])
         _say(
-            f"  infer:     modulemesh infer {base} --input {tensors[0]['name']}={values} --explain"
+            f"  infer:     {invocation()} infer {base} --input {tensors[0]['name']}={values} "
+            "--explain"
         )
     _say("Ctrl-C stops every process.")
 

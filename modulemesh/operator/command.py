@@ -12,43 +12,69 @@ import sys
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    """Operator flags; each defaults to its ``MODULEMESH_*`` environment variable."""
+    """Operator flags; each defaults to its ``MODULEMESH_*`` environment variable, then to the
+    built-in default its help names (the same ``OperatorSettings`` the operator reads)."""
+    from modulemesh.operator.config import OperatorSettings
+
+    defaults = OperatorSettings()
+    render = defaults.render
+
+    def default(env: str, value: object) -> str:
+        return f"(default: ${env}, else {value})"
+
     parser.add_argument(
         "-n",
         "--namespace",
         action="append",
         dest="namespaces",
         metavar="NS",
-        help="namespace to watch (repeatable); all namespaces when none is given "
-        "(env MODULEMESH_WATCH_NAMESPACES, comma-separated)",
+        help="namespace to watch (repeatable) "
+        "(default: $MODULEMESH_WATCH_NAMESPACES, comma-separated, else all namespaces)",
+    )
+    for flag, env, value, what in (
+        ("gpu-resource", "MODULEMESH_GPU_RESOURCE", render.gpu_resource, "GPU extended resource name"),
+        ("image-runtime", "MODULEMESH_IMAGE_RUNTIME", render.image_runtime, "runtime image for CPU modules"),
+        ("image-runtime-gpu", "MODULEMESH_IMAGE_RUNTIME_GPU", render.image_runtime_gpu, "runtime image for GPU modules"),
+        ("image-sidecar", "MODULEMESH_IMAGE_SIDECAR", render.image_sidecar, "image for the sidecar and the router"),
+    ):  # fmt: skip
+        parser.add_argument(f"--{flag}", help=f"{what} {default(env, value)}")
+    parser.add_argument(
+        "--envelope-interval",
+        type=float,
+        help="seconds between envelope reads "
+        + default("MODULEMESH_ENVELOPE_INTERVAL", defaults.envelope_interval_s),
     )
     parser.add_argument(
-        "--gpu-resource", help="GPU extended resource name (MODULEMESH_GPU_RESOURCE)"
-    )
-    parser.add_argument("--image-runtime", help="runtime image for CPU modules")
-    parser.add_argument("--image-runtime-gpu", help="runtime image for GPU modules")
-    parser.add_argument("--image-sidecar", help="image for the sidecar and the router")
-    parser.add_argument(
-        "--envelope-interval", type=float, help="seconds between envelope reads (default 15)"
+        "--resync-interval",
+        type=float,
+        help="seconds between safety re-applies "
+        + default("MODULEMESH_RESYNC_INTERVAL", defaults.resync_interval_s),
     )
     parser.add_argument(
-        "--resync-interval", type=float, help="seconds between safety re-applies (default 300)"
+        "--log-format",
+        choices=["json", "plain"],
+        help="log format " + default("MODULEMESH_LOG_FORMAT", defaults.log_format),
     )
-    parser.add_argument("--log-format", choices=["json", "plain"], help="log format (default json)")
     parser.add_argument(
-        "--liveness", help="liveness endpoint (default http://0.0.0.0:8080/healthz)"
+        "--liveness",
+        help="liveness endpoint "
+        + default("MODULEMESH_LIVENESS_ENDPOINT", defaults.liveness_endpoint),
     )
     parser.add_argument(
         "--webhook-port",
         type=int,
-        help="serve the validating admission webhook on this port (MODULEMESH_WEBHOOK_PORT)",
+        help="serve the validating admission webhook on this port "
+        "(default: $MODULEMESH_WEBHOOK_PORT, else no webhook)",
     )
     parser.add_argument(
         "--webhook-host",
-        help="host the API server calls the webhook at, when not through a Service "
-        "(MODULEMESH_WEBHOOK_HOST, e.g. 127.0.0.1 for a local operator)",
+        help="host the API server calls the webhook at, when not through a Service, e.g. "
+        "127.0.0.1 for a local operator (default: $MODULEMESH_WEBHOOK_HOST, else the Service)",
     )
-    parser.add_argument("--kubeconfig", help="kubeconfig when not running in a cluster")
+    parser.add_argument(
+        "--kubeconfig",
+        help="kubeconfig when not running in a cluster (default: $KUBECONFIG, else ~/.kube/config)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 

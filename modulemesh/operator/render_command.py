@@ -27,28 +27,21 @@ EXIT_USAGE = 2
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``modulemesh render``."""
+    from modulemesh.api.commands import add_gate_files
     from modulemesh.operator.settings import RenderSettings
 
     defaults = RenderSettings()
     parser.add_argument(
         "graph", metavar="GRAPH.yaml", help="file with the ModuleGraph(s) to render"
     )
-    parser.add_argument(
-        "-f",
-        "--gates",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="GATES.yaml",
-        help="files with the PrivacyGates the graph names (repeatable)",
-    )
+    add_gate_files(parser)
     parser.add_argument(
         "-n", "--namespace", help="namespace to render into (default: the graph's, else default)"
     )
     parser.add_argument(
         "--gpu-resource",
         default=defaults.gpu_resource,
-        help=f"GPU extended resource name for modules that name none (default {defaults.gpu_resource})",
+        help="GPU extended resource name for modules that name none",
     )
     for flag, value, what in (
         ("image-runtime", defaults.image_runtime, "runtime image for CPU modules"),
@@ -58,7 +51,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         ("image-pull-policy", defaults.image_pull_policy, "imagePullPolicy of every container"),
         ("cluster-domain", defaults.cluster_domain, "cluster DNS domain for Service URLs"),
     ):
-        parser.add_argument(f"--{flag}", default=value, help=f"{what} (default {value})")
+        parser.add_argument(f"--{flag}", default=value, help=what)
     quantities: tuple[tuple[str, str, Literal["cpu", "memory"], str], ...] = (
         ("sidecar-cpu", defaults.sidecar_cpu, "cpu", "CPU request of every sidecar"),
         ("sidecar-memory", defaults.sidecar_memory, "memory", "memory request of every sidecar"),
@@ -70,9 +63,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         ),
     )
     for flag, value, kind, what in quantities:
-        parser.add_argument(
-            f"--{flag}", default=value, type=_quantity(kind), help=f"{what} (default {value})"
-        )
+        parser.add_argument(f"--{flag}", default=value, type=_quantity(kind), help=what)
 
 
 def _quantity(kind: Literal["cpu", "memory"]) -> Callable[[str], str]:
@@ -91,11 +82,11 @@ def _quantity(kind: Literal["cpu", "memory"]) -> Callable[[str], str]:
 
 def _load(paths: list[str]) -> tuple[Documents, bool]:
     """Every document of every file; the flag is False when a file could not be read."""
-    from modulemesh.api.loader import Documents, load_text
+    from modulemesh.api.loader import Documents, load_text, unique_files
 
     docs = Documents()
     readable = True
-    for path in paths:
+    for path in unique_files(paths):
         try:
             text = Path(path).read_text()
         except (OSError, UnicodeDecodeError) as error:

@@ -21,8 +21,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-A", "--all-namespaces", action="store_true", help="graphs of every namespace"
     )
-    parser.add_argument("-o", "--output", choices=["table", "json"], default="table")
-    parser.add_argument("--kubeconfig", default=None, help="kubeconfig (default: $KUBECONFIG)")
+    parser.add_argument(
+        "-o", "--output", choices=["table", "json"], default="table", help="output format"
+    )
+    parser.add_argument(
+        "--kubeconfig",
+        default=None,
+        help="kubeconfig when not in a cluster (default: $KUBECONFIG, else ~/.kube/config)",
+    )
 
 
 def table(rows: Sequence[Sequence[str]], out: TextIO) -> None:

@@ -147,3 +147,17 @@ def test_console_command_reports_errors_and_usage(tmp_path: Path) -> None:
     assert f"error: {path}: spec.routing.nodes[0].type: unknown type 'sequense'" in result.stderr
     assert subprocess_validate().returncode == 2  # argparse: FILE is required
     assert subprocess_validate(str(tmp_path / "nope.yaml")).returncode == 2
+
+
+def test_a_file_named_twice_is_read_once(tmp_path: Path) -> None:
+    # As a user types it: the graph file also given with -f/--gates, by other spellings.
+    doc, phi = graph(gates=["phi-gate"]), gate("phi-gate", {"name": "phi"}, mode="dryrun")
+    path = write(tmp_path / "g.yaml", doc, phi)
+    (tmp_path / "link.yaml").symlink_to(path)
+    result = subprocess_validate(
+        path, "-f", f"{tmp_path}/./g.yaml", "--gates", str(tmp_path / "link.yaml")
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.splitlines()) == [
+        "ok: ModuleGraph/g (2 modules, 1 node)", "ok: PrivacyGate/phi-gate (1 tag)"
+    ]  # fmt: skip

@@ -1,8 +1,12 @@
 """Every example in examples/ loads, validates and renders; the models they reference build,
-deterministically, and behave as the examples say (small model unsure, large one confident)."""
+deterministically, and behave as the examples say (small model unsure, large one confident);
+the build command the examples and the README show works as shown."""
 
 from __future__ import annotations
 
+import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +21,8 @@ from modulemesh.api.validation import document_reports
 from modulemesh.operator.render import render
 from modulemesh.operator.settings import RenderSettings
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
 YAMLS = sorted(EXAMPLES.glob("*.yaml"))
 
 
@@ -122,3 +127,43 @@ def test_build_models_script_writes_into_out(tmp_path: Path) -> None:
         f"{n}.onnx" for n in example_models.MODELS
     )
     assert len(result.stdout.splitlines()) == len(example_models.MODELS)
+
+
+SHOWN = [ROOT / "README.md", *YAMLS]
+"""Where a `modulemesh models build` command is shown to users."""
+
+
+def shown_build_commands() -> list[tuple[str, str]]:
+    """(file, command) for every backquoted `... modulemesh models build ...` in SHOWN."""
+    found = []
+    for path in SHOWN:
+        text = " ".join(line.lstrip("# ") for line in path.read_text().splitlines())
+        found += [
+            (path.name, c) for c in re.findall(r"`([^`]*modulemesh models build[^`]*)`", text)
+        ]
+    return found
+
+
+def test_every_example_and_the_readme_show_the_build_command() -> None:
+    files = {name for name, _ in shown_build_commands()}
+    assert files == {p.name for p in SHOWN}
+    assert not [p for p in SHOWN if "python examples/build_models.py" in p.read_text()]
+
+
+@pytest.mark.parametrize("command", sorted({c for _, c in shown_build_commands()}), ids=lambda c: c)
+def test_shown_build_command_works_from_a_venv_that_is_not_activated(
+    tmp_path: Path, command: str
+) -> None:
+    """Run as shown, from a copy of the repository's layout: `.venv/bin/modulemesh` is this
+    test's own console script and nothing of the venv is on PATH."""
+    (tmp_path / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env["PATH"] = "/usr/bin:/bin"
+    done = subprocess.run(
+        shlex.split(command), cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "examples" / "models").iterdir()) == sorted(
+        f"{n}.onnx" for n in example_models.MODELS
+    )

@@ -169,3 +169,14 @@ def test_console_script_renders_the_quickstart() -> None:
     assert result.returncode == 0, result.stderr
     kinds = [o["kind"] for o in yaml.safe_load_all(result.stdout)]
     assert kinds.count("Deployment") == 3 and kinds[0] == "ConfigMap"
+
+
+def test_the_graph_file_also_given_as_gates_is_read_once(tmp_path: Path) -> None:
+    both = write(tmp_path, "both.yaml", GRAPH + "---\n" + GATE)
+    done = subprocess.run(
+        [sys.executable, "-m", "modulemesh", "render", both, "-f", both],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    kinds = [o["kind"] for o in yaml.safe_load_all(done.stdout)]
+    assert kinds.count("Deployment") == 2  # one module and the router, once
