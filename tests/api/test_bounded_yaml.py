@@ -112,9 +112,55 @@ def test_oversized_text_is_refused_before_parsing() -> None:
         bounded_yaml.load_all("#" * (bounded_yaml.MAX_CHARS + 1))
 
 
-def test_the_libyaml_loader_is_used_when_installed() -> None:
+def test_an_alias_inside_the_value_it_names_is_refused_as_a_cycle() -> None:
+    message = only_issue(HEAD + "    affinity: &x {k: [*x]}\n")
+    assert "spec.modules[0].affinity.k[0]: alias *x is inside the value it names" in message
+
+
+def test_keys_equal_after_resolution_are_duplicates_too() -> None:
+    with pytest.raises(BoundsError, match="duplicate key 'on'"):
+        bounded_yaml.load_all("yes: 1\non: 2\n")  # both are the boolean true in YAML 1.1
+
+
+def test_libyaml_parses_and_a_large_graph_is_built_in_one_pass() -> None:
     assert yaml.__with_libyaml__  # the project's PyYAML wheels carry libyaml
     assert bounded_yaml.LOADER is yaml.CSafeLoader
+    modules = [
+        {
+            "name": f"m{i}",
+            "model": {"path": f"m{i}.onnx"},
+            "affinity": {"nodeAffinity": {"required": [{"key": "zone", "values": ["a", "b"]}]}},
+            "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        }
+        for i in range(3000)
+    ]
+    text = yaml.safe_dump({"spec": {"modules": modules}})
+    assert len(text) > 700_000  # the size that took 18 s with the pure-Python loader
+    documents, exotic = bounded_yaml.read_events(yaml.parse(text, Loader=yaml.CSafeLoader))
+    assert not exotic  # no node tree, no second load
+    assert documents == [{"spec": {"modules": modules}}]
+
+
+SAMPLES = [
+    "a: 1\nb: 1.5\nc: true\nd: null\ne: ~\nf: 2001-12-14t21:59:43.10-05:00\ng: 0x1F\n"
+    "h: 0o17\ni: .inf\nk: '1'\nl: !!str 5\nm: !!binary aGVsbG8=\nn: [1, 'x', {a: b}]\n"
+    "o: |\n  text\np: >-\n  folded\n  text\n",
+    "- &a {x: 1}\n- *a\n- &s hello\n- *s\n",
+    "a: &x {k: 1}\nb:\n  <<: *x\n  j: 2\n",  # a merge key: PyYAML's loader builds it
+    "!!set {a, b}\n",
+    "--- 1\n---\n---\n- x\n",
+    "a: !!float 1\n",
+]
+
+
+@pytest.mark.parametrize(
+    "text",
+    SAMPLES + [p.read_text() for p in sorted((ROOT / "examples").glob("*.yaml"))],
+    ids=[f"sample{i}" for i in range(len(SAMPLES))]
+    + [p.name for p in sorted((ROOT / "examples").glob("*.yaml"))],
+)
+def test_documents_are_what_pyyamls_safe_loader_builds(text: str) -> None:
+    assert bounded_yaml.load_all(text) == list(yaml.safe_load_all(text))
 
 
 # --- decoded JSON ------------------------------------------------------------------------------
