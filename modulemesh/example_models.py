@@ -1,9 +1,9 @@
 """The ONNX models the graphs in ``examples/`` reference, built on demand from the zoo.
 
-One function, :func:`build`, so the ``examples/build_models.py`` script, the tests and
-``modulemesh run`` all produce the same files (deterministic: same bytes every time). Shapes
-chain: the embedder maps 16 features to an 8-wide embedding, which every classifier reads;
-every classifier emits 3 probabilities, which the validator scores.
+One function, :func:`build`, so ``modulemesh models build``, the ``examples/build_models.py``
+script, the tests and ``modulemesh run`` all produce the same files (deterministic: same bytes
+every time). Shapes chain: the embedder maps 16 features to an 8-wide embedding, which every
+classifier reads; every classifier emits 3 probabilities, which the validator scores.
 """
 
 from __future__ import annotations
