@@ -170,3 +170,52 @@ def test_validate_command_refuses_a_typo_and_a_type_error(tmp_path: Path) -> Non
         assert result.returncode == 1, result.stderr
         assert f"error: {path}: spec.routing.nodes[0].cases[1].when: CEL condition" in result.stderr
         assert words in result.stderr
+
+
+# --- the checker against the library, operator by operator ------------------------------------
+
+ATOMS = [
+    "request.headers['x-route']",
+    "request.tags",
+    "request.priority",
+    "request.inputs['x'].shape[0]",
+    "output.confidence",
+    "output.module",
+    "1",
+    "1.5",
+    "1u",
+    "'a'",
+    "true",
+    "[1, 2]",
+    "b'x'",
+]
+DYNAMIC = ["request.parameters.n", "output.outputs['score'][0]", "request.inputs.x.data[0]"]
+OPERATORS = ["==", "<", ">=", "+", "-", "*", "/", "%", "in", "&&", "||"]
+
+
+def test_every_typed_operation_the_library_fails_on_is_refused_and_no_more() -> None:
+    """Each ``a OP b`` over typed values: what the library throws on is refused; what the
+    checker refuses either throws, or is a comparison that can never be true or an operand
+    that is not a bool (which the library may short-circuit past)."""
+    wrong: list[str] = []
+    for left in ATOMS + DYNAMIC:
+        for right in ATOMS + DYNAMIC:
+            for operator in OPERATORS:
+                expression = f"{left} {operator} {right}"
+                try:
+                    cel_library.evaluate(expression, CONTEXT)
+                    library_failed = False
+                except Exception:
+                    library_failed = True
+                try:
+                    compile_condition(expression, Environment.ESCALATE)
+                    refusal = ""
+                except CompileError as error:
+                    refusal = str(error)
+                dynamic = left in DYNAMIC or right in DYNAMIC
+                if library_failed and not refusal and not dynamic:
+                    wrong.append(f"accepted but fails: {expression}")
+                designed = ("never equal", "is never in", "must be a bool", "not a bool")
+                if refusal and not library_failed and not any(d in refusal for d in designed):
+                    wrong.append(f"refused but works: {expression}: {refusal}")
+    assert wrong == []
