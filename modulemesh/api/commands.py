@@ -23,17 +23,17 @@ EXIT_USAGE = 2
 
 
 def add_gate_files(parser: argparse.ArgumentParser) -> None:
-    """``-f/--gates GATES.yaml...``: the one spelling of "files with the PrivacyGates the graph
-    names" in ``validate``, ``render`` and ``run`` (repeatable; a file also given elsewhere on
-    the command line is read once)."""
+    """``-f/--gates GATES.yaml``: the one spelling of "a file with the PrivacyGates the graph
+    names" in ``validate``, ``render`` and ``run``. One file per flag, repeatable, as with
+    ``kubectl apply -f``, so ``-f gates.yaml graph.yaml`` cannot swallow the graph; a file
+    also given elsewhere on the command line is read once."""
     parser.add_argument(
         "-f",
         "--gates",
-        action="extend",
-        nargs="+",
+        action="append",
         default=[],
         metavar="GATES.yaml",
-        help="files with the PrivacyGates the graph names (repeatable)",
+        help="a file with PrivacyGates the graph names (repeatable: -f a.yaml -f b.yaml)",
     )
 
 

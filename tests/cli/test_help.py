@@ -62,8 +62,12 @@ def test_gate_files_have_one_spelling(command: str) -> None:
     assert gates.option_strings == ["-f", "--gates"]
     spellings = {s for a in parser._actions for s in a.option_strings}
     assert "--file" not in spellings
-    args = parser.parse_args(["g.yaml", "-f", "a.yaml", "b.yaml", "--gates", "c.yaml"])
-    assert args.gates == ["a.yaml", "b.yaml", "c.yaml"]
+    args = parser.parse_args(["g.yaml", "-f", "a.yaml", "--gates", "b.yaml"])
+    assert args.gates == ["a.yaml", "b.yaml"]
+    # One file per flag: a flag before the graph does not swallow it.
+    args = parser.parse_args(["-f", "a.yaml", "g.yaml"])
+    assert args.gates == ["a.yaml"]
+    assert (args.files if command == "validate" else [args.graph]) == ["g.yaml"]
 
 
 def test_run_help_shows_the_port_and_render_the_router_image_default() -> None:
