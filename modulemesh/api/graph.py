@@ -128,6 +128,13 @@ class HealthThresholds(SpecModel):
     min_confidence: Annotated[float | None, Field(ge=0, le=1)] = None
 
 
+class CpuFallback(StrEnum):
+    """What a GPU module does when its runtime can get only onnxruntime's CPU provider."""
+
+    ALLOW = "Allow"
+    REFUSE = "Refuse"
+
+
 class Module(SpecModel):
     """One ONNX submodule: a Deployment of runtime + sidecar pods and a Service."""
 
@@ -135,6 +142,13 @@ class Module(SpecModel):
     model: ModelSource
     version: Annotated[str, Field(min_length=1, max_length=63)] = "1"
     resources: Resources = Field(default_factory=Resources)
+    cpu_fallback: CpuFallback = Field(
+        default=CpuFallback.ALLOW,
+        description="For a module with resources.gpu > 0 whose runtime gets only the CPU "
+        "provider (no usable CUDA on its node or in its image): Allow serves on the CPU and the "
+        "graph's Degraded condition says so (GPUFallbackToCPU); Refuse keeps the module not "
+        "ready, its readiness and log saying why. No effect without GPUs.",
+    )
     replicas: Annotated[int, Field(ge=0, le=1000)] = 1
     batching: Batching = Field(default_factory=Batching)
     clearance: list[Tag] = Field(

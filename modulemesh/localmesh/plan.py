@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modulemesh.api.gate import GateMode, PrivacyGate
-from modulemesh.api.graph import Module, ModuleGraph
+from modulemesh.api.graph import CpuFallback, Module, ModuleGraph
 
 __all__ = ["MeshPlan", "ModulePlan", "PlanError", "free_port", "plan_mesh"]
 
@@ -109,6 +109,8 @@ def plan_mesh(
             "--max-batch-size", str(b.max_batch_size), "--max-delay-ms", str(b.max_delay_ms),
             "--max-queue", str(b.max_queue),
         ]  # fmt: skip
+        if module.resources.gpu > 0 and module.cpu_fallback is CpuFallback.REFUSE:
+            runtime_args.append("--cpu-fallback=refuse")  # as in a cluster
         h = module.health
         sidecar_args = [
             *base_cmd, "sidecar", "--module", module.name,

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from modulemesh.api.gate import PrivacyGate
-from modulemesh.api.graph import Module
+from modulemesh.api.graph import CpuFallback, Module
 from modulemesh.operator import naming, placement
 from modulemesh.operator.pods import (
     container_security_context,
@@ -92,6 +92,8 @@ def runtime_container(module: Module, settings: RenderSettings) -> dict[str, Any
     ]
     if module.model.sha256 is not None:
         args.append(f"--sha256={module.model.sha256}")
+    if gpu and module.cpu_fallback is CpuFallback.REFUSE:
+        args.append("--cpu-fallback=refuse")
     limits: dict[str, Any] = {"cpu": res.cpu, "memory": res.memory}
     if gpu:
         limits[placement.gpu_resource(module, settings)] = res.gpu

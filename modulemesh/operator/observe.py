@@ -19,6 +19,9 @@ from modulemesh.operator.naming import COMPONENT_LABEL, MODULE_LABEL
 
 MAX_LISTED = 3
 """How many problems a condition message lists before it says how many more there are."""
+CPU_PROVIDER = "CPUExecutionProvider"
+GPU_FALLBACK_REASON = "GPUFallbackToCPU"
+"""``Degraded`` reason when a module given GPUs serves on onnxruntime's CPU provider."""
 
 
 @dataclass
@@ -163,6 +166,7 @@ def compute_status(obs: Observation) -> tuple[dict[str, Any], list[ConditionUpda
     not_ready: list[str] = []
     unschedulable: list[str] = []
     degraded: list[str] = []
+    on_cpu: list[str] = []
     unknown_envelopes = 0
     total_gpus = 0
     for module in spec.modules:
@@ -200,6 +204,16 @@ def compute_status(obs: Observation) -> tuple[dict[str, Any], list[ConditionUpda
                 degraded.append(f"{module.name} is {summary['state']}{why}")
             elif summary["state"] == "Unknown":
                 unknown_envelopes += 1
+            if (
+                module.resources.gpu > 0
+                and summary["state"] != "Unknown"
+                and entry.get("provider") == CPU_PROVIDER
+            ):
+                on_cpu.append(
+                    f"{module.name} has resources.gpu {module.resources.gpu} but serves on "
+                    f"{CPU_PROVIDER} (no usable CUDA on its node or in its runtime image; "
+                    "cpuFallback: Refuse keeps it out of service instead)"
+                )
         else:
             entry["envelope"] = {
                 "state": "Unknown",
@@ -225,7 +239,7 @@ def compute_status(obs: Observation) -> tuple[dict[str, Any], list[ConditionUpda
         ),
         _modules_ready(not_ready, len(spec.modules)),
         _router_ready(_router_deployment(obs), spec.router.replicas),
-        _degraded(degraded, unknown_envelopes, len(spec.modules), obs.envelope_error),
+        _degraded(degraded, on_cpu, unknown_envelopes, len(spec.modules), obs.envelope_error),
     ]
     updates.insert(0, _ready(updates))
     return status, updates
@@ -339,14 +353,17 @@ def _router_ready(router: Mapping[str, Any] | None, desired: int) -> ConditionUp
 
 
 def _degraded(
-    degraded: list[str], unknown: int, total: int, envelope_error: str | None
+    degraded: list[str], on_cpu: list[str], unknown: int, total: int, envelope_error: str | None
 ) -> ConditionUpdate:
-    if degraded:
+    """True when an envelope says Degraded or Unhealthy (``ModuleDegraded``) or a GPU module
+    fell back to the CPU provider (``GPUFallbackToCPU``, when that is all): both serve, slower
+    or worse than asked, so neither blocks Ready."""
+    if degraded or on_cpu:
         return ConditionUpdate(
             "Degraded",
             "True",
-            "ModuleDegraded",
-            f"{_listing(degraded)}; see status.modules[].envelope",
+            "ModuleDegraded" if degraded else GPU_FALLBACK_REASON,
+            f"{_listing(degraded + on_cpu)}; see status.modules[]",
         )
     if total and unknown == total:
         why = envelope_error or "no module has reported a fresh envelope"

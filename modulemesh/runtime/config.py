@@ -14,6 +14,7 @@ from typing import Any
 
 ENV_PREFIX = "MODULEMESH_RUNTIME_"
 PROVIDER_CHOICES = ("auto", "cpu", "cuda", "tensorrt")
+CPU_FALLBACK_CHOICES = ("allow", "refuse")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class RuntimeConfig:
     batch_workers: int = 1
     max_body_bytes: int = 64 * 1024 * 1024
     provider: str = "auto"
+    cpu_fallback: str = "allow"
+    """``refuse``: a GPU provider was asked for and only the CPU one is there: never ready."""
     intra_op_threads: int = 0
     inter_op_threads: int = 0
     spinning: bool = False
@@ -115,6 +118,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=PROVIDER_CHOICES,
     )
     add(
+        "--cpu-fallback",
+        str,
+        defaults.cpu_fallback,
+        "when a GPU provider is asked for and onnxruntime has only the CPU one: allow (serve on "
+        "CPU, reported as the provider) or refuse (never become ready, saying why)",
+        choices=CPU_FALLBACK_CHOICES,
+    )
+    add(
         "--intra-op-threads",
         int,
         0,
@@ -168,6 +179,7 @@ def from_args(args: argparse.Namespace) -> RuntimeConfig:
         batch_workers=args.batch_workers,
         max_body_bytes=args.max_body_bytes,
         provider=args.provider,
+        cpu_fallback=args.cpu_fallback,
         intra_op_threads=args.intra_op_threads,
         inter_op_threads=args.inter_op_threads,
         spinning=args.spinning,

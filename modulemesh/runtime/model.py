@@ -233,11 +233,14 @@ def load(
     inter_op_threads: int,
     device_id: int,
     spinning: bool = False,
+    cpu_fallback: bool = True,
 ) -> Model:
     """Create the onnxruntime session with the chosen providers and thread settings.
 
     ``intra_op_threads`` 0 means one per CPU this process may use (:func:`available_cpus`),
-    not onnxruntime's one per core of the machine.
+    not onnxruntime's one per core of the machine. With ``cpu_fallback`` False, a model that
+    asked for a GPU provider and got only the CPU one is refused (:class:`ModelError`), so a
+    GPU module never serves at CPU speed unnoticed.
     """
     import onnxruntime as ort
 
@@ -263,6 +266,13 @@ def load(
     except Exception as exc:
         raise ModelError(f"onnxruntime cannot load {path}: {exc}") from exc
     model = Model(session, resolved_name, resolved_version, options.intra_op_num_threads)
+    if not cpu_fallback and provider != "cpu" and model.provider == "CPUExecutionProvider":
+        raise ModelError(
+            f"provider {provider} requested, but onnxruntime gave only CPUExecutionProvider "
+            f"(it offers {ort.get_available_providers()}) and --cpu-fallback=refuse: "
+            "refusing to serve on the CPU; give the module a GPU node and a CUDA runtime "
+            "image, or allow the fallback (cpuFallback: Allow)"
+        )
     if not model.inputs:
         raise ModelError(f"model {path} has no inputs")
     log.info(

@@ -49,6 +49,7 @@ async def load_model(state: RuntimeState, config: RuntimeConfig) -> None:
                 inter_op_threads=config.inter_op_threads,
                 spinning=config.spinning,
                 device_id=config.device_id,
+                cpu_fallback=config.cpu_fallback == "allow",
             )
 
         model = await loop.run_in_executor(None, _load)

@@ -1,7 +1,8 @@
 """The operator's envelope feed against a real router: ``modulemesh run`` serves the quickstart
 mesh on 127.0.0.1, the operator's ``fetch_envelopes`` reads the router's ``/envelopes``, and the
-status computed from it shows every module Healthy with live figures; a stopped router shows
-as Unknown with the reason, never as a failure of Ready."""
+status computed from it shows every module Healthy with live figures, and Degraded
+(GPUFallbackToCPU) for the classifier, which asks for a GPU and runs on this machine's CPU
+provider; a stopped router shows as Unknown with the reason, never as a failure of Ready."""
 
 from __future__ import annotations
 
@@ -65,8 +66,12 @@ def test_envelopes_from_a_live_router_become_module_status(mesh: tuple[Run, int,
         assert summary["p99Ms"] > 0 and summary["errorRate"] == 0.0
         assert by_name[name]["provider"] == "CPUExecutionProvider"
     assert 0.0 < by_name["classifier"]["envelope"]["confidence"] <= 1.0
+    # The quickstart's classifier asks for a GPU; here its runtime fell back to the CPU
+    # provider, which its envelope reports, and the graph says so.
     degraded = next(u for u in updates if u.type == "Degraded")
-    assert (degraded.status, degraded.reason) == ("False", "Healthy")
+    assert (degraded.status, degraded.reason) == ("True", "GPUFallbackToCPU"), degraded
+    assert "classifier has resources.gpu 1 but serves on CPUExecutionProvider" in degraded.message
+    assert "embedder" not in degraded.message
 
     run.popen.kill()  # the supervisor's children die with it, a moment later
     run.popen.wait(10)

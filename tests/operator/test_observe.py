@@ -1,7 +1,8 @@
 """Status computation from observed Deployments, Pods and envelopes (no cluster needed).
 
 Covers per-module state (replicas, GPUs, unschedulable reason, envelope summary and staleness),
-each condition's status and reason, and that Ready never depends on envelopes.
+each condition's status and reason (Degraded also for a GPU module serving on the CPU
+provider), and that Ready never depends on envelopes.
 """
 
 from __future__ import annotations
@@ -98,7 +99,8 @@ def healthy_cluster() -> dict[str, Any]:
             deployment("router", None, 1),
         ],
         "pods": [pod("emb"), pod("emb"), pod("clf")],
-        "envelopes": {"emb": envelope(), "clf": envelope()},
+        # clf has GPUs and got them; emb runs on the CPU as asked.
+        "envelopes": {"emb": envelope(), "clf": envelope(provider="CUDAExecutionProvider")},
         "endpoint": "http://g-router.ns.svc.cluster.local:8080",
     }
 
@@ -110,7 +112,9 @@ def test_everything_ready_gives_ready_true_and_module_details() -> None:
     assert fields["gpus"] == 2
     clf = next(m for m in fields["modules"] if m["name"] == "clf")
     assert (
-        clf["gpus"] == 2 and clf["readyReplicas"] == 1 and clf["provider"] == "CPUExecutionProvider"
+        clf["gpus"] == 2
+        and clf["readyReplicas"] == 1
+        and clf["provider"] == "CUDAExecutionProvider"
     )
     assert clf["envelope"]["state"] == "Healthy"
     assert clf["envelope"]["p99Ms"] == 4.0
@@ -156,6 +160,38 @@ def test_degraded_envelope_sets_degraded_but_not_ready_false() -> None:
     assert conds["Degraded"][:2] == ("True", "ModuleDegraded")
     assert "clf is Degraded: error rate 0.12 > 0.05" in conds["Degraded"][2]
     assert conds["Ready"][0] == "True"
+
+
+def test_a_gpu_module_on_the_cpu_provider_is_degraded_naming_it() -> None:
+    cluster = healthy_cluster()
+    cluster["envelopes"]["clf"] = envelope(provider="CPUExecutionProvider")
+    fields, conds = observe(**cluster)
+    status, reason, message = conds["Degraded"]
+    assert (status, reason) == ("True", "GPUFallbackToCPU")
+    assert "clf has resources.gpu 2 but serves on CPUExecutionProvider" in message
+    assert "emb" not in message  # a CPU module on the CPU provider is what it asked for
+    clf = next(m for m in fields["modules"] if m["name"] == "clf")
+    assert clf["provider"] == "CPUExecutionProvider"
+    assert conds["Ready"][:2] == ("True", "GraphReady")  # it serves, only slower
+
+
+def test_a_gpu_fallback_is_listed_beside_a_degraded_envelope() -> None:
+    cluster = healthy_cluster()
+    cluster["envelopes"]["clf"] = envelope(provider="CPUExecutionProvider")
+    cluster["envelopes"]["emb"] = envelope("Unhealthy", reason="error rate 0.6 > 0.5")
+    _, conds = observe(**cluster)
+    status, reason, message = conds["Degraded"]
+    assert (status, reason) == ("True", "ModuleDegraded")
+    assert "emb is Unhealthy: error rate 0.6 > 0.5" in message
+    assert "clf has resources.gpu 2 but serves on CPUExecutionProvider" in message
+
+
+def test_a_stale_cpu_provider_envelope_is_not_taken_as_a_fallback() -> None:
+    # What the module runs on now is unknown: the envelope is older than the bound.
+    cluster = healthy_cluster()
+    cluster["envelopes"]["clf"] = envelope(provider="CPUExecutionProvider", age_s=600)
+    _, conds = observe(envelope_stale_after_s=90, **cluster)
+    assert conds["Degraded"][:2] == ("False", "Healthy")
 
 
 def test_unreachable_router_envelopes_are_unknown_never_flapping_ready() -> None:

@@ -58,6 +58,22 @@ def test_runtime_listens_on_loopback_with_the_module_settings(module_pod: Pod) -
     assert str(config.cache_dir) == RenderSettings().model_cache_dir
 
 
+@pytest.mark.parametrize(
+    ("gpu", "cpu_fallback", "provider", "runtime_fallback"),
+    [
+        (0, "Allow", "cpu", "allow"),
+        (0, "Refuse", "cpu", "allow"),  # no GPU asked for: nothing to fall back from
+        (1, "Allow", "auto", "allow"),
+        (1, "Refuse", "auto", "refuse"),
+    ],
+)
+def test_a_gpu_module_may_refuse_the_cpu_fallback(
+    module_pod: Pod, gpu: int, cpu_fallback: str, provider: str, runtime_fallback: str
+) -> None:
+    config = runtime_config(module_pod({"resources": {"gpu": gpu}, "cpuFallback": cpu_fallback}))
+    assert (config.provider, config.cpu_fallback) == (provider, runtime_fallback)
+
+
 def test_sidecar_fronts_the_runtime_with_clearance_and_thresholds(module_pod: Pod) -> None:
     config = sidecar_config(
         module_pod(
