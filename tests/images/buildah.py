@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 HACK_IMAGES = REPO_ROOT / "hack" / "images"
 TARGETS = ("slim", "runtime", "runtime-gpu")
 BUILD_TIMEOUT_S = 1800.0
+CAPTURE = "/modulemesh-capture"
+"""Where a command run in a container writes its stdout and stderr (a host directory)."""
 BUILD_TIMES: dict[str, float] = {}
 """target -> seconds its last build took in this session (shown in the terminal summary)."""
 
@@ -112,13 +115,59 @@ class Container:
         timeout: float = 300.0,
         check: bool = True,
     ) -> subprocess.CompletedProcess[str]:
-        args = ["run", "--isolation", "chroot"]
-        for volume in volumes:
-            args += ["-v", volume]
-        return self.buildah.run(*args, self.name, "--", *argv, timeout=timeout, check=check)
+        """Run ``argv`` in the container; its stdout and stderr are read from files.
+
+        buildah's chroot isolation relays a command's output through pipes and stops relaying
+        as soon as it learns the command exited (runCopyStdioPassData returns on the "finished"
+        pipe without draining the others), so a short command's last output can be lost: an
+        image test once saw an empty stdout from a script whose last line is ``echo done``.
+        The command's own streams go to files in a host directory mounted at :data:`CAPTURE`
+        instead, which are complete once the command has exited; buildah's exit status is the
+        command's. Whatever buildah itself printed is appended to ``stderr``.
+        """
+        with tempfile.TemporaryDirectory(prefix="modulemesh-capture-") as tmp:
+            capture = Path(tmp)
+            capture.chmod(0o777)  # the image's USER (65532) writes here
+            args = ["run", "--isolation", "chroot", "-v", f"{capture}:{CAPTURE}"]
+            for volume in volumes:
+                args += ["-v", volume]
+            wrapped = [
+                "/bin/sh",
+                "-c",
+                f'exec "$@" >{CAPTURE}/stdout 2>{CAPTURE}/stderr',
+                "capture",
+                *argv,
+            ]
+            relayed = self.buildah.run(
+                *args, self.name, "--", *wrapped, timeout=timeout, check=False
+            )
+            stdout = _read(capture / "stdout")
+            stderr = _read(capture / "stderr")
+        if relayed.stdout.strip() or relayed.stderr.strip():
+            stderr += f"\n[buildah run]\n{relayed.stdout}{relayed.stderr}"
+        proc = subprocess.CompletedProcess(list(argv), relayed.returncode, stdout, stderr)
+        if check and proc.returncode != 0:
+            raise BuildahError(f"in {self.name}: {describe(proc)}")
+        return proc
 
     def sh(self, script: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
         return self.run(["/bin/sh", "-c", script], **kwargs)
 
     def remove(self) -> None:
         self.buildah.run("rm", self.name, check=False, timeout=600)
+
+
+def _read(path: Path) -> str:
+    """A captured stream; a missing file means the command never started (the wrapper failed)."""
+    if not path.exists():
+        return f"<{path.name} not captured: the command did not start>"
+    return path.read_text(errors="replace")
+
+
+def describe(proc: subprocess.CompletedProcess[str]) -> str:
+    """A command's exit code, stdout and stderr, for assertion messages."""
+    argv = " ".join(str(a) for a in proc.args)
+    return (
+        f"{argv[:200]!r} exited {proc.returncode}\n"
+        f"--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
+    )

@@ -8,6 +8,10 @@ onnxruntime it carries; and for the runtime targets, the runtime serving a zoo m
 the host. The GPU target runs on the same CPU-only base, where onnxruntime-gpu offers CUDA but
 falls back to the CPU provider.
 
+Commands run in a container write their stdout and stderr to files on a mounted host directory
+(images/buildah.py says why: buildah's own relay can drop a short command's output), and a
+failed check shows the command's exit code, stdout and stderr.
+
 Slow (builds take minutes cold): marked `images`; select with `-m images`.
 """
 
@@ -24,7 +28,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from images.buildah import REPO_ROOT, TARGETS, Buildah, Built, Container
+from images.buildah import REPO_ROOT, TARGETS, Buildah, Built, Container, describe
 from modulemesh import __version__, zoo
 
 pytestmark = [pytest.mark.images, pytest.mark.timeout(3600)]
@@ -127,8 +131,8 @@ class TestInsideTheImage:
             " test -w /opt/modulemesh/lib && echo writable-lib;"
             " echo done"
         )
-        out = container(target).sh(script).stdout.split()
-        assert out == ["done"], out
+        proc = container(target).sh(script)
+        assert proc.stdout.split() == ["done"], describe(proc)
 
     def test_onnxruntime_flavour(self, container: Callable[[str], Container], target: str) -> None:
         probe = (
@@ -241,7 +245,7 @@ def test_runtime_serves_a_zoo_model_inside_the_image(
         check=False,
         timeout=240,
     )
-    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+    assert proc.returncode == 0, describe(proc)
     lines = proc.stdout.strip().splitlines()
     assert lines[-1] == "runtime-exit=0", lines  # graceful drain on SIGTERM
     answer = json.loads(lines[-2])
@@ -255,3 +259,20 @@ def test_runtime_serves_a_zoo_model_inside_the_image(
     got = np.asarray(output["data"], dtype=np.float32).reshape(2, 3)
     np.testing.assert_allclose(got, host_reference(model_dir / "clf.onnx", x), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got.sum(axis=1), [1.0, 1.0], rtol=1e-5)
+
+
+def test_a_command_s_streams_and_exit_code_arrive_whole(
+    container: Callable[[str], Container],
+) -> None:
+    """What every test here reads: a short command's stdout, stderr and exit code, each run
+    (buildah's own relay could drop the last output of a command that exits at once)."""
+    c = container("slim")
+    for attempt in range(10):
+        proc = c.sh(f"echo out-{attempt}; echo err-{attempt} >&2; exit 3", check=False)
+        assert (proc.returncode, proc.stdout, proc.stderr) == (
+            3,
+            f"out-{attempt}\n",
+            f"err-{attempt}\n",
+        ), describe(proc)
+    lines = c.sh("seq 1 20000").stdout.splitlines()
+    assert lines == [str(i) for i in range(1, 20001)]
