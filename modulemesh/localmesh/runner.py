@@ -39,11 +39,11 @@ def build_missing(plan: MeshPlan) -> list[str]:
     from modulemesh import example_models
 
     problems: list[str] = []
-    by_dir: dict[Path, list[str]] = {}
+    by_dir: dict[Path, dict[str, None]] = {}  # ordered sets: modules may share a model file
     for path in plan.missing_models:
         buildable = example_models.missing([path])
         if buildable and (path.parent.parent / "build_models.py").exists():
-            by_dir.setdefault(path.parent, []).extend(buildable)
+            by_dir.setdefault(path.parent, {}).update(dict.fromkeys(buildable))
         else:
             owner = next(m.name for m in plan.modules if m.model == path)
             problems.append(f"module {owner!r}: model file {path} does not exist")

@@ -279,11 +279,39 @@ def test_a_model_that_is_not_an_example_gets_only_the_path_rule(tmp_path: Path) 
     assert "models build" not in done.stderr
 
 
+def test_a_model_file_shared_by_modules_is_built_once(tmp_path: Path) -> None:
+    shutil.copy(ROOT / "examples" / "build_models.py", tmp_path)
+    graph = tmp_path / "g.yaml"
+    graph.write_text(
+        """apiVersion: modulemesh.io/v1alpha1
+kind: ModuleGraph
+metadata: {name: g}
+spec:
+  modules:
+    - {name: a, model: {path: models/classifier-a.onnx}}
+    - {name: b, model: {path: models/classifier-a.onnx}}
+    - {name: c, model: {path: models/mine.onnx}}
+  routing:
+    entry: main
+    nodes: [{name: main, type: sequence, steps: [{module: a}, {module: b}, {module: c}]}]
+"""
+    )
+    done = run_once(str(graph))  # stops after building: c's model is no example
+    assert done.returncode == 2
+    assert done.stdout.splitlines() == [
+        f"built example model {tmp_path / 'models' / 'classifier-a.onnx'}"
+    ]
+    assert f"module 'c': model file {tmp_path / 'models' / 'mine.onnx'} does not exist" in (
+        done.stderr
+    )
+
+
 def test_cost_cascade_runs_as_its_comment_says(tmp_path: Path) -> None:
     """examples/cost-cascade.yaml locally: the banner lists large-gpu's unmet GPU and
     large-cpu's replicas; escalated requests go to the lowest score, p50 ms + 0.5 x cost +
-    20 x error rate, so large-gpu (cost 8) answers only while large-cpu's (cost 4) p50 runs
-    more than 2 ms above its own."""
+    20 x error rate, among the candidates within the budget (p99 at most 250 ms), so
+    large-gpu (cost 8) answers only while large-cpu's (cost 4) p50 runs more than 2 ms above
+    its own, or large-cpu is over budget."""
     examples = tmp_path / "examples"
     examples.mkdir()
     for name in ("cost-cascade.yaml", "build_models.py"):
@@ -316,9 +344,12 @@ def test_cost_cascade_runs_as_its_comment_says(tmp_path: Path) -> None:
             for c in candidates.values():
                 expected = c["latencyMs"] + 0.5 * c["cost"] + 20 * c["errorRate"]
                 assert c["score"] == pytest.approx(expected, abs=1e-3)
+                # the budget bounds p99, the percentile the example names
+                assert c["withinBudget"] is (c["p99Ms"] is None or c["p99Ms"] <= 250)
             cpu, gpu = candidates["large-cpu"], candidates["large-gpu"]
             assert (cpu["cost"], gpu["cost"]) == (4.0, 8.0)
-            chosen = "large-gpu" if gpu["score"] < cpu["score"] else "large-cpu"
+            within = [c for c in (cpu, gpu) if c["withinBudget"]] or [cpu, gpu]
+            chosen = min(within, key=lambda c: (c["score"], c["step"] != "large-cpu"))["step"]
             assert decisions[0]["chosen"] == chosen
             assert [e["module"] for e in path if e["event"] == "call"][-1] == chosen
         assert escalated >= 4  # classifier-small is unsure of almost everything
