@@ -1,7 +1,8 @@
 """The ``modulemesh run`` flow: load, validate, plan, build models, start, wait, stop.
 
-A child that dies while the mesh runs is restarted with a growing back-off (capped at 30 s),
-so a crashed runtime comes back on its own, as it would under a Deployment.
+A child that dies while the mesh runs is restarted with a growing back-off (capped at 30 s,
+reset once it stays up), so a crashed runtime comes back on its own, as it would under a
+Deployment; a router that keeps failing to start ends the run with exit code 1.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import shlex
 import signal
 import sys
 import threading
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
@@ -130,7 +130,7 @@ def run_mesh(
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    mesh = Mesh(plan, log_dir=log_dir, echo=echo)
+    mesh = Mesh(plan, log_dir=log_dir, echo=echo, say=_say)
     try:
         _say(f"starting {len(plan.modules)} module(s) of graph {graph.metadata.name!r} ...")
         try:
@@ -139,7 +139,11 @@ def run_mesh(
             print(f"modulemesh run: {exc}", file=sys.stderr)
             return 1
         _print_ready(mesh)
-        _supervise(mesh, stop)
+        try:
+            mesh.supervise(stop)
+        except MeshError as exc:
+            print(f"modulemesh run: {exc}", file=sys.stderr)
+            return 1
         _say("stopping ...")
         return 0
     finally:
@@ -210,34 +214,3 @@ def _print_ready(mesh: Mesh) -> None:
             "--explain"
         )
     _say("Ctrl-C stops every process.")
-
-
-def _supervise(mesh: Mesh, stop: threading.Event) -> None:
-    backoff: dict[str, float] = {}
-    due: dict[str, float] = {}
-    while not stop.wait(0.5):
-        now = time.monotonic()
-        for name, procs in mesh.modules.items():
-            for kind, child in (("runtime", procs.runtime), ("sidecar", procs.sidecar)):
-                key = f"{name}/{kind}"
-                if child.alive():
-                    continue
-                if key not in due:
-                    delay = backoff[key] = min(30.0, backoff.get(key, 0.5) * 2)
-                    due[key] = now + delay
-                    _say(
-                        f"{key} exited with code {child.popen.returncode}; restarting in {delay:.0f}s"
-                    )
-                elif now >= due.pop(key):
-                    child.stop(1.0)
-                    new = mesh._child(key, child.args)
-                    if kind == "runtime":
-                        procs.runtime = new
-                    else:
-                        procs.sidecar = new
-        router = mesh.router
-        if router is not None and not router.alive():
-            _say(f"router exited with code {router.popen.returncode}; restarting")
-            router.stop(1.0)
-            mesh.router = mesh._child("router", router.args)
-            stop.wait(1.0)

@@ -1,30 +1,74 @@
 """Starts, watches and stops the processes of one local mesh.
 
-Order: every module's runtime and sidecar (in parallel), wait until every sidecar is ready
-(its runtime loaded and warmed up), write the resolved graph pointing at the sidecars, start
-the router and wait for it. Stopping goes the other way: router, sidecars, runtimes.
+Order: check that every port the mesh needs is free, start every module's runtime and sidecar
+(in parallel), wait until every sidecar is ready (its runtime loaded and warmed up), write the
+resolved graph pointing at the sidecars, start the router and wait until it serves THIS graph
+(``/v2/models/<graph>/ready``, from our own router process). Stopping goes the other way:
+router, sidecars, runtimes.
+
+While the mesh runs, :meth:`Mesh.supervise` restarts any child that exits, as a Deployment
+would: after a back-off that doubles with each exit in a row (capped), and resets once the
+child has stayed up a while. The router, without which nothing serves, gives up after a few
+failed starts in a row (its port taken, say) with an error naming the port and its holder.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from modulemesh.api.resolved import resolve
+from modulemesh.localmesh import ports
 from modulemesh.localmesh.plan import HOST, MeshPlan, ModulePlan
 from modulemesh.localmesh.process import Child
 
-__all__ = ["Mesh", "MeshError", "ModuleProcs"]
+__all__ = ["Mesh", "MeshError", "ModuleProcs", "RestartPolicy"]
 
 
 class MeshError(RuntimeError):
-    """The mesh could not start; the message names the process and shows its last output."""
+    """The mesh could not start, or its router gave up; the message names the process (or
+    port) and shows its last output."""
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """How children that exit are restarted (CrashLoopBackOff-like)."""
+
+    first_delay: float = 0.5
+    """Seconds before the first restart; each exit in a row doubles it."""
+    max_delay: float = 30.0
+    """The back-off never grows past this."""
+    stable_after: float = 30.0
+    """A child up this long has recovered: its next exit starts the back-off afresh."""
+    router_attempts: int = 5
+    """Failed router starts in a row (each exit within ``stable_after``) before giving up."""
+
+    def delay(self, failures: int) -> float:
+        """The wait before restarting after ``failures`` exits in a row (1, 2, ...)."""
+        return float(min(self.max_delay, self.first_delay * 2 ** min(failures - 1, 30)))
+
+
+@dataclass
+class _Restarts:
+    """Restart bookkeeping of one child slot (its label)."""
+
+    started: float
+    failures: int = 0
+    """Exits in a row, each within ``stable_after`` of its start (the first one counts)."""
+    due: float | None = None
+    """When the scheduled restart happens; ``None`` while the child runs."""
+    restarts: int = 0
+    history: list[int] = field(default_factory=list)
+    """Exit codes of the exits in a row, for the give-up message."""
 
 
 @dataclass
@@ -34,6 +78,10 @@ class ModuleProcs:
     plan: ModulePlan
     runtime: Child
     sidecar: Child
+
+
+def _print(text: str) -> None:
+    print(text, flush=True)
 
 
 def _get(url: str, timeout: float = 2.0) -> tuple[int, Any]:
@@ -60,19 +108,47 @@ class Mesh:
         log_dir: Path | None = None,
         echo: IO[str] | None = None,
         env: dict[str, str] | None = None,
+        restart: RestartPolicy | None = None,
+        say: Callable[[str], None] | None = None,
     ) -> None:
         self.plan = plan
         self.log_dir = log_dir
         self.echo = echo
         self.env = env
         """Added to every child's environment (e.g. ``OTEL_*``), over this process's own."""
+        self.restart = restart or RestartPolicy()
+        self.say = say or _print
+        """Where supervision events go (one line per exit, saying when it restarts)."""
         self.modules: dict[str, ModuleProcs] = {}
         self.router: Child | None = None
+        self._restarts: dict[str, _Restarts] = {}
         self._workdir = tempfile.TemporaryDirectory(prefix="modulemesh-run-")
         self.config_path = Path(self._workdir.name) / "resolved.json"
 
+    def check_ports(self) -> None:
+        """Raise :class:`MeshError` naming every port the mesh needs that is taken, its holder
+        and how to choose another."""
+        taken = []
+        port = self.plan.router_port
+        if not ports.port_free(port):
+            taken.append(
+                f"router port {HOST}:{port} is already in use ({ports.describe_holders(port)}); "
+                "stop that process or choose another port with --port (0 picks a free one)"
+            )
+        for m in self.plan.modules:
+            if not ports.port_free(m.sidecar_port):
+                taken.append(
+                    f"sidecar port {HOST}:{m.sidecar_port} of module {m.name!r} was free when "
+                    f"picked but is now in use ({ports.describe_holders(m.sidecar_port)}); "
+                    "run again to pick another"
+                )
+        if taken:
+            raise MeshError("\n".join(taken))
+
     def start(self, ready_timeout: float = 60.0) -> None:
-        """Start everything and wait until the router is ready; raises :class:`MeshError`."""
+        """Check the ports, start everything and wait until the router serves this graph;
+        raises :class:`MeshError`."""
+        self.check_ports()
         try:
             for m in self.plan.modules:
                 self.start_module(m.name)
@@ -85,15 +161,96 @@ class Mesh:
                 [*self.plan.modules[0].runtime_args[:3], "router", "--config", str(self.config_path),
                  "--host", HOST, "--port", str(self.plan.router_port), "--poll-interval", "1"],
             )  # fmt: skip
-            self._wait(
-                self.router, f"http://{HOST}:{self.plan.router_port}/v2/health/ready", deadline
-            )
+            self.wait_router(deadline)
         except BaseException:
             self.stop()
             raise
 
+    def wait_router(self, deadline: float) -> None:
+        """Wait until OUR router serves THIS graph on its port: the graph's own readiness URL
+        answers 200 (any other server, even another mesh's router, answers 404 or not at all
+        there) and, where ``/proc`` tells, the port's listener is our router process."""
+        router = self.router
+        assert router is not None
+        port = self.plan.router_port
+        self._wait(router, f"http://{HOST}:{port}/v2/models/{self.plan.graph.metadata.name}/ready",
+                   deadline)  # fmt: skip
+        found = ports.holders(port)
+        if found is not None and router.pid not in {h.pid for h in found}:
+            raise MeshError(
+                f"port {HOST}:{port} answered ready, but it is "
+                f"{ports.describe_holders(port)}, not our router (pid {router.pid})"
+            )
+
     def _child(self, label: str, args: list[str]) -> Child:
-        return Child(label, args, log_dir=self.log_dir, echo=self.echo, env=self.env)
+        child = Child(label, args, log_dir=self.log_dir, echo=self.echo, env=self.env)
+        restarts = self._restarts.get(label)
+        if restarts is None:
+            self._restarts[label] = _Restarts(started=time.monotonic())
+        else:
+            restarts.started, restarts.due = time.monotonic(), None
+        return child
+
+    def _slots(self) -> list[tuple[str, Child]]:
+        """Every supervised child by label: router first, then each module's two."""
+        out = [("router", self.router)] if self.router is not None else []
+        for name, procs in self.modules.items():
+            out += [(f"{name}/runtime", procs.runtime), (f"{name}/sidecar", procs.sidecar)]
+        return out
+
+    def _replace(self, label: str, child: Child) -> None:
+        if label == "router":
+            self.router = child
+            return
+        name, kind = label.rsplit("/", 1)
+        if kind == "runtime":
+            self.modules[name].runtime = child
+        else:
+            self.modules[name].sidecar = child
+
+    def supervise(self, stop: threading.Event, tick: float = 0.2) -> None:
+        """Restart children that exit until ``stop`` is set; raises :class:`MeshError` when
+        the router gives up."""
+        while not stop.wait(tick):
+            self.check_children(time.monotonic())
+
+    def check_children(self, now: float) -> None:
+        """One supervision pass: note exits, schedule restarts, carry out those now due."""
+        policy = self.restart
+        for label, child in self._slots():
+            state = self._restarts.setdefault(label, _Restarts(started=now))
+            if child.alive():
+                if state.failures and now - state.started >= policy.stable_after:
+                    state.failures, state.history = 0, []  # stayed up: it has recovered
+                continue
+            if state.due is None:  # a new exit: count it and schedule the restart once
+                code = child.popen.returncode
+                lived = now - state.started
+                if lived >= policy.stable_after:
+                    state.failures, state.history = 0, []
+                state.failures += 1
+                state.history.append(code)
+                if label == "router" and state.failures >= policy.router_attempts:
+                    raise MeshError(self._router_gave_up(child, state))
+                delay = policy.delay(state.failures)
+                state.due = now + delay
+                self.say(
+                    f"{label} exited with code {code} after {lived:.1f}s; "
+                    f"restarting in {delay:.1f}s (exit {state.failures} in a row)"
+                )
+            elif now >= state.due:
+                child.stop(1.0)  # reaps it and ends its log pump
+                state.restarts += 1
+                self._replace(label, self._child(label, child.args))
+
+    def _router_gave_up(self, child: Child, state: _Restarts) -> str:
+        port = self.plan.router_port
+        codes = ", ".join(str(c) for c in state.history)
+        return (
+            f"router failed {state.failures} starts in a row (exit codes {codes}), giving up; "
+            f"its port {HOST}:{port} is {ports.describe_holders(port)}; choose another with "
+            f"--port if it is taken. Its last output:\n{child.tail()}"
+        )
 
     def start_module(self, name: str) -> ModuleProcs:
         """Start (or restart) a module's runtime and sidecar, without waiting."""
@@ -167,7 +324,7 @@ class Mesh:
                 {
                     "module": name,
                     "provider": env.get("provider") or "-",
-                    "runtime": procs.plan.runtime_port,
+                    "runtime": f"unix:{procs.plan.runtime_socket}",
                     "sidecar": procs.plan.sidecar_port,
                     "state": env.get("state") or ("down" if not procs.sidecar.alive() else "?"),
                 }
@@ -179,3 +336,5 @@ class Mesh:
         for child in self.children():
             child.stop(grace)
         self._workdir.cleanup()
+        if self.plan.socket_dir is not None:
+            shutil.rmtree(self.plan.socket_dir, ignore_errors=True)
