@@ -21,6 +21,7 @@ from typing import Any
 
 __all__ = [
     "HEADER_VERSION",
+    "MAX_HEADER_REASON",
     "SCHEMA",
     "EnvelopeError",
     "HealthEnvelope",
@@ -37,6 +38,16 @@ HEADER_VERSION = "1"
 
 _MAX_HEADER_CHARS = 4096
 """Header values longer than this are refused unparsed (they are not ours)."""
+
+MAX_HEADER_REASON = 160
+"""Most characters of the reason the compact header carries (longer ones end in ``...``)."""
+
+_REASON_SAFE = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .:/()<>+-_'*!?[]@#~^|{}$&"
+)
+"""Printable ASCII kept as is in the header's reason; everything else (``;``, ``=``, ``,``,
+``%``, quotes, controls, non-ASCII) is percent-encoded, so the ``k=v;`` syntax and proxies that
+split header values on commas cannot be confused."""
 
 
 class State(StrEnum):
@@ -65,9 +76,11 @@ class Latency:
 class HealthEnvelope:
     """Health of one module over a rolling window; see docs/architecture.md for the wire forms.
 
-    The header form carries only the figures a router needs per response: ``model_version``,
-    ``provider``, ``reason``, ``window_seconds``, ``requests`` and ``errors`` are JSON-only and
-    come back from :func:`parse_header` as their defaults.
+    The header form carries only what a router needs per response: ``model_version``,
+    ``provider``, ``window_seconds``, ``requests`` and ``errors`` are JSON-only and come back
+    from :func:`parse_header` as their defaults. The ``reason`` travels too (key ``why``, cut
+    to :data:`MAX_HEADER_REASON` characters, percent-encoded), so a router can say why it
+    passed a module over.
     """
 
     module: str
@@ -157,6 +170,8 @@ class HealthEnvelope:
             f"d={self.denials}",
             f"t={_num(self.timestamp, 3)}",
         ]
+        if self.reason:
+            parts.append(f"why={_encode_reason(self.reason)}")
         return ";".join(parts)
 
     def with_state(self, state: State, reason: str) -> HealthEnvelope:
@@ -200,6 +215,40 @@ def _clean(text: str) -> str:
     return "".join(ch for ch in text if ch not in ";=, \t\r\n") or "-"
 
 
+def _encode_reason(reason: str) -> str:
+    """The reason for the header: at most :data:`MAX_HEADER_REASON` characters, unsafe ones
+    percent-encoded as UTF-8 (outer spaces dropped: the parser strips values)."""
+    reason = reason.strip()
+    if len(reason) > MAX_HEADER_REASON:
+        reason = reason[: MAX_HEADER_REASON - 3] + "..."
+    return "".join(
+        ch if ch in _REASON_SAFE else "".join(f"%{b:02X}" for b in ch.encode("utf-8", "replace"))
+        for ch in reason
+    )
+
+
+def _decode_reason(value: str) -> str:
+    """Inverse of :func:`_encode_reason`; a malformed escape makes the value invalid."""
+    if len(value) > 12 * MAX_HEADER_REASON:
+        raise ValueError("reason too long")
+    if "%" not in value:
+        return value
+    out = bytearray()
+    i = 0
+    while i < len(value):
+        ch = value[i]
+        if ch == "%":
+            digits = value[i + 1 : i + 3]
+            if len(digits) != 2 or not all(c in "0123456789abcdefABCDEF" for c in digits):
+                raise ValueError(f"bad escape in reason: {value[i : i + 3]!r}")
+            out.append(int(digits, 16))
+            i += 3
+        else:
+            out += ch.encode("latin-1")
+            i += 1
+    return out.decode("utf-8", "replace")
+
+
 def _opt_float(value: str) -> float | None:
     if value == "-":
         return None
@@ -240,9 +289,11 @@ def _parse_header(value: str | bytes | None) -> HealthEnvelope | None:
         p99 = _opt_float(pairs.get("p99", "-"))
         denials = _opt_int(pairs.get("d", "0"))
         timestamp = _opt_float(pairs.get("t", "-"))
+        reason = _decode_reason(pairs.get("why", ""))
         return HealthEnvelope(
             module=pairs["m"],
             state=state,
+            reason=reason,
             request_rate=_opt_float(pairs.get("r", "-")),
             latency=Latency(
                 p50=None if p50 is None else p50 / 1000.0,
@@ -257,7 +308,7 @@ def _parse_header(value: str | bytes | None) -> HealthEnvelope | None:
             denials=denials or 0,
             timestamp=timestamp or 0.0,
         )
-    except (ValueError, OverflowError):
+    except (ValueError, OverflowError, UnicodeError):
         return None
 
 

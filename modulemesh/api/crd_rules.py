@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from modulemesh.api.base import SpecModel
 from modulemesh.api.graph import (
+    GraphPolicy,
     ModelSource,
     ModuleGraphSpec,
     Routing,
@@ -62,6 +63,13 @@ RULES: Mapping[type[BaseModel], Sequence[Rule]] = {
             "onExhausted: fallback needs a fallback target",
             field_path=".fallback",
             reason="FieldValueRequired",
+        ),
+    ),
+    GraphPolicy: (
+        Rule(
+            "!has(self.fallbackOn) || 'Unhealthy' in self.fallbackOn",
+            "fallbackOn must list Unhealthy (an Unhealthy module always falls back)",
+            field_path=".fallbackOn",
         ),
     ),
     Routing: (

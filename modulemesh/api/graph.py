@@ -120,11 +120,24 @@ class Batching(SpecModel):
 
 
 class HealthThresholds(SpecModel):
-    """When the sidecar calls the module Degraded or Unhealthy."""
+    """When the sidecar calls the module Degraded or Unhealthy.
+
+    ``degradedP50Ms``, ``degradedP95Ms`` and ``degradedP99Ms`` are the module's latency
+    objectives: when that percentile of its rolling window (60 s) is above the objective, its
+    envelope turns Degraded with a reason naming the percentile and both numbers.
+    """
 
     degraded_error_rate: Annotated[float, Field(ge=0, le=1)] = 0.05
     unhealthy_error_rate: Annotated[float, Field(ge=0, le=1)] = 0.5
-    degraded_p99_ms: Annotated[float | None, Field(gt=0)] = None
+    degraded_p50_ms: Annotated[float | None, Field(gt=0)] = Field(
+        default=None, description="Latency objective: Degraded while the window's p50 is above."
+    )
+    degraded_p95_ms: Annotated[float | None, Field(gt=0)] = Field(
+        default=None, description="Latency objective: Degraded while the window's p95 is above."
+    )
+    degraded_p99_ms: Annotated[float | None, Field(gt=0)] = Field(
+        default=None, description="Latency objective: Degraded while the window's p99 is above."
+    )
     min_confidence: Annotated[float | None, Field(ge=0, le=1)] = None
 
 
@@ -160,7 +173,9 @@ class Module(SpecModel):
     )
     timeout_ms: Annotated[int | None, Field(ge=1, le=600_000)] = None
     fallback: Name | None = Field(
-        default=None, description="Module used when this one is unhealthy, ejected or not cleared."
+        default=None,
+        description="Module used when this one is not cleared, ejected, failing, or in a state "
+        "the graph's policy.fallbackOn lists (Unhealthy by default).",
     )
     confidence_output: str | None = Field(
         default=None, description="Output whose max is the confidence; auto-detected when unset."
@@ -311,10 +326,27 @@ class SelectWeights(SpecModel):
     error_rate: Annotated[float, Field(ge=0)] = 10.0
 
 
+class Percentile(StrEnum):
+    """A latency percentile of a module's envelope."""
+
+    P50 = "p50"
+    P95 = "p95"
+    P99 = "p99"
+
+
 class SelectBudget(SpecModel):
     """Candidates outside the budget are not chosen while one inside it exists."""
 
-    max_latency_ms: Annotated[float | None, Field(gt=0)] = None
+    max_latency_ms: Annotated[float | None, Field(gt=0)] = Field(
+        default=None,
+        description="Most latency, at latencyPercentile of the candidate's envelope, that "
+        "stays within the budget.",
+    )
+    latency_percentile: Percentile = Field(
+        default=Percentile.P99,
+        description="Which percentile maxLatencyMs bounds: p99 (the default; a budget is a "
+        "promise about the slow requests too), p95 or p50.",
+    )
     max_cost: Annotated[float | None, Field(ge=0)] = None
     max_error_rate: Annotated[float | None, Field(ge=0, le=1)] = None
 
@@ -420,6 +452,13 @@ class CachePolicy(SpecModel):
     ttl_seconds: Annotated[float, Field(gt=0)] = 60.0
 
 
+class FallbackState(StrEnum):
+    """An envelope state in which a module with a ``fallback`` is passed over for it."""
+
+    UNHEALTHY = "Unhealthy"
+    DEGRADED = "Degraded"
+
+
 class GraphPolicy(SpecModel):
     """Defaults for every call the router makes."""
 
@@ -443,6 +482,23 @@ class GraphPolicy(SpecModel):
         "fallback and in GET /envelopes and the graph's status. At least 5: the router polls "
         "idle modules every 2 s. A select node's staleAfterSeconds sets its own bound.",
     )
+    fallback_on: Annotated[list[FallbackState], Field(min_length=1, max_length=2)] = Field(
+        default_factory=lambda: [FallbackState.UNHEALTHY],
+        description="Envelope states in which a module that declares a fallback is passed "
+        "over for it before being called: [Unhealthy] (the default), or [Unhealthy, Degraded] "
+        "to also leave a Degraded module (e.g. one breaking its latency objective) while it "
+        "is Degraded. Unhealthy must be listed.",
+    )
+
+    @model_validator(mode="after")
+    def _fallback_on_unhealthy(self) -> GraphPolicy:
+        if FallbackState.UNHEALTHY not in self.fallback_on:
+            raise ValueError(
+                "fallbackOn must list Unhealthy (an Unhealthy module always falls back)"
+            )
+        if len(set(self.fallback_on)) != len(self.fallback_on):
+            raise ValueError("fallbackOn lists a state twice")
+        return self
 
 
 class RouterSettings(SpecModel):

@@ -129,6 +129,13 @@ def runtime_container(module: Module, settings: RenderSettings) -> dict[str, Any
     }
 
 
+def _latency_objectives(module: Module) -> list[tuple[str, float]]:
+    """The module's latency objectives (``spec.modules[].health.degradedP<n>Ms``) that are set."""
+    h = module.health
+    pairs = (("p50", h.degraded_p50_ms), ("p95", h.degraded_p95_ms), ("p99", h.degraded_p99_ms))
+    return [(p, ms) for p, ms in pairs if ms is not None]
+
+
 def sidecar_container(
     module: Module, gates: Sequence[PrivacyGate], settings: RenderSettings
 ) -> dict[str, Any]:
@@ -146,8 +153,8 @@ def sidecar_container(
         f"--degraded-error-rate={number(health.degraded_error_rate)}",
         f"--unhealthy-error-rate={number(health.unhealthy_error_rate)}",
     ]
-    if health.degraded_p99_ms is not None:
-        args.append(f"--degraded-p99-ms={number(health.degraded_p99_ms)}")
+    for percentile, objective in _latency_objectives(module):
+        args.append(f"--degraded-{percentile}-ms={number(objective)}")
     if module.confidence_output is not None:
         args.append(f"--confidence-output={module.confidence_output}")
     if module.timeout_ms is not None:

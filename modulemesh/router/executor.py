@@ -3,8 +3,9 @@
 A module call goes through, in order: privacy clearance (fail closed), health by envelope,
 the circuit breaker, the result cache, then attempts with per-call timeout bounded by the
 request deadline and retries within the budget. Whenever the module cannot serve the call
-(not cleared, unhealthy, ejected, failing, too slow) its declared ``fallback`` is tried,
-transitively; otherwise the error names the node, the step and the module.
+(not cleared, in a state ``policy.fallbackOn`` lists -- Unhealthy, and Degraded when listed --,
+ejected, failing, too slow) its declared ``fallback`` is tried, transitively; otherwise the
+error names the node, the step and the module.
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ class Executor:
         self.envelopes = EnvelopeStore(
             self.modules, self.policy.envelope_stale_after_seconds, on_healthy=self._healthy
         )
+        self.fallback_states = frozenset(State(s.value) for s in self.policy.fallback_on)
+        """Envelope states in which a module with a fallback is passed over for it."""
         self.clients = {
             name: ModuleClient(name, resolved.endpoints[name], self.envelopes[name])
             for name in self.modules
@@ -219,12 +222,12 @@ class Executor:
                 ctx.note("privacy", module=module, decision="dryrun-deny", reason=verdict.reason)
         if self.modules[module].fallback is not None:
             env = self.envelopes[module].latest()
-            if env is not None and env.state is State.UNHEALTHY:
+            if env is not None and env.state in self.fallback_states:
                 current = self.envelopes.state(module)
-                if current.state is State.UNHEALTHY:
+                if current.state in self.fallback_states:
                     return RouteError(
                         503,
-                        f"{where}: module {module!r} is Unhealthy by its envelope "
+                        f"{where}: module {module!r} is {current.state.value} by its envelope "
                         f"({current.reason or 'no reason given'})",
                         module=module, fallback=True,
                     )  # fmt: skip

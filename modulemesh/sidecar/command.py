@@ -47,7 +47,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("window", "60", "rolling window of the health envelope, seconds", type=float)
     add("degraded-error-rate", "0.05", "error rate above which the module is Degraded", type=float)
     add("unhealthy-error-rate", "0.5", "error rate above which the module is Unhealthy", type=float)
-    add("degraded-p99-ms", None, "p99 latency (ms) above which the module is Degraded", type=float)
+    for pct in ("p50", "p95", "p99"):
+        add(f"degraded-{pct}-ms", None, f"latency objective: {pct} latency (ms) of the window above which the module is Degraded", type=float)  # fmt: skip
     add("degraded-queue-depth", None, "runtime queue depth above which it is Degraded", type=int)
     add("confidence-output", None, "output whose row maximum is the confidence (default: any distribution)")  # fmt: skip
     add("confidence-max-bytes", "65536", "largest response body sampled for confidence", type=int)
@@ -64,7 +65,14 @@ def build_config(args: argparse.Namespace) -> SidecarConfig:
 
     if not args.module:
         raise ValueError("--module (or MODULEMESH_SIDECAR_MODULE) is required")
-    p99 = None if args.degraded_p99_ms is None else float(args.degraded_p99_ms) / 1000.0
+    objectives = {
+        pct: None if ms is None else _objective(pct, ms)
+        for pct, ms in (
+            ("p50", args.degraded_p50_ms),
+            ("p95", args.degraded_p95_ms),
+            ("p99", args.degraded_p99_ms),
+        )
+    }
     depth = None if args.degraded_queue_depth is None else int(args.degraded_queue_depth)
     return SidecarConfig(
         module=args.module,
@@ -78,7 +86,9 @@ def build_config(args: argparse.Namespace) -> SidecarConfig:
         thresholds=Thresholds(
             degraded_error_rate=float(args.degraded_error_rate),
             unhealthy_error_rate=float(args.unhealthy_error_rate),
-            degraded_p99_seconds=p99,
+            degraded_p50_seconds=objectives["p50"],
+            degraded_p95_seconds=objectives["p95"],
+            degraded_p99_seconds=objectives["p99"],
             degraded_queue_depth=depth,
         ),
         confidence_output=args.confidence_output or None,
@@ -87,6 +97,17 @@ def build_config(args: argparse.Namespace) -> SidecarConfig:
         poll_interval=float(args.poll_interval),
         envelope_refresh=float(args.envelope_refresh),
     )
+
+
+def _objective(percentile: str, ms: object) -> float:
+    """A latency objective flag in seconds; refuses what is not a positive finite number."""
+    try:
+        value = float(str(ms))
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"--degraded-{percentile}-ms must be a positive number of ms, got {ms}")
+    return value / 1000.0
 
 
 def run(args: argparse.Namespace) -> int:

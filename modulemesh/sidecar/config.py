@@ -23,8 +23,12 @@ class Thresholds:
 
     degraded_error_rate: float = 0.05
     unhealthy_error_rate: float = 0.5
+    degraded_p50_seconds: float | None = None
+    """Latency objective: p50 above which the module is Degraded; ``None`` disables it."""
+    degraded_p95_seconds: float | None = None
+    """Latency objective: p95 above which the module is Degraded; ``None`` disables it."""
     degraded_p99_seconds: float | None = None
-    """p99 latency above which the module is Degraded; ``None`` disables the check."""
+    """Latency objective: p99 above which the module is Degraded; ``None`` disables it."""
     degraded_queue_depth: int | None = None
     """Runtime queue depth above which the module is Degraded; ``None`` disables the check."""
 

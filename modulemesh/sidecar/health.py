@@ -54,8 +54,11 @@ class Totals:
         self.decisions: dict[str, int] = {}
 
 
-def assess(stats: WindowStats, runtime: RuntimeInfo, thresholds: Thresholds) -> tuple[State, str]:
-    """State and reason from the window's figures, the runtime's readiness and thresholds."""
+def assess(
+    stats: WindowStats, runtime: RuntimeInfo, thresholds: Thresholds, window: float = 60.0
+) -> tuple[State, str]:
+    """State and reason from the window's figures (over ``window`` seconds), the runtime's
+    readiness and thresholds; a broken latency objective names its percentile and numbers."""
     if runtime.ready is None and stats.requests == 0:
         return State.UNKNOWN, runtime.reason
     if runtime.ready is False:
@@ -70,9 +73,16 @@ def assess(stats: WindowStats, runtime: RuntimeInfo, thresholds: Thresholds) -> 
         return State.DEGRADED, (
             f"error rate {stats.error_rate:.1%} > {thresholds.degraded_error_rate:.0%}"
         )
-    limit = thresholds.degraded_p99_seconds
-    if limit is not None and stats.p99 is not None and stats.p99 > limit:
-        return State.DEGRADED, f"p99 latency {stats.p99 * 1000:.1f} ms > {limit * 1000:.1f} ms"
+    for name, value, limit in (
+        ("p99", stats.p99, thresholds.degraded_p99_seconds),
+        ("p95", stats.p95, thresholds.degraded_p95_seconds),
+        ("p50", stats.p50, thresholds.degraded_p50_seconds),
+    ):
+        if limit is not None and value is not None and value > limit:
+            return State.DEGRADED, (
+                f"{name} latency {value * 1000:.1f} ms > objective {limit * 1000:.1f} ms "
+                f"over the last {stats.requests} requests in {window:g} s"
+            )
     depth = thresholds.degraded_queue_depth
     if depth is not None and runtime.queue_depth is not None and runtime.queue_depth > depth:
         return State.DEGRADED, f"queue depth {runtime.queue_depth} > {depth}"
@@ -149,7 +159,7 @@ class Health:
         now = time.time()
         self._drain_confidence()
         stats = self.window.snapshot(now)
-        state, reason = assess(stats, self.runtime, self.config.thresholds)
+        state, reason = assess(stats, self.runtime, self.config.thresholds, self.window.seconds)
         runtime = self.runtime
         envelope = HealthEnvelope(
             module=self.config.module,

@@ -362,6 +362,7 @@ INVALID = [
     ),
     ("entry-missing", _mutated("routing.entry", "nope"), False),
     ("fallback-missing", _mutated("modules.0.fallback", "nope"), False),
+    ("fallback-on-without-unhealthy", _mutated("policy", {"fallbackOn": ["Degraded"]}), True),
 ]
 
 

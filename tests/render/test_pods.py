@@ -86,6 +86,8 @@ def test_sidecar_fronts_the_runtime_with_clearance_and_thresholds(module_pod: Po
                 "health": {
                     "degradedErrorRate": 0.1,
                     "unhealthyErrorRate": 0.4,
+                    "degradedP50Ms": 40,
+                    "degradedP95Ms": 120.5,
                     "degradedP99Ms": 250,
                 },
             }
@@ -99,6 +101,8 @@ def test_sidecar_fronts_the_runtime_with_clearance_and_thresholds(module_pod: Po
     assert config.thresholds.degraded_error_rate == 0.1
     assert config.thresholds.unhealthy_error_rate == 0.4
     assert config.thresholds.degraded_p99_seconds == 0.25
+    assert config.thresholds.degraded_p95_seconds == 0.1205
+    assert config.thresholds.degraded_p50_seconds == 0.04
     assert config.confidence_output == "probabilities"
     assert config.upstream_timeout == 1.5
 

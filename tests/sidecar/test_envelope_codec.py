@@ -1,5 +1,6 @@
 """The health envelope's two encodings: JSON and compact header round-trip, agree, and their
-parsers never crash on garbage (envelopes come from the network)."""
+parsers never crash on garbage (envelopes come from the network). The header carries the
+state's reason, bounded and percent-encoded, so a router can say why it passed a module over."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from modulemesh.envelope import (
+    MAX_HEADER_REASON,
     SCHEMA,
     EnvelopeError,
     HealthEnvelope,
@@ -83,6 +85,57 @@ def test_header_round_trip_keeps_the_header_fields() -> None:
     assert parsed.request_rate == 12.5 and parsed.confidence == 0.93
     assert parsed.in_flight == 1 and parsed.queue_depth == 0 and parsed.batch_fill == 0.5
     assert parsed.timestamp == pytest.approx(1732262400.123)
+
+
+DEGRADED = HealthEnvelope(
+    module="clf",
+    state=State.DEGRADED,
+    reason="p99 latency 612.3 ms > objective 250.0 ms over the last 57 requests in 60 s",
+    timestamp=5.0,
+)
+
+
+def test_header_carries_the_reason() -> None:
+    header = DEGRADED.to_header()
+    assert header.endswith(";why=p99 latency 612.3 ms > objective 250.0 ms over the last 57 "
+                           "requests in 60 s")  # fmt: skip
+    parsed = parse_header(header)
+    assert parsed is not None and parsed.reason == DEGRADED.reason
+    assert "why=" not in FULL.to_header()  # no reason, no key
+    parsed_full = parse_header(FULL.to_header())
+    assert parsed_full is not None and parsed_full.reason == ""
+
+
+def test_header_reason_escapes_what_would_break_the_header() -> None:
+    reason = 'error; "rate" = 10%, runtime says: ü\r\nx-injected: 1\ttab'
+    header = HealthEnvelope(module="m", reason=reason).to_header()
+    why = header.rpartition(";why=")[2]
+    assert all(32 <= ord(ch) < 127 for ch in why) and not set(why) & set(';,="\r\n\t')
+    parsed = parse_header(header.encode("latin-1"))
+    assert parsed is not None and parsed.reason == reason
+
+
+def test_header_reason_is_bounded() -> None:
+    parsed = parse_header(HealthEnvelope(module="m", reason="slow " * 100).to_header())
+    assert parsed is not None
+    assert len(parsed.reason) == MAX_HEADER_REASON and parsed.reason.endswith("...")
+    assert parsed.reason.startswith("slow slow")
+
+
+@pytest.mark.parametrize("why", ["%", "%4", "%zz", "a%G0b", "x" * (12 * MAX_HEADER_REASON + 1)])
+def test_header_with_a_malformed_reason_is_not_read(why: str) -> None:
+    assert parse_header(FULL.to_header() + ";why=" + why) is None
+
+
+@given(st.text(max_size=400))
+def test_header_reason_round_trips_any_text(reason: str) -> None:
+    parsed = parse_header(HealthEnvelope(module="m", reason=reason).to_header())
+    assert parsed is not None
+    expected = reason.strip()
+    if len(expected) > MAX_HEADER_REASON:
+        assert parsed.reason.endswith("...") and len(parsed.reason) <= MAX_HEADER_REASON
+    elif all(not 0xD800 <= ord(ch) <= 0xDFFF for ch in expected):  # lone surrogates: "?"
+        assert parsed.reason == expected
 
 
 def test_unknowns_are_dashes_and_nulls() -> None:

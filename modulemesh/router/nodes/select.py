@@ -2,7 +2,9 @@
 
 Score = ``weights.latency`` x p50 latency (ms) + ``weights.cost`` x cost + ``weights.errorRate``
 x error rate; lowest wins. Candidates whose known figures break the budget are passed over
-while one within it exists. Stale or missing envelopes count as unknown: an unknown figure
+while one within it exists; the latency budget bounds the percentile the budget names
+(``latencyPercentile``, p99 by default), so a module that is fast on most requests but stalls
+on a few (its p50 fine, its p99 not) is out of a p99 budget. Stale or missing envelopes count as unknown: an unknown figure
 scores as the worst known one among the candidates (0 if none is known), so an unmeasured
 module is neither favoured nor shunned. If the chosen candidate fails, the next best is tried.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from modulemesh.api.graph import SelectNode, Step
+from modulemesh.api.graph import Percentile, SelectNode, Step
 from modulemesh.envelope import State
 from modulemesh.router.context import Output, RequestContext, Tensors
 from modulemesh.router.errors import RouteError
@@ -28,8 +30,13 @@ class Candidate:
 
     step: Step
     latency_ms: float | None
+    """p50 latency, for the score."""
     cost: float
     error_rate: float | None
+    budget_latency_ms: float | None = None
+    """Latency at the budget's percentile, for the budget."""
+    percentile: Percentile = Percentile.P99
+    """The percentile of ``budget_latency_ms``."""
     ejected: bool = False
     score: float = 0.0
     within_budget: bool = True
@@ -38,6 +45,7 @@ class Candidate:
         return {
             "step": self.step.step_name,
             "latencyMs": self.latency_ms,
+            f"{self.percentile.value}Ms": self.budget_latency_ms,
             "cost": self.cost,
             "errorRate": self.error_rate,
             "score": round(self.score, 4),
@@ -49,6 +57,7 @@ class Candidate:
 def rank(ex: Executor, node: SelectNode) -> list[Candidate]:
     """Candidates, best first."""
     out: list[Candidate] = []
+    percentile = node.budget.latency_percentile
     for step in node.candidates:
         if step.module is None:
             out.append(Candidate(step, None, 1.0, None))
@@ -56,12 +65,15 @@ def rank(ex: Executor, node: SelectNode) -> list[Candidate]:
         env = ex.envelopes.state(step.module, node.stale_after_seconds)
         known = env.state is not State.UNKNOWN
         p50 = env.latency.p50
+        tail: float | None = getattr(env.latency, percentile.value)
         out.append(
             Candidate(
                 step,
                 latency_ms=None if not known or p50 is None else p50 * 1000.0,
                 cost=ex.modules[step.module].cost,
                 error_rate=env.error_rate if known else None,
+                budget_latency_ms=None if not known or tail is None else tail * 1000.0,
+                percentile=percentile,
                 ejected=ex.breakers[step.module].acquire_would_refuse(),
             )
         )
@@ -73,8 +85,8 @@ def rank(ex: Executor, node: SelectNode) -> list[Candidate]:
         errors = worst_errors if c.error_rate is None else c.error_rate
         c.score = w.latency * latency + w.cost * c.cost + w.error_rate * errors
         c.within_budget = not (
-            (budget.max_latency_ms is not None and c.latency_ms is not None
-             and c.latency_ms > budget.max_latency_ms)
+            (budget.max_latency_ms is not None and c.budget_latency_ms is not None
+             and c.budget_latency_ms > budget.max_latency_ms)
             or (budget.max_cost is not None and c.cost > budget.max_cost)
             or (budget.max_error_rate is not None and c.error_rate is not None
                 and c.error_rate > budget.max_error_rate)
