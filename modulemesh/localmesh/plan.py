@@ -1,14 +1,18 @@
-"""What ``modulemesh run`` will start: pure data computed from the graph, its gates and ports.
+"""What ``modulemesh run`` will start: data computed from the graph, its gates and ports.
 
-Model paths resolve against the graph file's directory. Missing models that the example
+Each runtime listens on an owner-only Unix socket in a private (0700) directory, never on a
+TCP port, and its sidecar forwards to that socket: nothing but the sidecar can call the
+runtime. Model paths resolve against the graph file's directory. Missing models that the example
 model builder knows (``examples/models/*.onnx``) are reported so the caller can build them;
 any other missing model is an error naming the module, the path and how to fix it.
 """
 
 from __future__ import annotations
 
+import shutil
 import socket
 import sys
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +23,8 @@ from modulemesh.api.graph import CpuFallback, Module, ModuleGraph
 __all__ = ["MeshPlan", "ModulePlan", "PlanError", "free_port", "plan_mesh"]
 
 HOST = "127.0.0.1"
+_MAX_SOCKET_PATH = 107
+"""Longest Unix socket path Linux accepts (``sun_path`` is 108 bytes with its NUL)."""
 
 
 class PlanError(ValueError):
@@ -35,11 +41,12 @@ def free_port() -> int:
 
 @dataclass(frozen=True)
 class ModulePlan:
-    """One module: its runtime and sidecar command lines and ports."""
+    """One module: its runtime and sidecar command lines, the runtime's socket, the sidecar's
+    port."""
 
     name: str
     model: Path
-    runtime_port: int
+    runtime_socket: Path
     sidecar_port: int
     runtime_args: list[str]
     sidecar_args: list[str]
@@ -59,6 +66,8 @@ class MeshPlan:
     modules: list[ModulePlan]
     router_port: int
     missing_models: list[Path] = field(default_factory=list)
+    socket_dir: Path | None = None
+    """The private directory holding the runtimes' sockets (removed when the mesh stops)."""
 
     @property
     def endpoint(self) -> str:
@@ -89,11 +98,31 @@ def plan_mesh(
     router_port: int = 8080,
     port: Callable[[], int] = free_port,
     python: str = sys.executable,
+    socket_dir: Path | None = None,
 ) -> MeshPlan:
-    """Command lines for every process of ``graph`` (ports from ``port``)."""
+    """Command lines for every process of ``graph`` (sidecar ports from ``port``; runtime
+    sockets in ``socket_dir``, by default a new private temporary directory)."""
     named = {g.metadata.name: g for g in gates}
     used = [named[n] for n in graph.spec.gates if n in named]
     dryrun = bool(used) and all(g.spec.mode is GateMode.DRYRUN for g in used)
+    sockets = socket_dir or Path(tempfile.mkdtemp(prefix="modulemesh-run-"))  # mode 0700
+    try:
+        modules, missing = _plan_modules(graph, base, sockets, dryrun, port, python)
+    except PlanError:
+        if socket_dir is None:
+            shutil.rmtree(sockets, ignore_errors=True)
+        raise
+    return MeshPlan(graph, used, modules, router_port, missing, sockets)
+
+
+def _plan_modules(
+    graph: ModuleGraph,
+    base: Path,
+    sockets: Path,
+    dryrun: bool,
+    port: Callable[[], int],
+    python: str,
+) -> tuple[list[ModulePlan], list[Path]]:
     base_cmd = [python, "-m", "modulemesh"]
     modules: list[ModulePlan] = []
     missing: list[Path] = []
@@ -101,11 +130,16 @@ def plan_mesh(
         model = _model_path(module, base)
         if not model.exists():
             missing.append(model)
-        runtime_port, sidecar_port = port(), port()
+        runtime_socket, sidecar_port = sockets / f"{module.name}.sock", port()
+        if len(str(runtime_socket).encode()) > _MAX_SOCKET_PATH:
+            raise PlanError(
+                f"module {module.name!r}: its runtime socket path {runtime_socket} is longer than "
+                f"{_MAX_SOCKET_PATH} bytes; set TMPDIR to a shorter directory"
+            )
         b = module.batching
         runtime_args = [
             *base_cmd, "runtime", "--model", str(model), "--name", module.name,
-            "--model-version", module.version, "--host", HOST, "--port", str(runtime_port),
+            "--model-version", module.version, "--uds", str(runtime_socket),
             "--max-batch-size", str(b.max_batch_size), "--max-delay-ms", str(b.max_delay_ms),
             "--max-queue", str(b.max_queue),
         ]  # fmt: skip
@@ -114,7 +148,7 @@ def plan_mesh(
         h = module.health
         sidecar_args = [
             *base_cmd, "sidecar", "--module", module.name,
-            "--upstream", f"http://{HOST}:{runtime_port}", "--host", HOST,
+            "--upstream", f"unix:{runtime_socket}", "--host", HOST,
             "--port", str(sidecar_port), "--clearance", ",".join(module.clearance),
             "--mode", "dryrun" if dryrun else "enforce", "--model-version", module.version,
             "--degraded-error-rate", str(h.degraded_error_rate),
@@ -130,6 +164,6 @@ def plan_mesh(
         if module.confidence_output is not None:
             sidecar_args += ["--confidence-output", module.confidence_output]
         modules.append(
-            ModulePlan(module.name, model, runtime_port, sidecar_port, runtime_args, sidecar_args)
+            ModulePlan(module.name, model, runtime_socket, sidecar_port, runtime_args, sidecar_args)
         )
-    return MeshPlan(graph, used, modules, router_port, missing)
+    return modules, missing
