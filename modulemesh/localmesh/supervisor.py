@@ -148,8 +148,8 @@ class Mesh:
     def start(self, ready_timeout: float = 60.0) -> None:
         """Check the ports, start everything and wait until the router serves this graph;
         raises :class:`MeshError`."""
-        self.check_ports()
         try:
+            self.check_ports()
             for m in self.plan.modules:
                 self.start_module(m.name)
             deadline = time.monotonic() + ready_timeout

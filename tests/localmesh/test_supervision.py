@@ -174,7 +174,9 @@ def test_readiness_is_never_taken_from_another_server_on_the_port(sup: Supervise
     thread.start()
     try:
         with pytest.raises(MeshError) as taken:
-            mesh.check_ports()
+            mesh.start(ready_timeout=5)
+        assert not mesh.modules and mesh.router is None  # refused before starting anything
+        assert mesh.plan.socket_dir is not None and not mesh.plan.socket_dir.exists()
         message = str(taken.value)
         assert (
             f"router port 127.0.0.1:{port} is already in use (held by pid {os.getpid()}" in message
