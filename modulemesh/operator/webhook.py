@@ -5,7 +5,9 @@ The CRDs' schema and CEL rules refuse malformed fields in the API server; the se
 ``Validated=False``. With the webhook on, the same checks refuse the object before it is
 stored, naming each field. One exception: a graph naming a PrivacyGate that does not exist
 yet is admitted (``kubectl apply -f dir/`` may send the graph first) and reported by the
-operator until the gate appears; gates that do exist are checked against.
+operator until the gate appears; gates that do exist are checked against. The other way
+round, a PrivacyGate change is checked against the graphs that name it: what it would make
+non-compliant is a warning per graph, or a refusal under ``strict_gates``.
 
 The operator serves the webhook itself (kopf's admission server). The cluster's
 ``ValidatingWebhookConfiguration`` (named :data:`CONFIGURATION`: which kinds, which Service or
