@@ -8,7 +8,9 @@ server does only what the data path needs, as one asyncio Protocol on ``httptool
 * HTTP/1.1 keep-alive and pipelining (requests on one connection are answered in order);
 * request bodies handed to the app as they arrive, with reading paused while the app falls
   behind, and a size limit (``413``); malformed requests get ``400``, slow request heads
-  ``408``; idle keep-alive connections close after ``keep_alive_timeout``;
+  and bodies ``408`` (a client that sends a head and then trickles or withholds its body
+  holds its connection ``body_timeout`` at most); idle keep-alive connections close after
+  ``keep_alive_timeout``;
 * responses written with one socket write when the app sends head and body together;
   ``content-length`` added when the app sends the whole body at once, chunked framing when it
   streams without one;
@@ -126,6 +128,8 @@ async def run_lifespan(
 
 _HIGH_WATER = 256 * 1024
 """Buffered request body bytes at which reading from the client pauses."""
+BODY_GRACE_RATE = 64 * 1024
+"""Default of :attr:`ServerConfig.body_grace_rate`."""
 _MAX_PIPELINED = 16
 """Requests parsed ahead of the one being answered before reading pauses."""
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
@@ -169,6 +173,13 @@ class ServerConfig:
     """Seconds an idle keep-alive connection stays open."""
     head_timeout: float = 30.0
     """Seconds a client has to send a complete request head once it started one (``408``)."""
+    body_timeout: float = 30.0
+    """Seconds a client has to send the whole request body once its head is in, plus one
+    second per ``body_grace_rate`` bytes received (a large body at a fair rate is not cut);
+    then ``408`` and the connection closes. Time the server itself stops reading (the app
+    falling behind) does not count against the client."""
+    body_grace_rate: int = BODY_GRACE_RATE
+    """Bytes of request body that earn the client one more second of ``body_timeout``."""
     drain_timeout: float = 30.0
     """Seconds in-flight requests get to finish after SIGTERM."""
     backlog: int = 2048
@@ -298,6 +309,9 @@ class HttpProtocol(asyncio.Protocol):
         """Bytes still discarded after a lingering close (None: not lingering)."""
         self._unread = False
         """A refused request's remaining bytes were left unread: close by lingering."""
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._body_since = 0.0
+        """Loop time the body clock of the request being parsed started (or restarted)."""
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -314,6 +328,7 @@ class HttpProtocol(asyncio.Protocol):
         self._closed = True
         self._server.connections.discard(self)
         self._disarm()
+        self._disarm_body()
         for request in self._queue:
             request.wake()
         disconnected = self._disconnected
@@ -333,6 +348,13 @@ class HttpProtocol(asyncio.Protocol):
             return
         try:
             self._parser.feed_data(data)
+            if self._parsing is not None and self._body_timer is None and not self._closed:
+                # a head is in but its body is not: start the body clock (armed here rather
+                # than per request, so requests that arrive whole cost no timer)
+                self._body_since = self._loop.time()
+                self._body_timer = self._loop.call_later(
+                    self._config.body_timeout, self._on_body_timer
+                )
         except httptools.HttpParserUpgrade:
             self._fail(400, "protocol upgrades are not supported")
         except httptools.HttpParserError as exc:
@@ -442,6 +464,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         request.complete = True
         self._parsing = None
+        self._disarm_body()
         request.wake()
 
     # -- running the app ----------------------------------------------------------------------
@@ -554,6 +577,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         self._closed = True
         self._disarm()
+        self._disarm_body()
         transport = self.transport
         if transport is None:
             return
@@ -600,6 +624,45 @@ class HttpProtocol(asyncio.Protocol):
         if self._in_head:
             self._write(_simple_response(408, "request head not received in time"))
         self._close()
+
+    def _disarm_body(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _on_body_timer(self) -> None:
+        """The body clock ran out: 408 for a client that trickles or withholds its body."""
+        self._body_timer = None
+        request = self._parsing
+        if request is None or self._closed:
+            return
+        now = self._loop.time()
+        if self._reading_paused:
+            # we stopped reading (the app or the pipeline is behind), not the client
+            self._body_since = now
+            self._body_timer = self._loop.call_later(self._config.body_timeout, self._on_body_timer)
+            return
+        allowed = self._config.body_timeout + request.body_size / self._config.body_grace_rate
+        left = allowed - (now - self._body_since)
+        if left > 0:
+            self._body_timer = self._loop.call_later(left, self._on_body_timer)
+            return
+        cycle = self._cycle
+        if cycle is not None and cycle.request is request and not cycle.started:
+            # the app is waiting for this body: answer 408 here (its receive() then reports
+            # a disconnect) and close
+            self._fail(408, "request body not received in time")
+        elif cycle is not None and cycle.request is request:
+            self._close()  # the app already answers: cut the connection, the body is lost
+        else:
+            # a pipelined request behind the one being answered: drop it, close after that
+            # answer (its 408 cannot overtake it)
+            self._queue.remove(request)
+            self._parsing = None
+            self._pause_reading()
+            self._unread = True
+            for queued in self._queue:
+                queued.keep_alive = False
 
     def close_if_idle(self) -> None:
         """Close the connection when no request is underway (shutdown)."""

@@ -9,6 +9,8 @@ import argparse
 import os
 import sys
 
+from modulemesh.cli_types import positive_seconds
+
 __all__ = ["configure", "run"]
 
 _PREFIX = "MODULEMESH_ROUTER_"
@@ -25,6 +27,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--poll-interval", type=float, default=float(env(_PREFIX + "POLL_INTERVAL", "2")),
                         help="seconds of silence after which a module's /envelope is polled")  # fmt: skip
+    parser.add_argument("--body-timeout", type=positive_seconds, default=env(_PREFIX + "BODY_TIMEOUT", "30"),
+                        help="seconds a client has to send a request body once its head is in, plus 1 s per "
+                             f"64 KiB received; then 408 and the connection closes [env {_PREFIX}BODY_TIMEOUT]")  # fmt: skip
     parser.add_argument("--log-level", default=env(_PREFIX + "LOG_LEVEL", "info"), help="log level")
 
 
@@ -64,4 +69,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"modulemesh router: graph {resolved.name!r}: {exc}", file=sys.stderr)
         return 2
     register_otel(tel.meter, app.metrics, record_latency=tel.metrics_exported)
-    return serve(app, ServerConfig(host=args.host, port=args.port, max_body=MAX_BODY))
+    config = ServerConfig(
+        host=args.host, port=args.port, max_body=MAX_BODY, body_timeout=args.body_timeout
+    )
+    return serve(app, config)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modulemesh.cli_types import positive_seconds
+
 ENV_PREFIX = "MODULEMESH_RUNTIME_"
 PROVIDER_CHOICES = ("auto", "cpu", "cuda", "tensorrt")
 CPU_FALLBACK_CHOICES = ("allow", "refuse")
@@ -35,6 +37,9 @@ class RuntimeConfig:
     max_queue: int = 256
     batch_workers: int = 1
     max_body_bytes: int = 64 * 1024 * 1024
+    body_timeout: float = 30.0
+    """Seconds a client (the sidecar) has to send a request body once its head is in, plus
+    1 s per 64 KiB received; then 408 and the connection closes."""
     provider: str = "auto"
     cpu_fallback: str = "allow"
     """``refuse``: a GPU provider was asked for and only the CPU one is there: never ready."""
@@ -111,6 +116,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add("--max-body-bytes", int, defaults.max_body_bytes, "request bodies above this get 413")
     add(
+        "--body-timeout",
+        positive_seconds,
+        defaults.body_timeout,
+        "seconds to send a request body once its head is in (+1 s per 64 KiB), else 408",
+    )
+    add(
         "--provider",
         str,
         defaults.provider,
@@ -178,6 +189,7 @@ def from_args(args: argparse.Namespace) -> RuntimeConfig:
         max_queue=args.max_queue,
         batch_workers=args.batch_workers,
         max_body_bytes=args.max_body_bytes,
+        body_timeout=args.body_timeout,
         provider=args.provider,
         cpu_fallback=args.cpu_fallback,
         intra_op_threads=args.intra_op_threads,

@@ -118,7 +118,12 @@ async def serve(config: RuntimeConfig, on_started: Callable[[Server], None] | No
     server = Server(
         app,
         ServerConfig(
-            host=config.host, port=config.port, uds=config.uds, max_body=None, drain_timeout=1.0
+            host=config.host,
+            port=config.port,
+            uds=config.uds,
+            max_body=None,
+            drain_timeout=1.0,
+            body_timeout=config.body_timeout,
         ),
     )
     try:

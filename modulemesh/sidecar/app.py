@@ -146,19 +146,22 @@ class SidecarApp:
         return 200, generate_latest(self.registry), CONTENT_TYPE_LATEST.encode()
 
     async def _respond(
-        self, send: Send, status: int, body: bytes, content_type: bytes = _JSON
+        self,
+        send: Send,
+        status: int,
+        body: bytes,
+        content_type: bytes = _JSON,
+        *,
+        close: bool = False,
     ) -> None:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", content_type),
-                    (_CONTENT_LENGTH, str(len(body)).encode()),
-                    (_ENVELOPE, self.health.header()),
-                ],
-            }
-        )
+        headers = [
+            (b"content-type", content_type),
+            (_CONTENT_LENGTH, str(len(body)).encode()),
+            (_ENVELOPE, self.health.header()),
+        ]
+        if close:
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     # -- proxy --------------------------------------------------------------------------------
@@ -271,13 +274,17 @@ class SidecarApp:
             )
         )
         more: BodySource | None = None
+        body_open = more_body
+        """The client's body is still arriving: a timeout or disconnect now is the client's."""
         if more_body:
 
             async def more() -> tuple[bytes, bool]:
+                nonlocal body_open
                 msg = await receive()
                 if msg["type"] == "http.disconnect":
                     raise ClientDisconnected
-                return msg.get("body", b""), msg.get("more_body", False)
+                body_open = msg.get("more_body", False)
+                return msg.get("body", b""), body_open
 
         timeout = config.upstream_timeout
         if deadline is not None:
@@ -294,6 +301,14 @@ class SidecarApp:
                     head, body, timeout=timeout, more=more, chunked=chunked
                 )
             except UpstreamTimeout as exc:
+                if body_open:
+                    # the runtime waited for a body the client trickles or withholds: a slow
+                    # client (408, as the server answers one), not a slow module (504)
+                    status, error = 408, False
+                    await self._respond(
+                        send, 408, _error("request body not received in time"), close=True
+                    )
+                    return status
                 status = 504
                 await self._respond(send, 504, _error(f"module '{config.module}': {exc}"))
                 return status
@@ -356,7 +371,8 @@ class SidecarApp:
             status, error = 499, False
         finally:
             health.in_flight -= 1
-            health.record(time.perf_counter() - started, status, error)
+            # a request whose body never arrived whole says nothing about the module's latency
+            health.record(time.perf_counter() - started, status, error, in_window=not body_open)
         return status
 
 

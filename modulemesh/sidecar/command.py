@@ -12,6 +12,8 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+from modulemesh.cli_types import positive_seconds
+
 if TYPE_CHECKING:
     from modulemesh.sidecar.config import SidecarConfig
 
@@ -53,6 +55,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("confidence-output", None, "output whose row maximum is the confidence (default: any distribution)")  # fmt: skip
     add("confidence-max-bytes", "65536", "largest response body sampled for confidence", type=int)
     add("upstream-timeout", "30", "seconds before a runtime request times out (504)", type=float)
+    add("body-timeout", "30", "seconds a client has to send a request body once its head is in, plus 1 s per 64 KiB; then 408", type=positive_seconds)  # fmt: skip
     add("poll-interval", "1", "seconds between runtime readiness/stats polls", type=float)
     add("envelope-refresh", "0.5", "oldest envelope put in response headers, seconds", type=float)
     add("log-level", "info", "log level of the sidecar's own messages")
@@ -94,6 +97,7 @@ def build_config(args: argparse.Namespace) -> SidecarConfig:
         confidence_output=args.confidence_output or None,
         confidence_max_bytes=int(args.confidence_max_bytes),
         upstream_timeout=float(args.upstream_timeout),
+        body_timeout=float(args.body_timeout),
         poll_interval=float(args.poll_interval),
         envelope_refresh=float(args.envelope_refresh),
     )
@@ -127,5 +131,7 @@ def run(args: argparse.Namespace) -> int:
     tel = telemetry.setup(f"modulemesh-sidecar-{config.module}", component="sidecar")
     app = SidecarApp(config, tracer=tel.tracer if tel.tracing else None)
     register_otel(tel.meter, app.health)
-    server = ServerConfig(host=config.host, port=config.port, max_body=None)
+    server = ServerConfig(
+        host=config.host, port=config.port, max_body=None, body_timeout=config.body_timeout
+    )
     return serve(app, server)

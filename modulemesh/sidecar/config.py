@@ -107,6 +107,8 @@ class SidecarConfig:
     confidence_samples: int = 64
     """Most responses parsed for confidence per envelope refresh (the rest are not sampled)."""
     upstream_timeout: float = 30.0
+    body_timeout: float = 30.0
+    """Seconds a client has to send its request body once the head is in (``408``)."""
     poll_interval: float = 1.0
     envelope_refresh: float = 0.5
     """Oldest the envelope in response headers may be, in seconds."""

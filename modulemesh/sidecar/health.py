@@ -105,10 +105,14 @@ class Health:
 
     # -- recording (hot path) -----------------------------------------------------------------
 
-    def record(self, latency: float, status: int, error: bool) -> None:
-        """One request that reached the runtime or failed trying (not guard denials)."""
+    def record(self, latency: float, status: int, error: bool, *, in_window: bool = True) -> None:
+        """One request that reached the runtime or failed trying (not guard denials).
+
+        ``in_window=False``: counted in the totals only, not in the envelope's window (a
+        request the client never sent whole must not make the module look slow)."""
         now = time.time()
-        self.window.record(now, latency, error)
+        if in_window:
+            self.window.record(now, latency, error)
         totals = self.totals
         totals.by_status[status] = totals.by_status.get(status, 0) + 1
         if error:

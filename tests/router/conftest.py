@@ -224,9 +224,10 @@ def router(
     *,
     poll_interval: float = 1.0,
     env: dict[str, str] | None = None,
+    args: list[str] | None = None,
 ) -> Iterator[Router]:
     """Start ``modulemesh router`` for ``graph`` and wait until it is ready (``env`` is added
-    to its environment, e.g. ``OTEL_*``)."""
+    to its environment, e.g. ``OTEL_*``; ``args`` to its flags)."""
     resolved = resolve(graph, gates or [], endpoints)
     config = tmp / f"{graph.metadata.name}-resolved.json"
     config.write_text(resolved.dumps())
@@ -234,7 +235,8 @@ def router(
     child = Child(
         f"router-{graph.metadata.name}",
         [sys.executable, "-m", "modulemesh", "router", "--config", str(config),
-         "--host", "127.0.0.1", "--port", str(port), "--poll-interval", str(poll_interval)],
+         "--host", "127.0.0.1", "--port", str(port), "--poll-interval", str(poll_interval),
+         *(args or [])],
         log_dir=tmp / "logs",
         env=env,
     )  # fmt: skip
