@@ -1,6 +1,7 @@
 """Request bodies that do not arrive in time: a client that sends a head and then withholds or
 trickles its body gets 408 and a closed connection after ``body_timeout`` (like a slow head),
-while a large body sent at a fair rate, or one the app is slow to read, is served."""
+while a large body sent at a fair rate, or one the app is slow to read, is served; a late body
+of a pipelined request ends the connection after the answer before it."""
 
 from __future__ import annotations
 
@@ -114,3 +115,17 @@ async def test_a_body_that_arrives_in_time_keeps_the_connection() -> None:
         await asyncio.sleep(0.5)  # past the body timeout: no stray 408 on the idle connection
         writer.write(b"GET /echo HTTP/1.1\r\nhost: t\r\n\r\n")
         assert (await read_response(reader))[0] == 200
+
+
+async def test_a_late_pipelined_body_is_dropped_after_the_answer_before_it() -> None:
+    # A request's answer is underway when the next request's body runs late: that answer is
+    # still sent whole (a 408 cannot overtake it), then the connection closes.
+    async with connection(body_timeout=0.3) as (_, reader, writer):
+        writer.write(
+            b"GET /slow?1.0 HTTP/1.1\r\nhost: t\r\n\r\n"
+            b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: 100\r\n\r\nab"
+        )
+        status, headers, body = await read_response(reader)
+        assert (status, body) == (200, b"/slow|1.0|")
+        assert headers[b"connection"] == b"close"
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # nothing for the late request
