@@ -153,13 +153,11 @@ def test_a_taken_router_port_fails_fast_and_never_says_ready(graph: Path) -> Non
     other = ThreadingHTTPServer(("127.0.0.1", port), AnswersEverything)
     threading.Thread(target=other.serve_forever, daemon=True).start()
     try:
-        began = time.monotonic()
-        run = Run([str(graph), "--port", str(port), "--quiet"], graph.parent)
+        run = Run([str(graph), "--port", str(port)], graph.parent)  # child logs shown
         try:
-            code = run.popen.wait(60)
+            code = run.popen.wait(90)
         finally:
             stop(run)
-        took = time.monotonic() - began
     finally:
         other.shutdown()
         other.server_close()
@@ -168,7 +166,8 @@ def test_a_taken_router_port_fails_fast_and_never_says_ready(graph: Path) -> Non
     assert f"router port 127.0.0.1:{port} is already in use (held by pid {os.getpid()}" in text
     assert "choose another port with --port" in text
     assert " ready: " not in text
-    assert took < 30, f"took {took:.1f}s to refuse"  # before any module was started
+    # refused before any module was started: no child ever said a word
+    assert not [line for line in run.lines if line.startswith(("[embedder/", "[classifier/"))]
 
 
 def test_a_router_that_keeps_failing_ends_the_run(graph: Path) -> None:
