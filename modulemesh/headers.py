@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Container, Iterable
+
 TAGS = "x-modulemesh-tags"
 """Comma-separated compliance tags of the request; travels client -> router -> sidecar."""
 
@@ -38,8 +40,52 @@ TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 
 
+class HeaderError(ValueError):
+    """A request header that cannot be read one way only; the message names the header."""
+
+    def __init__(self, header: str, message: str) -> None:
+        super().__init__(message)
+        self.header = header
+        self.message = message
+
+
+def fields(
+    raw: Iterable[tuple[bytes, bytes]], names: Container[bytes] | None = None
+) -> dict[str, str]:
+    """Header name -> value from an ASGI header list, every field line of a name joined with
+    ``", "`` in order (RFC 9110 §5.3: repeated lines are one comma-separated list), so a later
+    line can never replace an earlier one. ``names`` (lower-case bytes) limits what is kept."""
+    out: dict[str, str] = {}
+    for name, value in raw:
+        if names is not None and name not in names:
+            continue
+        key = name.decode("latin-1")
+        text = value.decode("latin-1")
+        seen = out.get(key)
+        out[key] = text if seen is None else f"{seen}, {text}"
+    return out
+
+
+def single(name: str, value: str | None) -> str | None:
+    """The one value (trimmed) of a header that is not a list (priority, deadline, explain...).
+
+    Repeated field lines arrive joined by :func:`fields`; the same value repeated is that
+    value, differing ones are ambiguous and raise :class:`HeaderError` naming the header.
+    """
+    if value is None or "," not in value:
+        return None if value is None else value.strip()
+    items = {item.strip() for item in value.split(",")}
+    if len(items) == 1:
+        return items.pop()
+    raise HeaderError(
+        name,
+        f"{name} is sent more than once with different values ({value!r}); send it once",
+    )
+
+
 def parse_tags(value: str | None) -> frozenset[str]:
-    """Parse a tags header value: comma-separated, trimmed, lower-cased, empties dropped."""
+    """Parse a comma-separated tag list (e.g. a clearance flag): trimmed, lower-cased, empties
+    dropped. Request headers go through :mod:`modulemesh.privacy`, which is strict."""
     if not value:
         return frozenset()
     return frozenset(tag.strip().lower() for tag in value.split(",") if tag.strip())

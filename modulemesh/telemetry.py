@@ -10,6 +10,7 @@ creating spans and just forward ``traceparent`` as-is (propagation still works, 
 from __future__ import annotations
 
 import os
+import random
 import re
 from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
@@ -25,13 +26,19 @@ __all__ = [
     "current_trace_id",
     "extract",
     "inject",
+    "new_traceparent",
     "otlp_enabled",
     "setup",
     "trace_id_from_traceparent",
 ]
 
 _PROPAGATOR = TraceContextTextMapPropagator()
-_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
+_TRACEPARENT = re.compile(
+    r"(?!ff)([0-9a-f]{2})-(?!0{32})([0-9a-f]{32})-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}(-[^,]*)?"
+)
+"""W3C ``traceparent``: version ``ff`` and all-zero ids are invalid, version ``00`` has nothing
+after the flags, and a comma means several field lines were joined (RFC 9110), which is not
+one trace context."""
 _state: Telemetry | None = None
 
 
@@ -116,10 +123,18 @@ def trace_id_from_traceparent(value: str | bytes | None) -> str | None:
         return None
     if isinstance(value, bytes):
         value = value.decode("latin-1")
-    match = _TRACEPARENT.match(value.strip().lower())
-    if match is None or match.group(1) == "0" * 32:
+    match = _TRACEPARENT.fullmatch(value.strip().lower())
+    if match is None or (match.group(1) == "00" and match.group(3) is not None):
         return None
-    return match.group(1)
+    return match.group(2)
+
+
+def new_traceparent() -> str:
+    """A fresh W3C ``traceparent`` (random ids, not sampled) for a request that arrived
+    without a valid one, so its audit records and the modules it reaches share a trace id."""
+    trace_id = random.getrandbits(128) or 1
+    span_id = random.getrandbits(64) or 1
+    return f"00-{trace_id:032x}-{span_id:016x}-00"
 
 
 def current_trace_id(fallback_headers: Iterable[tuple[bytes, bytes]] = ()) -> str | None:

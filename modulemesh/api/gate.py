@@ -21,14 +21,20 @@ class GateMode(StrEnum):
     DRYRUN = "dryrun"
 
 
+ClassifierValue = Annotated[str, Field(min_length=1, max_length=256, pattern=r'^[^",\\]+$')]
+"""One value of a header classifier: a single list item, so no comma, quote or backslash."""
+
+
 class HeaderClassifier(SpecModel):
     """Tags a request when a header is present (and, if ``values`` is set, has one of them)."""
 
     type: Literal["header"] = "header"
     header: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9-]+$")]
-    values: list[str] | None = Field(
+    values: list[ClassifierValue] | None = Field(
         default=None,
-        description="Header values that select this tag (case-insensitive); any value when unset.",
+        description="Header values that select this tag (case-insensitive, matched item by "
+        "item over the header's comma-separated list, so no comma, quote or backslash); "
+        "any value when unset.",
     )
 
 

@@ -6,10 +6,11 @@ The router reads nothing else, so a graph behaves the same in a cluster and on a
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, TypeAdapter, ValidationError
 
 from modulemesh.api.base import SpecModel
 from modulemesh.api.gate import PrivacyGate, PrivacyGateSpec
@@ -57,3 +58,33 @@ def resolve(
         gates={name: by_name[name] for name in graph.spec.gates if name in by_name},
         endpoints=dict(endpoints),
     )
+
+
+_GATES = TypeAdapter(dict[str, PrivacyGateSpec])
+
+
+def sidecar_gates_json(gates: Iterable[PrivacyGate]) -> str | None:
+    """The gates a module's sidecar needs to classify requests as the router does: every gate
+    with a classifier, as a compact JSON object ``{name: spec}`` (the form of
+    :attr:`ResolvedGraph.gates`, keys sorted so renders are stable); ``None`` when none has one.
+    """
+    specs = {
+        g.metadata.name: g.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+        for g in sorted(gates, key=lambda g: g.metadata.name)
+        if any(tag.classifiers for tag in g.spec.tags)
+    }
+    if not specs:
+        return None
+    return json.dumps(specs, sort_keys=True, separators=(",", ":"))
+
+
+def parse_gates_json(text: str) -> dict[str, PrivacyGateSpec]:
+    """Read what :func:`sidecar_gates_json` wrote; ``ValueError`` says what is wrong."""
+    try:
+        return _GATES.validate_json(text)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ValueError(f"not a JSON object of gate specs ({problems})") from None

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from modulemesh.api.gate import GateMode, PrivacyGate
 from modulemesh.api.graph import CpuFallback, Module, ModuleGraph
+from modulemesh.api.resolved import sidecar_gates_json
 
 __all__ = ["MeshPlan", "ModulePlan", "PlanError", "free_port", "plan_mesh"]
 
@@ -105,9 +106,10 @@ def plan_mesh(
     named = {g.metadata.name: g for g in gates}
     used = [named[n] for n in graph.spec.gates if n in named]
     dryrun = bool(used) and all(g.spec.mode is GateMode.DRYRUN for g in used)
+    classifying = sidecar_gates_json(used)
     sockets = socket_dir or Path(tempfile.mkdtemp(prefix="modulemesh-run-"))  # mode 0700
     try:
-        modules, missing = _plan_modules(graph, base, sockets, dryrun, port, python)
+        modules, missing = _plan_modules(graph, base, sockets, dryrun, classifying, port, python)
     except PlanError:
         if socket_dir is None:
             shutil.rmtree(sockets, ignore_errors=True)
@@ -120,6 +122,7 @@ def _plan_modules(
     base: Path,
     sockets: Path,
     dryrun: bool,
+    classifying: str | None,
     port: Callable[[], int],
     python: str,
 ) -> tuple[list[ModulePlan], list[Path]]:
@@ -163,6 +166,8 @@ def _plan_modules(
                 sidecar_args += [f"--degraded-{percentile}-ms", str(objective)]
         if module.confidence_output is not None:
             sidecar_args += ["--confidence-output", module.confidence_output]
+        if classifying is not None:  # tags derived as the router derives them
+            sidecar_args += ["--gates", classifying]
         modules.append(
             ModulePlan(module.name, model, runtime_socket, sidecar_port, runtime_args, sidecar_args)
         )

@@ -15,6 +15,7 @@ from typing import Any
 
 from modulemesh.api.gate import PrivacyGate
 from modulemesh.api.graph import CpuFallback, Module
+from modulemesh.api.resolved import sidecar_gates_json
 from modulemesh.operator import naming, placement
 from modulemesh.operator.pods import (
     container_security_context,
@@ -159,6 +160,8 @@ def sidecar_container(
         args.append(f"--confidence-output={module.confidence_output}")
     if module.timeout_ms is not None:
         args.append(f"--upstream-timeout={number(module.timeout_ms / 1000)}")
+    if (classifying := sidecar_gates_json(gates)) is not None:
+        args.append(f"--gates={classifying}")  # tags derived as the router derives them
     return {
         "name": "sidecar",
         "image": settings.image_sidecar,

@@ -41,7 +41,7 @@ from modulemesh.router.metadata import GraphMetadata
 from modulemesh.router.metrics import RouterMetrics
 from modulemesh.router.payload import ClientInputs
 from modulemesh.router.shedding import Shedder, parse_priority
-from modulemesh.telemetry import extract
+from modulemesh.telemetry import extract, new_traceparent, trace_id_from_traceparent
 
 __all__ = ["MAX_BODY", "RouterApp"]
 
@@ -49,10 +49,6 @@ __all__ = ["MAX_BODY", "RouterApp"]
 _log = logging.getLogger("modulemesh.router")
 
 _JSON = b"application/json"
-_TAGS = headers.TAGS.encode()
-_PRIORITY = headers.PRIORITY.encode()
-_EXPLAIN = headers.EXPLAIN.encode()
-_DEADLINE = headers.DEADLINE_MS.encode()
 _TRACEPARENT = headers.TRACEPARENT.encode()
 _TRACESTATE = headers.TRACESTATE.encode()
 _HEADER_LENGTH = oip.HEADER_LENGTH.encode()
@@ -158,31 +154,27 @@ class RouterApp:
 
     async def _infer(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        raw_tags = raw_priority = raw_deadline = header_length = None
-        explain = False
-        trace_headers: list[tuple[bytes, bytes]] = []
+        # Repeated field lines are one comma-joined list (RFC 9110 §5.3): a later line never
+        # replaces an earlier one, and a non-list header sent twice differently is refused.
+        request_headers = headers.fields(scope["headers"])
         forwarded: list[tuple[bytes, bytes]] = []
-        propagate = self._propagate
-        request_headers: dict[str, str] = {}
-        for name, value in scope["headers"]:
-            request_headers[name.decode("latin-1")] = value.decode("latin-1")
-            if name == _TAGS:
-                raw_tags = value
-            elif name == _PRIORITY:
-                raw_priority = value
-            elif name == _EXPLAIN:
-                explain = value.strip() in (b"1", b"true")
-            elif name == _DEADLINE:
-                raw_deadline = value
-            elif name == _HEADER_LENGTH:
-                header_length = value
-            elif name in (_TRACEPARENT, _TRACESTATE):
-                trace_headers.append((name, value))
-            elif name in propagate:
-                forwarded.append((name, value))
-        priority = parse_priority(
-            None if raw_priority is None else raw_priority.decode("latin-1"), self.default_priority
-        )
+        if propagate := self._propagate:
+            forwarded = [(name, value) for name, value in scope["headers"] if name in propagate]
+        try:
+            raw_priority = headers.single(headers.PRIORITY, request_headers.get(headers.PRIORITY))
+            raw_deadline = headers.single(
+                headers.DEADLINE_MS, request_headers.get(headers.DEADLINE_MS)
+            )
+            header_length = headers.single(
+                oip.HEADER_LENGTH, request_headers.get(oip.HEADER_LENGTH)
+            )
+            explain = headers.single(headers.EXPLAIN, request_headers.get(headers.EXPLAIN))
+            tags = self.executor.privacy.classify(request_headers)
+        except headers.HeaderError as exc:
+            await self._finish(send, started, 400, _error(exc.message))
+            return
+        trace_headers = _trace_headers(request_headers)
+        priority = parse_priority(raw_priority, self.default_priority)
         if priority is None:
             await self._finish(send, started, 400, _error(
                 f"{headers.PRIORITY} must be critical, standard or sheddable, got {raw_priority!r}"
@@ -198,23 +190,22 @@ class RouterApp:
             return
         try:
             await self._admitted(
-                scope, receive, send, started, request_headers, raw_tags, priority,
-                raw_deadline, header_length, explain, trace_headers, forwarded,
+                receive, send, started, request_headers, tags, priority, raw_deadline,
+                header_length, explain in ("1", "true"), trace_headers, forwarded,
             )  # fmt: skip
         finally:
             self.shedder.done()
 
     async def _admitted(
         self,
-        scope: Scope,
         receive: Receive,
         send: Send,
         started: float,
         request_headers: dict[str, str],
-        raw_tags: bytes | None,
+        tags: frozenset[str],
         priority: Any,
-        raw_deadline: bytes | None,
-        header_length: bytes | None,
+        raw_deadline: str | None,
+        header_length: str | None,
         explain: bool,
         trace_headers: list[tuple[bytes, bytes]],
         forwarded_headers: list[tuple[bytes, bytes]],
@@ -246,16 +237,10 @@ class RouterApp:
         try:
             # Only the JSON part is parsed here; tensors are decoded if and when a node needs
             # them, and a call whose inputs are the client's forwards these bytes as they are.
-            request = ClientInputs.parse(
-                body, None if header_length is None else header_length.decode("latin-1")
-            )
+            request = ClientInputs.parse(body, header_length)
         except oip.ProtocolError as exc:
             await self._finish(send, started, exc.status, _error(f"bad request: {exc.message}"))
             return
-        tags = self.executor.privacy.classify(
-            request_headers,
-            headers.parse_tags(None if raw_tags is None else raw_tags.decode("latin-1")),
-        )
         head = request.head
         ctx = RequestContext(
             inputs=request,
@@ -380,6 +365,20 @@ class RouterApp:
         }
         status = 200 if not down and self.started else 503
         await _respond(send, status, orjson.dumps({"ready": status == 200, "notReady": down}))
+
+
+def _trace_headers(request_headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    """The W3C trace context passed to modules: the client's when it sent one valid
+    ``traceparent``, else a fresh one, so every audit record (router and sidecars alike) and
+    every log of the request carry the same trace id even with no trace exporter."""
+    traceparent = request_headers.get(headers.TRACEPARENT)
+    if trace_id_from_traceparent(traceparent) is None:
+        return [(_TRACEPARENT, new_traceparent().encode())]
+    assert traceparent is not None
+    out = [(_TRACEPARENT, traceparent.encode("latin-1"))]
+    if (tracestate := request_headers.get(headers.TRACESTATE)) is not None:
+        out.append((_TRACESTATE, tracestate.encode("latin-1")))
+    return out
 
 
 def _error(message: str, explain: list[dict[str, Any]] | None = None) -> bytes:

@@ -1,6 +1,7 @@
 """Privacy-aware routing: which tags a request carries and which modules may receive it.
 
-Tags come from ``x-modulemesh-tags`` and from the header classifiers of the graph's gates. A
+Tags come from ``x-modulemesh-tags`` and from the header classifiers of the graph's gates, read
+by :class:`modulemesh.privacy.Classifier` exactly as the sidecars read them. A
 module may receive a tagged request only when every tag is in its clearance and, for tags
 whose gate restricts regions, the module runs in one of them: its ``region`` is one of them,
 or it sets none and the gate enforces (the operator turns an enforcing gate's regions into
@@ -18,6 +19,7 @@ from modulemesh import audit
 from modulemesh.api.gate import GateMode, GateTag, PrivacyGateSpec
 from modulemesh.api.graph import Module
 from modulemesh.audit import Decision
+from modulemesh.privacy import Classifier
 
 __all__ = ["Clearance", "Privacy"]
 
@@ -43,26 +45,20 @@ class Privacy:
     def __init__(self, gates: Mapping[str, PrivacyGateSpec], modules: Mapping[str, Module]):
         self._modules = modules
         self._tags: dict[str, list[tuple[str, GateMode, GateTag]]] = {}
-        self._classifiers: list[tuple[str, str, frozenset[str] | None]] = []
         self.log_allowed = any(g.audit.log_allowed for g in gates.values())
         for gate_name, gate in gates.items():
             for tag in gate.tags:
                 self._tags.setdefault(tag.name, []).append((gate_name, gate.mode, tag))
-                for c in tag.classifiers:
-                    values = None if c.values is None else frozenset(v.lower() for v in c.values)
-                    self._classifiers.append((c.header.lower(), tag.name, values))
+        self.classifier = Classifier.from_gates(gates.values())
         self._memo: dict[tuple[str, frozenset[str]], Clearance] = {}
 
-    def classify(self, headers: Mapping[str, str], declared: frozenset[str]) -> frozenset[str]:
-        """The request's tags: those it declares plus those the gates' classifiers give it."""
-        if not self._classifiers:
-            return declared
-        found = set(declared)
-        for header, tag, values in self._classifiers:
-            value = headers.get(header)
-            if value is not None and (values is None or value.strip().lower() in values):
-                found.add(tag)
-        return frozenset(found)
+    def classify(self, fields: Mapping[str, str]) -> frozenset[str]:
+        """The request's tags: those it declares plus those the gates' classifiers give it.
+
+        ``fields`` are the request headers with repeated lines joined
+        (:func:`modulemesh.headers.fields`); raises :class:`modulemesh.headers.HeaderError`.
+        """
+        return self.classifier.classify(fields)
 
     def check(self, module: str, tags: frozenset[str]) -> Clearance:
         """Whether ``module`` may receive a request with ``tags``."""

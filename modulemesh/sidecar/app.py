@@ -25,19 +25,21 @@ import logging
 import time
 from collections.abc import Callable
 
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Tracer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from modulemesh import audit, headers
 from modulemesh.audit import Decision
 from modulemesh.httpserver import ClientDisconnected, Receive, Scope, Send, run_lifespan
+from modulemesh.privacy import Classifier
 from modulemesh.sidecar.config import SidecarConfig
 from modulemesh.sidecar.guard import Guard
 from modulemesh.sidecar.health import Health
 from modulemesh.sidecar.metrics import registry_for
 from modulemesh.sidecar.upstream import BodySource, Pool, UpstreamError, UpstreamTimeout
 from modulemesh.sidecar.watch import RuntimeWatch
-from modulemesh.telemetry import extract, inject, trace_id_from_traceparent
+from modulemesh.telemetry import extract, inject, new_traceparent, trace_id_from_traceparent
 
 __all__ = ["SidecarApp"]
 
@@ -63,10 +65,13 @@ _RESPONSE_DROP = frozenset(
 )
 """Response headers not forwarded: hop-by-hop, and any envelope not set by this sidecar."""
 
-_TAGS = headers.TAGS.encode()
 _TRACEPARENT = headers.TRACEPARENT.encode()
 _TRACESTATE = headers.TRACESTATE.encode()
+_TRACE_CONTEXT = frozenset({_TRACEPARENT, _TRACESTATE})
+_TRACE_KEYS = (headers.TRACEPARENT, headers.TRACESTATE)
 _DEADLINE = headers.DEADLINE_MS.encode()
+_NO_FIELDS: dict[str, str] = {}
+_NO_TAGS: frozenset[str] = frozenset()
 _CONTENT_LENGTH = b"content-length"
 _QUEUE_DEPTH = headers.QUEUE_DEPTH.encode()
 _PROVIDER = headers.PROVIDER.encode()
@@ -84,6 +89,10 @@ class SidecarApp:
         self.config = config
         self.health = Health(config)
         self.guard = Guard(config.module, config.clearance, config.mode)
+        self.classifier = Classifier.from_gates(config.gates.values())
+        """Headers -> tags, the router's own implementation over the same gates."""
+        self._deciding = self.classifier.raw_headers | _TRACE_CONTEXT | {_DEADLINE}
+        """Headers whose every field line is read (joined) because they decide something."""
         self.registry = registry_for(self.health)
         self._tracer = tracer
         self._pool: Pool | None = None
@@ -168,39 +177,37 @@ class SidecarApp:
 
     async def _proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        tracing = self._tracer is not None
+        deciding = self._deciding
         lines: list[bytes] = []
-        raw_tags = traceparent = tracestate = deadline = content_length = None
+        decisive: list[tuple[bytes, bytes]] = []
+        content_length = None
         for name, value in scope["headers"]:
             if name in _HOP_BY_HOP:
                 continue
-            if name == _TAGS:
-                raw_tags = value
-            elif name == _TRACEPARENT:
-                traceparent = value
-                if tracing:
-                    continue
-            elif name == _TRACESTATE:
-                tracestate = value
-                if tracing:
-                    continue
-            elif name == _CONTENT_LENGTH:
+            if name in deciding:
+                decisive.append((name, value))
+                if name in _TRACE_CONTEXT:
+                    continue  # passed on below, once and valid
+            if name == _CONTENT_LENGTH:
                 content_length = value
-            elif name == _DEADLINE:
-                deadline = value
             lines.append(name + b": " + value + b"\r\n")
+        # Repeated field lines are one comma-joined list (RFC 9110 §5.3), as in the router.
+        fields = headers.fields(decisive) if decisive else _NO_FIELDS
+        traceparent = fields.get(headers.TRACEPARENT)
+        trace_id = trace_id_from_traceparent(traceparent)
 
         if self._tracer is None:
+            if trace_id is not None:
+                lines.append(_TRACEPARENT + b": " + fields[headers.TRACEPARENT].encode() + b"\r\n")
+                if (tracestate := fields.get(headers.TRACESTATE)) is not None:
+                    lines.append(_TRACESTATE + b": " + tracestate.encode() + b"\r\n")
             await self._forward(
-                scope, receive, send, started, lines, raw_tags, traceparent, deadline,
-                content_length,
-            )  # fmt: skip
+                scope, receive, send, started, lines, fields, trace_id, content_length
+            )
             return
         carrier = {}
-        if traceparent is not None:
-            carrier["traceparent"] = traceparent.decode("latin-1")
-        if tracestate is not None:
-            carrier["tracestate"] = tracestate.decode("latin-1")
+        if trace_id is not None:
+            carrier = {k: v for k in _TRACE_KEYS if (v := fields.get(k)) is not None}
         with self._tracer.start_as_current_span(
             f"sidecar {scope['method']} {scope['path']}",
             context=extract(carrier),
@@ -212,7 +219,7 @@ class SidecarApp:
             for key, val in injected.items():
                 lines.append(f"{key}: {val}\r\n".encode("latin-1"))
             status = await self._forward(
-                scope, receive, send, started, lines, raw_tags, None, deadline, content_length
+                scope, receive, send, started, lines, fields, None, content_length
             )
             span.set_attribute("http.response.status_code", status)
 
@@ -223,24 +230,36 @@ class SidecarApp:
         send: Send,
         started: float,
         lines: list[bytes],
-        raw_tags: bytes | None,
-        traceparent: bytes | None,
-        deadline: bytes | None,
+        fields: dict[str, str],
+        trace_id: str | None,
         content_length: bytes | None,
     ) -> int:
+        """Guard, then proxy. ``trace_id`` is the request's (``None`` when a span is current
+        or the request had no valid ``traceparent``: then one is made for its audit record)."""
         config = self.config
         health = self.health
-        if raw_tags:
-            verdict = self.guard.check(raw_tags)
+        try:
+            tags = self.classifier.classify(fields) if fields else _NO_TAGS
+            deadline = headers.single(headers.DEADLINE_MS, fields.get(headers.DEADLINE_MS))
+        except headers.HeaderError as exc:
+            await self._respond(send, 400, _error(exc.message))
+            return 400
+        if tags:
+            verdict = self.guard.check(tags)
             denied = verdict.decision is not Decision.ALLOW
             if denied or config.audit_allow:
+                if trace_id is None and not trace.get_current_span().get_span_context().is_valid:
+                    # No trace context: make one, so the record and the runtime share it.
+                    traceparent = new_traceparent()
+                    lines.append(_TRACEPARENT + b": " + traceparent.encode() + b"\r\n")
+                    trace_id = trace_id_from_traceparent(traceparent)
                 audit.emit(
                     component="sidecar",
                     module=config.module,
                     tags=verdict.tags,
                     decision=verdict.decision,
                     reason=verdict.reason,
-                    trace_id=trace_id_from_traceparent(traceparent),
+                    trace_id=trace_id,
                 )
             health.record_decision(verdict.decision.value, denied)
             if not verdict.forwards:

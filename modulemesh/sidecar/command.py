@@ -44,6 +44,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("host", "0.0.0.0", "listen address")
     add("port", "8080", "listen port", type=int)
     add("clearance", "", "comma-separated compliance tags this module may process")
+    add("gates", None, "JSON object {name: PrivacyGate spec} of the gates whose header classifiers tag requests, as in the resolved graph")  # fmt: skip
     add("mode", "enforce", "enforce: deny uncleared requests; dryrun: only audit", choices=["enforce", "dryrun"])  # fmt: skip
     add("model-version", None, "model version from the spec (default: what the runtime reports)")
     add("window", "60", "rolling window of the health envelope, seconds", type=float)
@@ -68,6 +69,14 @@ def build_config(args: argparse.Namespace) -> SidecarConfig:
 
     if not args.module:
         raise ValueError("--module (or MODULEMESH_SIDECAR_MODULE) is required")
+    gates = {}
+    if args.gates:
+        from modulemesh.api.resolved import parse_gates_json
+
+        try:
+            gates = parse_gates_json(args.gates)
+        except ValueError as exc:
+            raise ValueError(f"--gates (or MODULEMESH_SIDECAR_GATES): {exc}") from None
     objectives = {
         pct: None if ms is None else _objective(pct, ms)
         for pct, ms in (
@@ -84,6 +93,7 @@ def build_config(args: argparse.Namespace) -> SidecarConfig:
         port=int(args.port),
         clearance=parse_tags(args.clearance),
         mode=Mode(args.mode),
+        gates=gates,
         model_version=args.model_version or None,
         window_seconds=float(args.window),
         thresholds=Thresholds(

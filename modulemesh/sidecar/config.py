@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from modulemesh.api.gate import PrivacyGateSpec
 
 __all__ = ["Mode", "SidecarConfig", "Thresholds", "Upstream", "parse_upstream"]
 
@@ -96,6 +101,9 @@ class SidecarConfig:
     port: int = 8080
     clearance: frozenset[str] = frozenset()
     mode: Mode = Mode.ENFORCE
+    gates: Mapping[str, PrivacyGateSpec] = field(default_factory=dict)
+    """The graph's gates that classify requests by header: the sidecar derives a request's
+    tags from them exactly as the router does (:class:`modulemesh.privacy.Classifier`)."""
     model_version: str | None = None
     """Version from the module spec; else the runtime's reported version is used."""
     window_seconds: float = 60.0

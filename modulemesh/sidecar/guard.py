@@ -1,7 +1,8 @@
 """Compliance guard: a request's tags must all lie within the module's clearance.
 
 The sidecar enforces this whatever the router decided, because the sidecar is the only way to
-the model. Decisions are memoised per raw header value (few distinct tag sets exist), so a
+the model. The tags come from :class:`modulemesh.privacy.Classifier`, the router's own reading
+of the request headers. Decisions are memoised per tag set (few distinct ones exist), so a
 tagged request costs one dict lookup plus its audit record.
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from modulemesh.audit import Decision
-from modulemesh.headers import parse_tags
 from modulemesh.sidecar.config import Mode
 
 __all__ = ["Guard", "Verdict"]
@@ -20,7 +20,7 @@ _MAX_MEMO = 1024
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """Outcome for one tags header value."""
+    """Outcome for one tag set."""
 
     decision: Decision
     tags: frozenset[str]
@@ -39,16 +39,16 @@ class Guard:
         self.module = module
         self.clearance = frozenset(tag.strip().lower() for tag in clearance if tag.strip())
         self.mode = mode
-        self._memo: dict[bytes, Verdict] = {}
+        self._memo: dict[frozenset[str], Verdict] = {}
 
-    def check(self, raw_tags: bytes) -> Verdict:
-        """Verdict for a raw ``x-modulemesh-tags`` header value (non-empty)."""
-        verdict = self._memo.get(raw_tags)
+    def check(self, tags: frozenset[str]) -> Verdict:
+        """Verdict for a request's tags (non-empty, as the classifier derived them)."""
+        verdict = self._memo.get(tags)
         if verdict is None:
-            verdict = self._decide(parse_tags(raw_tags.decode("latin-1")))
+            verdict = self._decide(tags)
             if len(self._memo) >= _MAX_MEMO:
                 self._memo.clear()
-            self._memo[raw_tags] = verdict
+            self._memo[tags] = verdict
         return verdict
 
     def _decide(self, tags: frozenset[str]) -> Verdict:

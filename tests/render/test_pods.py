@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 from render.render_builders import by_kind, container, gate, graph
 
+from modulemesh.api.resolved import ResolvedGraph
 from modulemesh.operator.render import render
 from modulemesh.operator.settings import RenderSettings
+from modulemesh.privacy import Classifier
 from modulemesh.runtime.config import add_arguments, from_args
 from modulemesh.sidecar import command as sidecar_command
 from modulemesh.sidecar.config import Mode
@@ -127,6 +129,27 @@ def test_sidecar_is_dryrun_only_when_every_gate_it_could_deny_for_is(
 ) -> None:
     gates = [gate(f"g{i}", [{"name": f"t{i}"}], mode=m) for i, m in enumerate(modes)]
     assert sidecar_config(module_pod({"clearance": clearance}, gates)).mode is expected
+
+
+def test_sidecar_gets_the_classifying_gates_and_tags_as_the_router_does(
+    module_pod: Pod, settings: RenderSettings
+) -> None:
+    classifying = gate(
+        "phi", [{"name": "phi", "classifiers": [{"header": "x-data-class", "values": ["phi"]}]}]
+    )
+    gates = [classifying, gate("plain", [{"name": "pii"}])]
+    pod = module_pod({}, gates)
+    config = sidecar_config(pod)
+    assert list(config.gates) == ["phi"]  # only what classifies: the others do not tag
+    objects = render(graph(gates=["phi", "plain"]), gates, settings)
+    (config_map,) = by_kind(objects, "ConfigMap").values()
+    resolved = ResolvedGraph.model_validate_json(config_map["data"]["resolved.json"])
+    router_side = Classifier.from_gates(resolved.gates.values())
+    sidecar_side = Classifier.from_gates(config.gates.values())
+    for fields in ({"x-data-class": "phi, other"}, {"x-data-class": "none"}, {}):
+        assert router_side.classify(fields) == sidecar_side.classify(fields)
+    assert sidecar_side.classify({"x-data-class": "none, phi"}) == {"phi"}
+    assert not [a for a in container(module_pod({}), "sidecar")["args"] if "gates" in a]
 
 
 # --- ports and probes ----------------------------------------------------------------------

@@ -48,15 +48,15 @@ def test_window_confidence_is_mean_of_rows() -> None:
 
 def test_guard_enforce_names_tag_and_module() -> None:
     guard = Guard("clf", frozenset({"pii"}), Mode.ENFORCE)
-    assert guard.check(b"PII").decision is Decision.ALLOW
-    verdict = guard.check(b"pii, phi")
+    assert guard.check(frozenset({"pii"})).decision is Decision.ALLOW
+    verdict = guard.check(frozenset({"pii", "phi"}))
     assert verdict.decision is Decision.DENY and not verdict.forwards
     assert "'phi'" in verdict.reason and "'clf'" in verdict.reason
     assert verdict.tags == frozenset({"pii", "phi"})
 
 
 def test_guard_dryrun_forwards_but_says_so() -> None:
-    verdict = Guard("clf", frozenset(), Mode.DRYRUN).check(b"phi")
+    verdict = Guard("clf", frozenset(), Mode.DRYRUN).check(frozenset({"phi"}))
     assert verdict.decision is Decision.DRYRUN_DENY and verdict.forwards
 
 
