@@ -66,7 +66,6 @@ class _Restarts:
     """Exits in a row, each within ``stable_after`` of its start (the first one counts)."""
     due: float | None = None
     """When the scheduled restart happens; ``None`` while the child runs."""
-    restarts: int = 0
     history: list[int] = field(default_factory=list)
     """Exit codes of the exits in a row, for the give-up message."""
 
@@ -167,7 +166,7 @@ class Mesh:
             raise
 
     def wait_router(self, deadline: float) -> None:
-        """Wait until OUR router serves THIS graph on its port: the graph's own readiness URL
+        """Wait until our router serves this graph on its port: the graph's own readiness URL
         answers 200 (any other server, even another mesh's router, answers 404 or not at all
         there) and, where ``/proc`` tells, the port's listener is our router process."""
         router = self.router
@@ -240,7 +239,6 @@ class Mesh:
                 )
             elif now >= state.due:
                 child.stop(1.0)  # reaps it and ends its log pump
-                state.restarts += 1
                 self._replace(label, self._child(label, child.args))
 
     def _router_gave_up(self, child: Child, state: _Restarts) -> str:
