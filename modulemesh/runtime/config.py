@@ -37,9 +37,10 @@ class RuntimeConfig:
     max_queue: int = 256
     batch_workers: int = 1
     max_body_bytes: int = 64 * 1024 * 1024
-    body_timeout: float = 30.0
+    body_timeout: float = 40.0
     """Seconds a client (the sidecar) has to send a request body once its head is in, plus
-    1 s per 64 KiB received; then 408 and the connection closes."""
+    1 s per 64 KiB received; then 408 and the connection closes. Longer than the sidecar's 30 s:
+    the sidecar relays a slow client's body as it arrives, so it must be the one to decide."""
     provider: str = "auto"
     cpu_fallback: str = "allow"
     """``refuse``: a GPU provider was asked for and only the CPU one is there: never ready."""

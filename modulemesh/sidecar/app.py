@@ -332,6 +332,16 @@ class SidecarApp:
                 await self._respond(send, 504, _error(f"module '{config.module}': {exc}"))
                 return status
             except UpstreamError as exc:
+                if body_open:
+                    # the runtime stopped waiting for a body the client is still trickling
+                    # (its own body timeout): the client's 408, and no sign the runtime is down
+                    _log.warning("module %s: runtime gave up on a request body still arriving "
+                                 "from the client: %s", config.module, exc)  # fmt: skip
+                    status, error = 408, False
+                    await self._respond(
+                        send, 408, _error("request body not received in time"), close=True
+                    )
+                    return status
                 assert self._watch is not None
                 self._watch.unreachable(str(exc))
                 await self._respond(send, 502, _error(f"module '{config.module}': {exc}"))

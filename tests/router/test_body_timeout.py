@@ -171,3 +171,32 @@ def test_sidecar_body_timeout_answers_a_withheld_body_408(model: Path, tmp_path:
                 assert_408(*read_answer(sock))
             envelope = httpx.get(f"{base}/envelope", timeout=5).json()
             assert envelope["requests"] == 0 and envelope["state"] == "Healthy", envelope
+
+
+def test_a_runtime_that_gives_up_on_a_relayed_body_is_the_clients_408_not_a_502(
+    model: Path, tmp_path: Path
+) -> None:
+    # The runtime's own body timeout (here 1 s, below the sidecar's 30 s) ends the relayed
+    # stream: the sidecar answers the trickling client 408 and does not take its runtime for
+    # unreachable (the envelope stays Healthy, the request out of the window).
+    runtime_port, sidecar_port = free_port(), free_port()
+    runtime = runtime_args(model, runtime_port, "--body-timeout", str(BODY_TIMEOUT))
+    with process(tmp_path, "runtime", runtime, f"http://127.0.0.1:{runtime_port}/v2/health/ready"):
+        sidecar = ["sidecar", "--module", "m", "--upstream", f"http://127.0.0.1:{runtime_port}",
+                   "--host", "127.0.0.1", "--port", str(sidecar_port)]  # fmt: skip
+        base = f"http://127.0.0.1:{sidecar_port}"
+        with process(tmp_path, "sidecar", sidecar, f"{base}/readyz"):
+            with post_head(sidecar_port, 100_000) as sock:
+                sock.sendall(b'{"inputs": [')
+                assert_408(*read_answer(sock, trickle=True))
+            envelope = httpx.get(f"{base}/envelope", timeout=5).json()
+            assert envelope["requests"] == 0 and envelope["state"] == "Healthy", envelope
+            assert httpx.get(f"{base}/readyz", timeout=5).status_code == 200
+
+
+def test_the_runtime_waits_longer_for_a_body_than_its_sidecar() -> None:
+    # so that with the defaults the sidecar, which relays the body, is the one that decides
+    from modulemesh.runtime.config import RuntimeConfig
+    from modulemesh.sidecar.config import SidecarConfig
+
+    assert RuntimeConfig(model="m").body_timeout > SidecarConfig(module="m").body_timeout
