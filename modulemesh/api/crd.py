@@ -65,6 +65,13 @@ KINDS: tuple[Kind, ...] = (
                 "type": "string",
                 "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
             },
+            {
+                # Why the graph is not Ready (or GraphReady): the reason of its Ready condition,
+                # which names the first blocking one (e.g. Unschedulable, ModulesNotReady).
+                "name": "Reason",
+                "type": "string",
+                "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+            },
             {"name": "Modules", "type": "string", "jsonPath": ".status.modulesReady"},
             {"name": "GPUs", "type": "integer", "jsonPath": ".status.gpus"},
             {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint"},

@@ -159,8 +159,16 @@ class TestCrdShape:
     def test_modulegraph_printer_columns(self) -> None:
         doc = next(c for c in crds() if c["spec"]["names"]["kind"] == "ModuleGraph")
         columns = doc["spec"]["versions"][0]["additionalPrinterColumns"]
-        assert [c["name"] for c in columns] == ["Ready", "Modules", "GPUs", "Endpoint", "Age"]
+        assert [c["name"] for c in columns] == [
+            "Ready",
+            "Reason",
+            "Modules",
+            "GPUs",
+            "Endpoint",
+            "Age",
+        ]
         assert columns[0]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].status'
+        assert columns[1]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].reason'
 
     @pytest.mark.parametrize("doc", crds(), ids=lambda c: c["metadata"]["name"])
     def test_printer_columns_point_at_schema_fields(self, doc: dict[str, Any]) -> None:

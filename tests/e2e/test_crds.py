@@ -283,8 +283,9 @@ class TestStatusAndColumns:
         bad = {"status": {"conditions": [{**status["conditions"][0], "status": "Maybe"}]}}
         proc = crds.kubectl(*patch, "-p", json.dumps(bad), check=False)
         assert proc.returncode != 0 and "status.conditions[0].status" in proc.stderr
-        header = crds.kubectl("get", "mg", name, "-n", namespace).stdout.splitlines()[0].split()
-        assert header == ["NAME", "READY", "MODULES", "GPUS", "ENDPOINT", "AGE"]
+        header, row = crds.kubectl("get", "mg", name, "-n", namespace).stdout.splitlines()
+        assert header.split() == ["NAME", "READY", "REASON", "MODULES", "GPUS", "ENDPOINT", "AGE"]
+        assert row.split()[:4] == [name, "False", "ModulesNotReady", "1/2"]
 
     def test_gate_columns_show_mode_tags_and_graphs(self, crds: Cluster, namespace: str) -> None:
         gate = {
