@@ -11,7 +11,10 @@ Triggers:
   their status (graphs, graphCount);
 - with the webhook on: creates and updates of graphs and gates are checked at admission,
   and a gate change also against the graphs that name it (warned, or refused when strict);
-- an owned child is deleted or changed by someone else: full reconcile of its graph (drift);
+- an owned child is deleted, or someone else changed or removed a field the operator applied
+  (its field set no longer matches, see :mod:`~modulemesh.operator.drift`): full reconcile of
+  its graph, which applies only the children that need it; foreign fields (an annotation
+  added by hand, a rollout restart) are not drift;
 - an owned Deployment or a graph's Pod changes: status refresh (no apply);
 - one operator-wide loop: read each graph's router ``/envelopes`` and refresh status; every
   ``resyncInterval`` a full reconcile as a safety net. (Not a kopf timer: timers put a finalizer
@@ -22,17 +25,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import kopf
 
 from modulemesh.api import PrivacyGate
 from modulemesh.operator.config import OperatorSettings
+from modulemesh.operator.drift import drift
+from modulemesh.operator.events import events_for, post_events
 from modulemesh.operator.kube import (
-    FIELD_MANAGER,
     GATES,
     GRAPHS,
     GROUP,
@@ -71,19 +76,6 @@ _reconciler: Reconciler | None = None
 _known: set[tuple[str, str]] = set()
 """Graphs seen by create/update/resume and not deleted since: what the refresh loop visits."""
 _background: list[asyncio.Task[None]] = []
-
-EVENT_REASONS: dict[tuple[str, str], tuple[str, str]] = {
-    # (condition, new status) -> (event type, reason)
-    ("Validated", "False"): ("Warning", "Invalid"),
-    ("Validated", "True"): ("Normal", "Validated"),
-    ("Scheduled", "False"): ("Warning", "Unschedulable"),
-    ("Scheduled", "True"): ("Normal", "Scheduled"),
-    ("Compliant", "False"): ("Warning", "NonCompliant"),
-    ("Compliant", "True"): ("Normal", "Compliant"),
-    ("Degraded", "True"): ("Warning", "Degraded"),
-    ("Ready", "True"): ("Normal", "Ready"),
-    ("Ready", "False"): ("Warning", "NotReady"),
-}
 
 
 def reconciler() -> Reconciler:
@@ -152,39 +144,16 @@ async def reconcile_named(
         )
         if apply:
             _last_resync[(namespace, name)] = time.monotonic()
-        _post_events(body, outcome, applied=apply and (announce or bool(outcome.pruned)))
+        await _post_events(body, outcome, applied=apply and (announce or bool(outcome.pruned)))
         return outcome
 
 
-def _post_events(body: Mapping[str, Any], outcome: Outcome, *, applied: bool) -> None:
-    for condition, old, new in outcome.transitions:
-        event = EVENT_REASONS.get((condition, new))
-        if condition == "Degraded" and old == "True" and new == "False":
-            event = ("Normal", "Recovered")
-        if event is None or (old is None and event[0] == "Normal" and condition != "Ready"):
-            continue
-        message = next(
-            (
-                c.get("message", "")
-                for c in outcome.status.get("conditions", [])
-                if c["type"] == condition
-            ),
-            "",
-        )
-        kopf.event(
-            kopf.Body(cast(kopf.RawBody, dict(body))),
-            type=event[0],
-            reason=event[1],
-            message=str(message)[:1000],
-        )
-    if applied and outcome.valid and (outcome.applied or outcome.pruned):
-        pruned = f", removed {', '.join(outcome.pruned)}" if outcome.pruned else ""
-        kopf.event(
-            kopf.Body(cast(kopf.RawBody, dict(body))),
-            type="Normal",
-            reason="Reconciled",
-            message=f"applied {outcome.applied} objects as {FIELD_MANAGER}{pruned}",
-        )
+async def _post_events(body: Mapping[str, Any], outcome: Outcome, *, applied: bool) -> None:
+    """Post the Events the reconcile deserves with the operator's own client: this works from
+    the refresh loop too, where ``kopf.event`` has no event queue."""
+    events = events_for(outcome, applied=applied)
+    if events:
+        await asyncio.to_thread(post_events, reconciler().kube, body, events)
 
 
 # --- graphs ------------------------------------------------------------------------------
@@ -268,16 +237,52 @@ async def fetch_envelopes(endpoint: str | None) -> tuple[dict[str, Any] | None, 
         return None, "router endpoint not known yet"
     url = endpoint.rstrip("/") + "/envelopes"
     try:
-        async with httpx.AsyncClient(timeout=3.0) as client:
+        async with httpx.AsyncClient(timeout=ENVELOPE_TIMEOUT_S) as client:
             response = await client.get(url)
-        response.raise_for_status()
-        payload = response.json()
-    except (httpx.HTTPError, ValueError) as error:
-        return None, f"router envelopes unreachable at {url}: {error.__class__.__name__}"
-    modules = parse_envelopes(payload)
+    except httpx.HTTPError as error:
+        return None, envelope_fetch_error(url, error)
+    if response.status_code != 200:
+        return None, (
+            f"router envelopes unreachable at {url}: the router answered HTTP "
+            f"{response.status_code}; check the router pods' logs and that they run the "
+            "operator's version"
+        )
+    try:
+        modules = parse_envelopes(response.json())
+    except ValueError:
+        modules = None
     if modules is None:
-        return None, f"router envelopes at {url} are not in the expected form"
+        return None, (
+            f"router envelopes at {url} are not in the expected form (JSON with a "
+            "'modules' map); check that the router runs the operator's version"
+        )
     return modules, None
+
+
+ENVELOPE_TIMEOUT_S = 3.0
+
+
+def envelope_fetch_error(url: str, error: httpx.HTTPError) -> str:
+    """Why the router's envelopes could not be read: the address tried, what failed, and
+    what to check (the status shows this in ``Degraded`` and per module)."""
+    detail = " ".join(str(error).split())
+    cause: BaseException | None = error
+    while cause is not None:  # httpx says "All connection attempts failed"; the OS says why
+        if isinstance(cause, OSError) and (cause.errno or cause.strerror):
+            code = cause.errno
+            detail = os.strerror(code) if code is not None and code > 0 else str(cause.strerror)
+            break
+        cause = cause.__cause__ or cause.__context__
+    what = error.__class__.__name__ + (f" ({detail})" if detail else "")
+    if isinstance(error, httpx.TimeoutException):
+        what += f" after {ENVELOPE_TIMEOUT_S:g}s"
+    host = httpx.URL(url).host
+    return (
+        f"router envelopes unreachable at {url}: {what}; check that the graph's router pods "
+        f"are Ready and that {host} resolves and is reachable from where the operator runs "
+        "(its Service's DNS name from inside the cluster; a NetworkPolicy may block the "
+        "operator's namespace)"
+    )
 
 
 # --- gates -------------------------------------------------------------------------------
@@ -328,17 +333,6 @@ async def _patch_gate_status(namespace: str, name: str, status: dict[str, Any]) 
 # --- owned children ----------------------------------------------------------------------
 
 
-def _foreign_change(body: Mapping[str, Any]) -> bool:
-    """Whether someone other than the operator (and the status writers) changed the object."""
-    for entry in body.get("metadata", {}).get("managedFields") or []:
-        if entry.get("manager") == FIELD_MANAGER or entry.get("subresource") == "status":
-            continue
-        if entry.get("manager") in ("kube-controller-manager", "kube-scheduler"):
-            continue
-        return True
-    return False
-
-
 async def graph_of(namespace: str, obj: Mapping[str, Any], label: str | None) -> str | None:
     """The graph an owned object or pod belongs to.
 
@@ -363,8 +357,14 @@ async def _child_event(event: Mapping[str, Any], namespace: str, labels: Mapping
     graph = await graph_of(namespace, event.get("object") or {}, labels.get(GRAPH_LABEL))
     if not graph:
         return
-    drift = event.get("type") == "DELETED" or _foreign_change(event.get("object") or {})
-    await reconcile_named(namespace, graph, apply=drift)
+    obj = event.get("object") or {}
+    why = "deleted" if event.get("type") == "DELETED" else drift(obj)
+    if why is not None:
+        meta = obj.get("metadata") or {}
+        log.info(
+            "%s %s/%s drifted (%s): reconciling", obj.get("kind"), namespace, meta.get("name"), why
+        )
+    await reconcile_named(namespace, graph, apply=why is not None)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)

@@ -54,6 +54,8 @@ CHILD_KINDS: dict[str, Kind] = {
 APPLY_ORDER = ("ConfigMap", "Service", "NetworkPolicy", "PodDisruptionBudget", "Deployment")
 
 POD = Kind("v1", "pods", "Pod")
+NODES = Kind("v1", "nodes", "Node")
+EVENTS = Kind("v1", "events", "Event")
 VALIDATING_WEBHOOKS = Kind(
     "admissionregistration.k8s.io/v1",
     "validatingwebhookconfigurations",
@@ -149,11 +151,19 @@ class Kube:
         decoded: dict[str, Any] = json.loads(raw) if raw else {}
         return decoded
 
-    def apply(self, obj: Mapping[str, Any], *, force: bool = True) -> dict[str, Any]:
-        """Server-side apply a child ``obj`` under the operator's field manager."""
+    def apply(
+        self, obj: Mapping[str, Any], *, force: bool = True, dry_run: bool = False
+    ) -> dict[str, Any]:
+        """Server-side apply a child ``obj`` under the operator's field manager; ``dry_run``
+        returns what it would become (its ``managedFields`` included) without writing it."""
         kind = CHILD_KINDS[str(obj["kind"])]
         meta = obj["metadata"]
-        return self._apply(f"{kind.collection(str(meta['namespace']))}/{meta['name']}", obj, force)
+        path = f"{kind.collection(str(meta['namespace']))}/{meta['name']}"
+        return self._apply(path, obj, force, dry_run=dry_run)
+
+    def create(self, kind: Kind, namespace: str, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Create one object of ``kind`` in ``namespace`` (e.g. an Event)."""
+        return self._call("POST", kind.collection(namespace), body=dict(obj))
 
     def get_cluster_scoped(self, kind: Kind, name: str) -> dict[str, Any] | None:
         """One cluster-scoped object, or None when it does not exist."""
@@ -178,10 +188,14 @@ class Kube:
             content_type="application/strategic-merge-patch+json",
         )
 
-    def _apply(self, path: str, obj: Mapping[str, Any], force: bool = True) -> dict[str, Any]:
+    def _apply(
+        self, path: str, obj: Mapping[str, Any], force: bool = True, *, dry_run: bool = False
+    ) -> dict[str, Any]:
         query = [("fieldManager", FIELD_MANAGER)]
         if force:
             query.append(("force", "true"))
+        if dry_run:
+            query.append(("dryRun", "All"))
         return self._call(
             "PATCH", path, query=query, body=dict(obj), content_type="application/apply-patch+yaml"
         )

@@ -22,7 +22,7 @@ from modulemesh.api import (
 )
 from modulemesh.api.errors import issues_from_pydantic
 from modulemesh.api.validation import validate_graph
-from modulemesh.operator import conditions
+from modulemesh.operator import conditions, drift
 from modulemesh.operator.conditions import ConditionUpdate
 from modulemesh.operator.config import OperatorSettings
 from modulemesh.operator.kube import CHILD_KINDS, GATES, GRAPHS, POD, Kube, KubeError
@@ -123,6 +123,10 @@ class Reconciler:
         if apply and outcome.valid:
             desired = render(graph, gates, self.render_settings)
             owner = owner_reference(body)
+            live = {
+                (str(child["kind"]), str(child["metadata"]["name"])): child
+                for child in self.kube.owned_children(namespace, name)
+            }
             keep: set[tuple[str, str]] = set()
             for obj in desired:
                 obj = dict(obj)
@@ -131,11 +135,17 @@ class Reconciler:
                     "namespace": namespace,
                     "ownerReferences": [owner],
                 }
-                self.kube.apply(obj)
-                keep.add((str(obj["kind"]), str(obj["metadata"]["name"])))
+                key = (str(obj["kind"]), str(obj["metadata"]["name"]))
+                keep.add(key)
+                obj = drift.with_intent(obj)
+                why = drift.needs_apply(obj, live.get(key))
+                if why is None:  # what it holds is what we applied: an apply would be a no-op
+                    continue
+                learnt = self.kube.apply(obj, dry_run=True)
+                self.kube.apply(drift.with_fields(obj, learnt))
+                log.info("applied %s/%s/%s: %s", namespace, key[0], key[1], why)
                 outcome.applied += 1
-            for child in self.kube.owned_children(namespace, name):
-                key = (str(child["kind"]), str(child["metadata"]["name"]))
+            for key in live:
                 if key not in keep:
                     self.kube.delete(CHILD_KINDS[key[0]], namespace, key[1])
                     outcome.pruned.append(f"{key[0]}/{key[1]}")
