@@ -1,0 +1,365 @@
+"""The real node real-0 (hack/cluster/node): pods really run there, next to the kwok nodes.
+
+containerd and a kubelet built from the control plane's k8s.io/kubernetes module run inside the
+network namespace the node creates; pods start from images imported into containerd (never
+pulled), their logs, exec and port-forward reach the API server through its egress proxy, and
+`node down` leaves nothing behind (processes, mounts, cgroups, the namespace).
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from e2e.cluster import HACK_CLUSTER, Cluster, ClusterError, cluster_env, wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.realnode]
+
+NODE_UP_TIMEOUT_S = 3600.0  # a cold build of the node's binaries can be part of the first start
+REAL_NODE_TOLERATION = {
+    "key": "modulemesh.io/real-node",
+    "operator": "Exists",
+    "effect": "NoSchedule",
+}
+
+
+@dataclass(frozen=True)
+class RealNode:
+    """The running real node: its name, network namespace, test image, cgroup and state paths."""
+
+    name: str
+    netns: str
+    test_image: str
+    cgroup: str
+    state_dir: Path
+    run_dir: Path
+
+
+def _node_script(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(HACK_CLUSTER / "node"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def start_real_node() -> None:
+    """`hack/cluster/node up` (reuses a running node); raise with its output when it fails."""
+    proc = _node_script("up", timeout=NODE_UP_TIMEOUT_S)
+    if proc.returncode != 0:
+        raise ClusterError(f"hack/cluster/node up failed:\n{proc.stdout}\n{proc.stderr}")
+
+
+@pytest.fixture(scope="module")
+def real_node(cluster: Cluster) -> Iterator[RealNode]:
+    """The real node on the session's cluster, started when it is not running.
+
+    It stays up after the module (another session may use it); hack/cluster/down, which the
+    session fixture runs for a cluster it started, stops it with the control plane.
+    """
+    start_real_node()
+    env = cluster_env()
+    yield RealNode(
+        name=env["NODE_NAME"],
+        netns=env["NODE_NETNS"],
+        test_image=env["NODE_TEST_IMAGE"],
+        cgroup=env["NODE_CGROUP"],
+        state_dir=Path(env["CLUSTER_STATE"]) / "node",
+        run_dir=Path(env["NODE_RUN"]),
+    )
+
+
+def busybox_pod(node: RealNode, name: str, command: str, **extra: Any) -> dict[str, Any]:
+    """A pod of the node's busybox image pinned to the real node, never pulled."""
+    spec: dict[str, Any] = {
+        "nodeSelector": {"kubernetes.io/hostname": node.name},
+        "tolerations": [REAL_NODE_TOLERATION],
+        "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": 1,
+        "containers": [
+            {
+                "name": "main",
+                "image": node.test_image,
+                "imagePullPolicy": "Never",
+                "command": ["/bin/sh", "-c", command],
+                "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+            }
+        ],
+        **extra,
+    }
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
+
+
+def pod_phase(cluster: Cluster, namespace: str, name: str) -> str:
+    pod = cluster.kubectl_json("-n", namespace, "get", "pod", name)
+    return str(pod.get("status", {}).get("phase", ""))
+
+
+def wait_phase(cluster: Cluster, namespace: str, name: str, phases: set[str]) -> dict[str, Any]:
+    """Wait until the pod reaches one of `phases`; fail early with its events if it fails."""
+
+    def probe() -> dict[str, Any] | None:
+        pod: dict[str, Any] = cluster.kubectl_json("-n", namespace, "get", "pod", name)
+        phase = pod.get("status", {}).get("phase", "")
+        if phase in phases:
+            return pod
+        if phase == "Failed":
+            events = cluster.kubectl("-n", namespace, "get", "events", check=False).stdout
+            raise AssertionError(f"pod {name} failed: {pod['status']}\n{events}")
+        return None
+
+    try:
+        return wait_until(probe, timeout=120, message=f"pod {name} to be {sorted(phases)}")
+    except TimeoutError:
+        events = cluster.kubectl("-n", namespace, "get", "events", check=False).stdout
+        raise AssertionError(f"pod {name} never reached {sorted(phases)}:\n{events}") from None
+
+
+def netns_exec(node: RealNode, *cmd: str) -> str:
+    """Run a command inside the node's network namespace (read-only inspection)."""
+    proc = subprocess.run(
+        ["ip", "netns", "exec", node.netns, *cmd],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return proc.stdout
+
+
+def host_addresses() -> str:
+    """`ip -o addr` of the host's own network namespace."""
+    return subprocess.run(
+        ["ip", "-o", "addr"], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class TestTheNode:
+    """real-0 registers Ready beside the kwok nodes, with its own address and taint."""
+
+    # The first test starts the node (and builds its binaries when hack/test has not).
+    @pytest.mark.timeout(NODE_UP_TIMEOUT_S + 120)
+    def test_real_node_is_ready_next_to_the_kwok_nodes(
+        self, cluster: Cluster, real_node: RealNode
+    ) -> None:
+        nodes = {n["metadata"]["name"]: n for n in cluster.kubectl_json("get", "nodes")["items"]}
+        node = nodes[real_node.name]
+        ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
+        assert ready["status"] == "True", ready
+        assert node["status"]["nodeInfo"]["kubeletVersion"] == cluster.k8s_version
+        assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://")
+        assert node["metadata"]["labels"]["type"] == "real"
+        assert {"key": "modulemesh.io/real-node", "value": "true", "effect": "NoSchedule"} in node[
+            "spec"
+        ]["taints"]
+        kwok = [n for n in nodes.values() if n["metadata"]["labels"].get("type") == "kwok"]
+        assert len(kwok) == 6
+
+    def test_up_with_real_node_and_status_reuse_the_running_node(
+        self, cluster: Cluster, real_node: RealNode
+    ) -> None:
+        """The documented commands: `up --real-node` on a running cluster leaves both as they
+        are, and `node status` says the node is Ready."""
+        before = cluster.kubectl_json("get", "node", real_node.name)["metadata"]["uid"]
+        up = subprocess.run(
+            [str(HACK_CLUSTER / "up"), "--real-node"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert up.returncode == 0, up.stderr
+        assert "cluster already running" in up.stderr
+        assert f"real node {real_node.name} already running" in up.stderr
+        status = _node_script("status", timeout=30)
+        assert status.returncode == 0, status.stderr
+        assert f"real node {real_node.name}: Ready" in status.stdout
+        assert cluster.kubectl_json("get", "node", real_node.name)["metadata"]["uid"] == before
+
+    def test_node_address_exists_only_in_the_node_namespace(
+        self, cluster: Cluster, real_node: RealNode
+    ) -> None:
+        """The InternalIP the API server dials is on an interface inside the namespace, not on
+        the host; the namespace has no default route, so nothing in it reaches past the node."""
+        node = cluster.kubectl_json("get", "node", real_node.name)
+        internal = next(
+            a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP"
+        )
+        assert f" {internal}/" not in host_addresses()
+        assert f" {internal}/" in netns_exec(real_node, "ip", "-o", "addr")
+        assert "default" not in netns_exec(real_node, "ip", "route")
+
+
+class TestPods:
+    """Pods from imported images run for real: logs, exec, and port-forward work."""
+
+    def test_pod_runs_from_imported_image_and_kubectl_reads_its_logs(
+        self, cluster: Cluster, real_node: RealNode, namespace: str
+    ) -> None:
+        cluster.apply(
+            busybox_pod(
+                real_node, "hello", "echo hello from $(hostname); echo init=$(cat /proc/1/comm)"
+            ),
+            namespace,
+        )
+        pod = wait_phase(cluster, namespace, "hello", {"Succeeded"})
+        assert pod["spec"]["nodeName"] == real_node.name
+        logs = cluster.kubectl("-n", namespace, "logs", "hello").stdout
+        # hostname is the pod's own UTS namespace; PID 1 of the container is its shell.
+        assert logs.splitlines() == ["hello from hello", "init=sh"]
+        status = pod["status"]["containerStatuses"][0]
+        assert status["state"]["terminated"]["exitCode"] == 0
+        assert status["image"] == real_node.test_image
+
+    def test_failing_container_reports_its_exit_code(
+        self, cluster: Cluster, real_node: RealNode, namespace: str
+    ) -> None:
+        cluster.apply(busybox_pod(real_node, "fails", "echo about to fail >&2; exit 3"), namespace)
+        wait_until(
+            lambda: pod_phase(cluster, namespace, "fails") == "Failed",
+            timeout=120,
+            message="pod fails to fail",
+        )
+        pod = cluster.kubectl_json("-n", namespace, "get", "pod", "fails")
+        assert pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 3
+        assert "about to fail" in cluster.kubectl("-n", namespace, "logs", "fails").stdout
+
+    def test_pod_gets_an_address_in_the_pod_range_and_serves_through_port_forward(
+        self, cluster: Cluster, real_node: RealNode, namespace: str
+    ) -> None:
+        """A busybox httpd in the pod answers through `kubectl port-forward` on 127.0.0.1; the
+        API server reached the kubelet only through the node's egress proxy."""
+        command = (
+            "mkdir -p /www && echo served-by-$(hostname) > /www/index.html && "
+            "exec httpd -f -p 8080 -h /www"
+        )
+        cluster.apply(busybox_pod(real_node, "web", command), namespace)
+        pod = wait_phase(cluster, namespace, "web", {"Running"})
+        pod_ip = pod["status"]["podIP"]
+        assert pod_ip.startswith("10.245.0."), pod_ip
+        assert f" {pod_ip}/" not in host_addresses()
+
+        exec_out = cluster.kubectl("-n", namespace, "exec", "web", "--", "cat", "/www/index.html")
+        assert exec_out.stdout.strip() == "served-by-web"
+
+        port = free_port()
+        forward = subprocess.Popen(
+            [
+                str(cluster.kubectl_path),
+                "--kubeconfig",
+                str(cluster.kubeconfig),
+                "-n",
+                namespace,
+                "port-forward",
+                "--address",
+                "127.0.0.1",
+                "pod/web",
+                f"{port}:8080",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+
+            def fetch() -> str | None:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+                        return str(r.read().decode().strip())
+                except OSError:
+                    return None
+
+            assert wait_until(fetch, timeout=60, message="port-forward to answer") == (
+                "served-by-web"
+            )
+        finally:
+            forward.terminate()
+            forward.wait(timeout=30)
+
+
+class TestTeardown:
+    """`node down` removes everything the node made; `node up` brings it back."""
+
+    def test_down_leaves_nothing_and_up_restores_the_node(
+        self, cluster: Cluster, real_node: RealNode, namespace: str
+    ) -> None:
+        cluster.apply(busybox_pod(real_node, "sleeper", "exec sleep 3600"), namespace)
+        wait_phase(cluster, namespace, "sleeper", {"Running"})
+        # Every process of the node (containerd, kubelet, shims, the pod's sleep), by cgroup.
+        node_pids = {
+            int(pid)
+            for procs in Path("/sys/fs/cgroup/pids", real_node.cgroup).rglob("cgroup.procs")
+            for pid in procs.read_text().split()
+        }
+        assert len(node_pids) >= 6
+
+        proc = _node_script("down", timeout=180)
+        assert proc.returncode == 0, proc.stderr
+        netns = subprocess.run(
+            ["ip", "netns", "list"], capture_output=True, text=True, check=True, timeout=30
+        ).stdout
+        assert real_node.netns not in netns.split()
+        mounts = Path("/proc/self/mountinfo").read_text()
+        assert str(real_node.state_dir) not in mounts
+        assert str(real_node.run_dir) not in mounts
+        assert not real_node.run_dir.exists()
+        # No cgroup is left in any hierarchy (v1 ones and, on hybrid hosts, cgroup2's).
+        assert list(Path("/sys/fs/cgroup").glob(f"*/{real_node.cgroup}")) == []
+        # No process of the node is left: no shim, no container's sleep.
+        shims = subprocess.run(
+            ["pgrep", "-f", f"containerd-shim-runc-v2.*{real_node.run_dir}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert shims.stdout == ""
+        still_alive = [p for p in node_pids if Path(f"/proc/{p}").exists()]
+        assert still_alive == []
+        assert _node_deleted(cluster, real_node)
+
+        start_real_node()
+        nodes = cluster.kubectl_json("get", "nodes")["items"]
+        assert real_node.name in {n["metadata"]["name"] for n in nodes}
+
+
+def _node_deleted(cluster: Cluster, node: RealNode) -> bool:
+    """Whether the Node object is gone (deletion is asynchronous)."""
+    try:
+        wait_until(
+            lambda: cluster.kubectl("get", "node", node.name, check=False).returncode != 0,
+            timeout=30,
+            message=f"node {node.name} to be deleted",
+        )
+    except TimeoutError:
+        return False
+    return True
+
+
+def test_node_binaries_report_the_control_plane_version() -> None:
+    """kubelet and kube-proxy come from the same k8s.io/kubernetes build as the API server."""
+    env = cluster_env()
+    for name in ("kubelet", "kube-proxy"):
+        out = subprocess.run(
+            [str(Path(env["BIN_DIR"]) / name), "--version"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        assert env["K8S_VERSION"] in out.stdout + out.stderr, (name, out.stdout, out.stderr)
