@@ -419,6 +419,113 @@ def run(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+DELAY_TARGETS = {
+    "fixed-0": ["--max-delay-ms", "0", "--no-adaptive-delay"],
+    "fixed-1ms": ["--max-delay-ms", "1", "--no-adaptive-delay"],
+}
+"""The fixed-delay targets of ``--compare-delays``; ``adaptive`` is added with its bound."""
+
+
+def compare_delays(args: argparse.Namespace) -> str:
+    """Fixed delay 0 vs fixed 1 ms vs adaptive, one small model, rounds alternating.
+
+    The model is issue 17's small submodule: ``zoo.small_mlp()`` (256 -> 1024 ->
+    1024 -> 10, ~0.09 ms per row in onnxruntime on a quiet core). The three runtimes run at
+    once; every round measures each of them in turn at each concurrency, so load drift on a
+    shared machine hits them alike, and the ratios compare medians of the same run.
+    """
+    import numpy as np
+
+    from modulemesh import oip, zoo
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-delays-"))
+    model_path = zoo.save(zoo.small_mlp(), workdir / "mlp.onnx")
+    x = np.random.default_rng(0).standard_normal((1, 256)).astype(np.float32)
+    body, _ = oip.encode_request({"input": x})
+    infer = _http_request("POST", "/v2/models/mlp/infer", body)
+    conc = [int(c) for c in args.concurrency.split(",")]
+    flags = {
+        **DELAY_TARGETS,
+        "adaptive": ["--max-delay-ms", f"{args.max_delay_ms:g}", "--adaptive-delay"],
+    }
+    ports = {t: _free_port() for t in flags}
+
+    def command(t: str) -> list[str]:
+        return [
+            sys.executable, "-m", "modulemesh", "runtime", "--model", str(model_path),
+            "--name", "mlp", "--port", str(ports[t]),
+            "--max-batch-size", str(args.max_batch_size), "--max-queue", "1024",
+            "--batch-workers", str(args.batch_workers), "--log-level", "warning",
+            *([] if args.spinning else ["--no-spinning"]), *flags[t],
+            *shlex.split(args.runtime_flags),
+        ]  # fmt: skip
+
+    procs = {
+        t: subprocess.Popen(
+            command(t), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        for t in flags
+    }
+    single = _ceiling(model_path, 1, min(1.0, args.duration), args.spinning)
+    points: dict[tuple[str, int], list[tuple[Point, float, float]]] = {}
+    try:
+        for t in flags:
+            _wait_ready(ports[t], "/v2/models/mlp/ready", procs[t])
+        for r in range(args.rounds):
+            for c in conc:
+                for t in flags:
+                    before = _stats(ports[t])
+                    cpu0 = _proc_cpu(procs[t].pid)
+                    point = measure(ports[t], infer, c, args.warmup, args.duration)
+                    cpu = _proc_cpu(procs[t].pid) - cpu0
+                    after = _stats(ports[t])
+                    rows = after["rows"] - before["rows"]
+                    mean_batch = rows / max(1, after["batches"] - before["batches"])
+                    per_request = cpu / max(1, rows)
+                    points.setdefault((t, c), []).append((point, mean_batch, per_request))
+                    print(
+                        f"round {r} {t} c={c}: {point.rps:.0f} req/s p50 "
+                        f"{point.p50 * 1000:.2f} ms p99 {point.p99 * 1000:.2f} ms errors "
+                        f"{point.errors} mean batch {mean_batch:.2f} (envelope "
+                        f"{after['meanBatchSize']}) CPU/request {per_request * 1e6:.0f} us",
+                        flush=True,
+                    )
+    finally:
+        for proc in procs.values():
+            _stop(proc)
+
+    def median(t: str, c: int) -> tuple[Point, float, float]:
+        rounds = sorted(points[(t, c)], key=lambda p: p[0].rps)
+        return rounds[len(rounds) // 2]
+
+    lines = [
+        f"Model zoo.small_mlp(): {1e6 / single:.0f} us per batch-1 call "
+        f"in-process; --max-batch-size {args.max_batch_size}, --batch-workers "
+        f"{args.batch_workers}, adaptive bound {args.max_delay_ms:g} ms, {args.rounds} rounds "
+        f"of {args.duration:g} s per point (median round).",
+        "",
+        "| delay | concurrency | req/s | p50 ms | p99 ms | mean batch | CPU/request us |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for c in conc:
+        for t in flags:
+            point, mean_batch, per_request = median(t, c)
+            lines.append(
+                f"| {t} | {c} | {point.rps:.0f} | {point.p50 * 1000:.2f} | "
+                f"{point.p99 * 1000:.2f} | {mean_batch:.2f} | {per_request * 1e6:.0f} |"
+            )
+    lines.append("")
+    for c in conc:
+        a = median("adaptive", c)[0]
+        for t in DELAY_TARGETS:
+            f = median(t, c)[0]
+            lines.append(
+                f"c={c} adaptive/{t}: throughput {_ratio(a.rps, f.rps):.2f}x, "
+                f"p50 {_ratio(a.p50, f.p50):.2f}x, p99 {_ratio(a.p99, f.p99):.2f}x"
+            )
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--serve-kserve", metavar="MODEL", help=argparse.SUPPRESS)
@@ -439,12 +546,18 @@ def main() -> int:
     )
     parser.add_argument("--rounds", type=int, default=3, help="rounds per point (median)")
     parser.add_argument("--targets", default="b,c,d", help="servers to measure (b needed)")
+    parser.add_argument(
+        "--compare-delays",
+        action="store_true",
+        help="instead: fixed delay 0 vs fixed 1 ms vs adaptive (bound --max-delay-ms) on the "
+        "small zoo.small_mlp()",
+    )
     args, _ = parser.parse_known_args()
     if args.serve_kserve:
         serve_kserve(args.serve_kserve, args.port, "mlp", args.spinning)
         return 0
     sys.path.insert(0, str(ROOT))
-    table = run(args)
+    table = compare_delays(args) if args.compare_delays else run(args)
     print()
     print(table)
     return 0

@@ -110,11 +110,17 @@ class Batching(SpecModel):
 
     max_batch_size: Annotated[int, Field(ge=1, le=4096)] = 8
     max_delay_ms: Annotated[float, Field(ge=0, le=10_000)] = Field(
-        default=0.0,
-        description="How long a batch may wait for more requests once the model is free. 0 (as "
-        "in Triton): it runs at once with whatever queued while the model was busy, so batches "
-        "fill under load and a lone request never waits; raise it for fuller batches at "
-        "moderate load, at up to this much added latency.",
+        default=1.0,
+        description="Upper bound of how long a batch may wait for more requests once the model "
+        "is free (with adaptive, the default, the runtime waits only while the arrival rate it "
+        "measures says more rows will come within it, so a lone request never waits); with "
+        "adaptive false every batch that is not full waits this long. 0: never wait, a batch "
+        "runs at once with whatever queued while the model was busy.",
+    )
+    adaptive: bool = Field(
+        default=True,
+        description="Choose each wait from the measured arrival rate and model latency, within "
+        "maxDelayMs (docs/architecture.md, adaptive batching); false: a fixed maxDelayMs wait.",
     )
     max_queue: Annotated[int, Field(ge=1, le=100_000)] = 256
 

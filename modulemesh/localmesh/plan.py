@@ -145,6 +145,7 @@ def _plan_modules(
             "--model-version", module.version, "--uds", str(runtime_socket),
             "--max-batch-size", str(b.max_batch_size), "--max-delay-ms", str(b.max_delay_ms),
             "--max-queue", str(b.max_queue),
+            "--adaptive-delay" if b.adaptive else "--no-adaptive-delay",
         ]  # fmt: skip
         if module.resources.gpu > 0 and module.cpu_fallback is CpuFallback.REFUSE:
             runtime_args.append("--cpu-fallback=refuse")  # as in a cluster

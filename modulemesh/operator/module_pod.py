@@ -87,6 +87,7 @@ def runtime_container(module: Module, settings: RenderSettings) -> dict[str, Any
         f"--port={settings.runtime_port}",
         f"--max-batch-size={module.batching.max_batch_size}",
         f"--max-delay-ms={number(module.batching.max_delay_ms)}",
+        "--adaptive-delay" if module.batching.adaptive else "--no-adaptive-delay",
         f"--max-queue={module.batching.max_queue}",
         f"--provider={'auto' if gpu else 'cpu'}",
         f"--cache-dir={settings.model_cache_dir}",

@@ -168,6 +168,10 @@ class RuntimeApp:
             "batches": batcher.batches if batcher else 0,
             "rows": batcher.rows if batcher else 0,
             "batchFill": round(batcher.batch_fill, 4) if batcher else 0.0,
+            "meanBatchSize": round(batcher.mean_batch_size, 3) if batcher else 0.0,
+            "maxDelayMs": self.config.max_delay_ms,
+            "adaptiveDelay": self.config.adaptive_delay,
+            "companyRate": round(batcher.policy.company_rate(), 1) if batcher else 0.0,
         }
 
     async def _model_route(

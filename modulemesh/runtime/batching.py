@@ -3,7 +3,9 @@
 One dispatcher coroutine forms batches and ``workers`` threads run them (onnxruntime releases
 the GIL and uses its own intra-op threads). A batch is formed only when a worker is free, so
 while all workers are busy new requests queue up and the next batch fills itself under load;
-otherwise a batch waits at most ``max_delay`` after its oldest request for company. Two
+otherwise a batch may wait for company, at most ``max_delay`` after its oldest request, for as
+long as :class:`DelayPolicy` finds it useful (adaptive: only when more rows are expected to
+arrive within the wait, so a lone caller never waits; fixed: the whole ``max_delay``). Two
 workers let the next batch compute while the previous one's responses are encoded and its
 callers send their next requests. Requests whose non-batch shapes or dtypes differ never share a
 batch. The queue is bounded: :class:`QueueFull` lets the server answer 503 with Retry-After.
@@ -15,6 +17,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +50,149 @@ class _Item:
     enqueued: float
 
 
+class DelayPolicy:
+    """How long a batch that is not full waits for company: a small pure class (clock injected).
+
+    Fixed (``adaptive=False``): until ``max_delay_s`` after its oldest request, as before.
+    Adaptive (the default): ``max_delay_s`` is only the upper bound, and a wait must pay for
+    itself. Two measurements decide:
+
+    - the *company rate*: rows that arrive while other rows are pending (queued or being run),
+      per second of such busy time, over the last ``window_s`` of busy time (both sums decay on
+      the busy clock, so idle gaps do not dilute them). A lone closed-loop caller (c=1) never
+      sends while its request is pending, so its company rate is 0 and it never waits;
+    - the model's latency per batch size (EWMA), from which the *merge saving* follows: what a
+      call costs beyond its rows, ``s(1) - (s(b) - s(1)) / (b - 1)`` for the largest size
+      ``b`` seen. Running the queued rows now and the newcomers in the next call costs one
+      such overhead more than waiting for them, so a wait longer than it makes the queued rows
+      later and the newcomers no earlier; it also leaves the model idle for longer than the
+      merge saves it, so it lowers throughput too.
+
+    A batch waits only as long as the smallest of: the bound, the time its missing rows take to
+    arrive at the company rate, the merge saving, and (when another worker's batch runs) the
+    time until the model is expected to be free; only if at least one row is expected within
+    that; and not once the stream went quiet for ``quiet_gaps`` mean gaps (a closed loop of 8
+    callers cannot fill a batch of 32: the wait ends soon after the 8th arrives). Models whose
+    call overhead is small next to their rows (most of the time spent on rows) thus run at once
+    as with no delay; models with a large per-call cost, or a machine where handing a batch to
+    a worker thread is expensive, get full batches.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_delay_s: float,
+        max_batch_size: int,
+        adaptive: bool = True,
+        window_s: float = 0.02,
+        quiet_gaps: float = 3.0,
+        alpha: float = 0.2,
+    ) -> None:
+        self.max_delay_s = max(0.0, max_delay_s)
+        self.max_batch_size = max(1, max_batch_size)
+        self.adaptive = adaptive
+        self.window_s = window_s
+        self.quiet_gaps = quiet_gaps
+        self.alpha = alpha
+        self.pending = 0
+        """Rows submitted and not finished (queued or being run)."""
+        self._company = 0.0
+        self._busy = 0.0
+        self._last = 0.0
+        self._last_arrival = 0.0
+        self._latency: dict[int, float] = {}
+        self._per_row: float | None = None
+
+    # -- measurements -------------------------------------------------------------------------
+
+    def _advance(self, now: float) -> None:
+        """Age the company and busy-time sums by the busy time since the last event."""
+        elapsed = now - self._last
+        self._last = max(self._last, now)
+        if self.pending > 0 and elapsed > 0:
+            keep = math.exp(-elapsed / self.window_s)
+            self._company *= keep
+            self._busy = self._busy * keep + self.window_s * (1.0 - keep)
+
+    def arrived(self, now: float, rows: int) -> None:
+        """A request of ``rows`` rows was queued at ``now``."""
+        self._advance(now)
+        if self.pending > 0:
+            self._company += rows
+        self.pending += rows
+        self._last_arrival = now
+
+    def finished(self, now: float, rows: int) -> None:
+        """``rows`` rows left the runtime (answered, failed or abandoned)."""
+        self._advance(now)
+        self.pending = max(0, self.pending - rows)
+
+    def ran(self, rows: int, seconds: float) -> None:
+        """A model call over ``rows`` rows took ``seconds``."""
+        old = self._latency.get(rows)
+        self._latency[rows] = seconds if old is None else old + self.alpha * (seconds - old)
+        per_row = seconds / max(1, rows)
+        self._per_row = (
+            per_row
+            if self._per_row is None
+            else self._per_row + self.alpha * (per_row - self._per_row)
+        )
+
+    def company_rate(self) -> float:
+        """Rows per second arriving while others are pending (0 until there is evidence)."""
+        return self._company / self._busy if self._busy > 0 else 0.0
+
+    def merge_saving(self) -> float:
+        """Model time saved by running newcomers in this call rather than the next one: the
+        per-call part of the latency (0 until sizes 1 and above 1 were both measured)."""
+        one = self._latency.get(1)
+        larger = max((size for size in self._latency if size > 1), default=0)
+        if one is None or not larger:
+            return 0.0
+        per_row = max(0.0, (self._latency[larger] - one) / (larger - 1))
+        return max(0.0, one - per_row)
+
+    def expected_latency(self, rows: int) -> float:
+        """Expected seconds of a model call over ``rows`` rows (0 before any was measured)."""
+        known = self._latency.get(rows)
+        if known is not None:
+            return known
+        return 0.0 if self._per_row is None else self._per_row * rows
+
+    # -- the decision -------------------------------------------------------------------------
+
+    def wait(
+        self,
+        now: float,
+        queued_rows: int,
+        oldest: float,
+        since: float | None = None,
+        busy_until: float = 0.0,
+    ) -> float:
+        """Seconds the batch of ``queued_rows`` whose oldest request came at ``oldest`` should
+        still wait for company before it runs (0: run now). ``since``: when it could first have
+        run (a worker free and a request queued; the merge saving counts from there; default
+        ``now``). ``busy_until``: when the model is expected to be free (0 or the past: now)."""
+        need = self.max_batch_size - queued_rows
+        bound = oldest + self.max_delay_s - now
+        if need <= 0 or bound <= 0:
+            return 0.0
+        if not self.adaptive:
+            return bound
+        self._advance(now)
+        rate = self.company_rate()
+        if rate <= 0:
+            return 0.0
+        start = now if since is None else min(since, now)
+        useful = min(bound, need / rate, start + self.merge_saving() - now)
+        if busy_until > now:
+            useful = min(useful, busy_until - now)
+        if rate * useful < 1.0:
+            return 0.0  # not even one more row is expected within the useful wait
+        quiet = self._last_arrival + self.quiet_gaps / rate - now
+        return max(0.0, min(useful, quiet))
+
+
 def batch_key(inputs: Mapping[str, np.ndarray[Any, Any]]) -> BatchKey:
     """Requests with equal keys (names, dtypes, non-batch dims) can be concatenated."""
     return tuple(sorted((n, a.dtype.str, tuple(a.shape[1:])) for n, a in inputs.items()))
@@ -63,6 +209,7 @@ class Batcher:
         max_delay_s: float,
         max_queue: int,
         workers: int = 1,
+        adaptive: bool = True,
     ) -> None:
         self._run = run
         self.max_batch_size = max(1, max_batch_size)
@@ -79,7 +226,11 @@ class Batcher:
         self.in_flight = 0
         self.batches = 0
         self.rows = 0
-        self._fills: collections.deque[float] = collections.deque(maxlen=100)
+        self._sizes: collections.deque[int] = collections.deque(maxlen=100)
+        self.policy = DelayPolicy(
+            max_delay_s=self.max_delay_s, max_batch_size=self.max_batch_size, adaptive=adaptive
+        )
+        self._busy_until: dict[int, float] = {}
 
     @property
     def queue_depth(self) -> int:
@@ -87,9 +238,17 @@ class Batcher:
         return len(self._queue)
 
     @property
+    def mean_batch_size(self) -> float:
+        """Achieved batch size: mean rows per model call over the last 100 batches (0 before
+        any)."""
+        return sum(self._sizes) / len(self._sizes) if self._sizes else 0.0
+
+    @property
     def batch_fill(self) -> float:
         """Mean rows-per-batch / max_batch_size over recent batches (0 before any)."""
-        return sum(self._fills) / len(self._fills) if self._fills else 0.0
+        if not self._sizes:
+            return 0.0
+        return sum(min(1.0, s / self.max_batch_size) for s in self._sizes) / len(self._sizes)
 
     def start(self) -> None:
         """Start the dispatcher on the running loop."""
@@ -118,6 +277,7 @@ class Batcher:
         )
         self._queue.append(item)
         self._rows_by_key[item.key] += rows
+        self.policy.arrived(item.enqueued, rows)
         self._wakeup.set()
         return await item.future
 
@@ -145,7 +305,11 @@ class Batcher:
         self._rows_by_key[key] -= rows
         if self._rows_by_key[key] <= 0:
             del self._rows_by_key[key]
-        return [item for item in taken if not item.future.done()]
+        live = [item for item in taken if not item.future.done()]
+        abandoned = rows - sum(item.rows for item in live)
+        if abandoned:
+            self.policy.finished(time.monotonic(), abandoned)
+        return live
 
     async def _dispatch(self) -> None:
         loop = asyncio.get_running_loop()
@@ -154,12 +318,14 @@ class Batcher:
             while not self._queue:
                 await self._wait(None)
             first = self._queue[0]
-            deadline = first.enqueued + self.max_delay_s
-            while self._rows_by_key.get(first.key, 0) < self.max_batch_size:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+            since = time.monotonic()
+            while True:
+                queued = self._rows_by_key.get(first.key, 0)
+                busy_until = max(self._busy_until.values(), default=0.0)
+                wait = self.policy.wait(time.monotonic(), queued, first.enqueued, since, busy_until)
+                if wait <= 0:
                     break
-                await self._wait(remaining)
+                await self._wait(wait)
             batch = self._take(first.key)
             if not batch:
                 self._slots.release()
@@ -173,8 +339,12 @@ class Batcher:
         loop = asyncio.get_running_loop()
         size = sum(item.rows for item in batch)
         self.in_flight += size
+        started = time.monotonic()
+        token = id(batch)
+        self._busy_until[token] = started + self.policy.expected_latency(size)
         try:
             outputs = await loop.run_in_executor(self._executor, self._run_batch, batch)
+            self.policy.ran(size, time.monotonic() - started)
         except Exception as exc:
             log.exception("batch of %d requests failed", len(batch))
             error = BatchError(f"inference failed: {exc}")
@@ -184,10 +354,12 @@ class Batcher:
             return
         finally:
             self.in_flight -= size
+            del self._busy_until[token]
+            self.policy.finished(time.monotonic(), size)
             self._slots.release()
         self.batches += 1
         self.rows += size
-        self._fills.append(min(1.0, size / self.max_batch_size))
+        self._sizes.append(size)
         for item, result in zip(batch, outputs, strict=True):
             if not item.future.done():
                 item.future.set_result((result, size))

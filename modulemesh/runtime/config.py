@@ -33,7 +33,10 @@ class RuntimeConfig:
     """Listen on this Unix socket (owner-only) instead of ``host:port``: then no other local
     user can reach the runtime, only its sidecar (``modulemesh run`` uses this)."""
     max_batch_size: int = 8
-    max_delay_ms: float = 0.0
+    max_delay_ms: float = 1.0
+    """Upper bound of a batch's wait for company (adaptive), or the wait itself (fixed)."""
+    adaptive_delay: bool = True
+    """Wait only as long as more rows are expected to arrive (batching.DelayPolicy)."""
     max_queue: int = 256
     batch_workers: int = 1
     max_body_bytes: int = 64 * 1024 * 1024
@@ -106,7 +109,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-delay-ms",
         float,
         defaults.max_delay_ms,
-        "max wait for a batch to fill once a worker is free (0: run at once)",
+        "upper bound of a batch's wait for more requests once a worker is free (0: run at "
+        "once); with --no-adaptive-delay every batch that is not full waits this long",
+    )
+    env_adaptive = os.environ.get(_env_name("--adaptive-delay"))
+    parser.add_argument(
+        "--adaptive-delay",
+        action=argparse.BooleanOptionalAction,
+        default=_truthy(env_adaptive) if env_adaptive else defaults.adaptive_delay,
+        help="wait for company only while the measured arrival rate says more rows will come "
+        "within --max-delay-ms (a lone caller never waits); --no-adaptive-delay: always wait "
+        f"--max-delay-ms for a batch that is not full (env {_env_name('--adaptive-delay')})",
     )
     add("--max-queue", int, defaults.max_queue, "requests queued before answering 503")
     add(
@@ -187,6 +200,7 @@ def from_args(args: argparse.Namespace) -> RuntimeConfig:
         uds=args.uds or None,
         max_batch_size=args.max_batch_size,
         max_delay_ms=args.max_delay_ms,
+        adaptive_delay=args.adaptive_delay,
         max_queue=args.max_queue,
         batch_workers=args.batch_workers,
         max_body_bytes=args.max_body_bytes,

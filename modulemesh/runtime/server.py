@@ -71,11 +71,13 @@ async def load_model(state: RuntimeState, config: RuntimeConfig) -> None:
             max_delay_s=config.max_delay_ms / 1000.0,
             max_queue=config.max_queue,
             workers=config.batch_workers,
+            adaptive=config.adaptive_delay,
         )
         batcher.start()
         state.extra_parameters = {
             "max_batch_size": max_batch,
             "max_delay_ms": config.max_delay_ms,
+            "adaptive_delay": config.adaptive_delay,
             "max_queue": config.max_queue,
             "batch_workers": config.batch_workers,
             "batching": max_batch > 1,

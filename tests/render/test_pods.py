@@ -57,7 +57,14 @@ def test_runtime_listens_on_loopback_with_the_module_settings(module_pod: Pod) -
     assert (config.host, config.port) == ("127.0.0.1", 8081)
     assert (config.name, config.model_version, config.model) == ("clf", "7", "m.onnx")
     assert (config.max_batch_size, config.max_delay_ms, config.max_queue) == (32, 2.5, 99)
+    assert config.adaptive_delay is True
     assert str(config.cache_dir) == RenderSettings().model_cache_dir
+
+
+def test_runtime_batch_delay_is_adaptive_unless_the_module_says_fixed(module_pod: Pod) -> None:
+    assert runtime_config(module_pod({"name": "clf"})).adaptive_delay is True
+    fixed = runtime_config(module_pod({"name": "clf", "batching": {"adaptive": False}}))
+    assert (fixed.adaptive_delay, fixed.max_delay_ms) == (False, 1.0)
 
 
 @pytest.mark.parametrize(

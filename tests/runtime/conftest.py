@@ -116,6 +116,11 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "multi": zoo.save(zoo.multi_input(), root / "multi.onnx"),
         "classifier": zoo.save(zoo.classifier(hidden=16), root / "classifier.onnx"),
         "pooler": zoo.save(zoo.pooler(), root / "pooler.onnx"),
+        "small": zoo.save(zoo.small_mlp(name="small"), root / "small.onnx"),
+        # 200 narrow layers: each call costs about 1 ms whatever its rows (a per-call cost).
+        "deep": zoo.save(
+            zoo.mlp(name="deep", features=256, hidden=8, layers=200), root / "deep.onnx"
+        ),
         # Heavy enough that a 64-row request takes tens of milliseconds: backpressure, drain.
         "slow": zoo.save(
             zoo.mlp(name="slow", features=512, hidden=2048, layers=6), root / "slow.onnx"
