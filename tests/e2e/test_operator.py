@@ -200,11 +200,12 @@ def test_example_reconciles_onto_gpu_nodes_of_the_right_region(
 
         printed = cluster.kubectl("-n", namespace, "get", "mg", name).stdout
         header, row = printed.strip().splitlines()[:2]
-        assert header.split()[:4] == ["NAME", "READY", "MODULES", "GPUS"]
+        assert header.split()[:5] == ["NAME", "READY", "REASON", "MODULES", "GPUS"]
         gpus = sum(m.resources.gpu * m.replicas for m in graph.spec.modules)
-        assert row.split()[:4] == [
+        assert row.split()[:5] == [
             name,
             "True",
+            "GraphReady",
             f"{len(graph.spec.modules)}/{len(graph.spec.modules)}",
             str(gpus),
         ]
