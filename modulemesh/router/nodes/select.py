@@ -60,7 +60,7 @@ def rank(ex: Executor, node: SelectNode) -> list[Candidate]:
     percentile = node.budget.latency_percentile
     for step in node.candidates:
         if step.module is None:
-            out.append(Candidate(step, None, 1.0, None))
+            out.append(Candidate(step, None, 1.0, None, percentile=percentile))
             continue
         env = ex.envelopes.state(step.module, node.stale_after_seconds)
         known = env.state is not State.UNKNOWN
