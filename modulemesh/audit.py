@@ -29,11 +29,15 @@ _counter: metrics.Counter | None = None
 
 
 class Decision(StrEnum):
-    """What the guard did: let it through, refuse it, or would have refused it (dry-run)."""
+    """What a guard did: let it through, refuse it, or would have refused it (dry-run); for
+    content detectors also: tagged the request, redacted it, or would have redacted it."""
 
     ALLOW = "allow"
     DENY = "deny"
     DRYRUN_DENY = "dryrun-deny"
+    TAG = "tag"
+    REDACT = "redact"
+    DRYRUN_REDACT = "dryrun-redact"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,10 @@ class AuditRecord:
     reason: str
     trace_id: str | None = None
     time: float = field(default_factory=time.time)
+    graph: str | None = None
+    gate: str | None = None
+    detectors: tuple[str, ...] = ()
+    """Labels of the content detectors behind the decision (kinds, never what they found)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object of the log line (``kind: "audit"`` makes it easy to grep)."""
@@ -59,6 +67,9 @@ class AuditRecord:
             "decision": self.decision.value,
             "reason": self.reason,
             "traceId": self.trace_id,
+            "graph": self.graph,
+            "gate": self.gate,
+            "detectors": list(self.detectors),
         }
 
 
@@ -81,6 +92,9 @@ def emit(
     decision: Decision,
     reason: str,
     trace_id: str | None = None,
+    graph: str | None = None,
+    gate: str | None = None,
+    detectors: Iterable[str] = (),
 ) -> AuditRecord:
     """Record one decision: JSON log line + span event + counter; returns the record.
 
@@ -98,6 +112,9 @@ def emit(
         decision=decision,
         reason=reason,
         trace_id=trace_id,
+        graph=graph,
+        gate=gate,
+        detectors=tuple(sorted(detectors)),
     )
     level = logging.INFO if decision is Decision.ALLOW else logging.WARNING
     if _logger.isEnabledFor(level):

@@ -580,13 +580,15 @@ def encode_request(
     binary_data_output: bool = False,
     id: str | None = None,
     parameters: Mapping[str, Any] | None = None,
+    input_parameters: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[bytes, int | None]:
     """Encode an infer request (clients, router, sidecar, benches); returns ``(body, header_length)``.
 
     ``binary`` sends inputs with the binary extension; ``binary_data_output`` asks for all
-    outputs in binary unless a :class:`RequestedOutput` says otherwise.
+    outputs in binary unless a :class:`RequestedOutput` says otherwise. ``input_parameters``
+    are each input's own parameters (as :class:`InferRequest` keeps them).
     """
-    described, chunks = _encode_tensors(inputs, binary)
+    described, chunks = _encode_tensors(inputs, binary, input_parameters)
     header: dict[str, Any] = {}
     if id is not None:
         header["id"] = id

@@ -6,7 +6,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from modulemesh.api.base import GROUP_VERSION, ObjectMeta, SpecModel
 
@@ -38,8 +38,74 @@ class HeaderClassifier(SpecModel):
     )
 
 
-Classifier = Annotated[HeaderClassifier, Field(discriminator="type")]
-"""How a request is classified into a tag. Only ``header`` today; detectors join this union."""
+class DetectorKind(StrEnum):
+    """Content detectors (:mod:`modulemesh.privacy.detectors`): built-in kinds and ``regex``."""
+
+    EMAIL = "email"
+    PHONE = "phone"
+    PAYMENT_CARD = "payment-card"
+    IBAN = "iban"
+    IPV4 = "ipv4"
+    IPV6 = "ipv6"
+    NATIONAL_ID = "national-id"
+    REGEX = "regex"
+
+
+NationalIdFormat = Literal["us-ssn", "nl-bsn", "de-idnr", "es-dni", "it-codice-fiscale"]
+"""The national ID formats a ``national-id`` detector can name."""
+
+
+class ContentClassifier(SpecModel):
+    """Tags a request when a detector finds its kind of data in the request's text (BYTES
+    input tensors and string request parameters), whatever its headers say."""
+
+    type: Literal["content"]
+    detector: DetectorKind = Field(
+        description="What to look for: email, phone, payment-card (Luhn-checked), iban "
+        "(checksum-checked), ipv4, ipv6, national-id (see format) or regex (see pattern)."
+    )
+    format: NationalIdFormat | None = Field(
+        default=None, description="The national ID format of a national-id detector."
+    )
+    name: Annotated[str, Field(pattern=TAG_PATTERN)] | None = Field(
+        default=None,
+        description="Name of a regex detector: errors, explain output and audit records say "
+        "regex:<name>, and redaction writes <NAME>.",
+    )
+    pattern: Annotated[str, Field(min_length=1, max_length=1024)] | None = Field(
+        default=None,
+        description="RE2 syntax (linear time: no backreferences or lookaround), for a regex "
+        "detector; must not match the empty string.",
+    )
+
+    @model_validator(mode="after")
+    def _fields_fit_detector(self) -> ContentClassifier:
+        """Each detector takes exactly the fields it uses; a regex must compile under RE2."""
+        regex = self.detector is DetectorKind.REGEX
+        if regex and (self.pattern is None or self.name is None):
+            raise ValueError("a regex detector needs both name and pattern")
+        if not regex and (self.pattern is not None or self.name is not None):
+            raise ValueError(f"name and pattern are for regex detectors, not {self.detector}")
+        national = self.detector is DetectorKind.NATIONAL_ID
+        if national != (self.format is not None):
+            raise ValueError("format is required by, and only for, a national-id detector")
+        if self.pattern is not None:
+            from modulemesh.privacy.detectors import compile_pattern
+
+            compile_pattern(self.pattern)
+        return self
+
+
+Classifier = Annotated[HeaderClassifier | ContentClassifier, Field(discriminator="type")]
+"""How a request is classified into a tag: by a header, or by what its text contains."""
+
+
+class TagAction(StrEnum):
+    """What a content detector's hit does to the request (declared tags only ever route)."""
+
+    TAG = "tag"
+    DENY = "deny"
+    REDACT = "redact"
 
 
 class GateTag(SpecModel):
@@ -58,6 +124,14 @@ class GateTag(SpecModel):
     cacheable: bool = Field(
         default=False,
         description="Whether router results for requests with this tag may be cached.",
+    )
+    action: TagAction = Field(
+        default=TagAction.TAG,
+        description="What a content classifier's hit does: tag (the request gets this tag and "
+        "is routed by clearance), deny (403 naming the tag and detector, never the text) or "
+        "redact (the matched text is replaced by a placeholder such as <EMAIL> before any "
+        "module sees it; the tag is not added). In dryrun mode deny and redact are only "
+        "recorded and the tag is added.",
     )
 
     @field_validator("classifiers", mode="before")

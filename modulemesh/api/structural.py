@@ -275,7 +275,8 @@ def merge_variants(prop: str, variants: Sequence[tuple[str, Schema]]) -> Schema:
     Its properties are the union of the variants'; ``prop`` is an enum of the tags. What the
     variants do not share becomes CEL rules guarded by the tag: required fields, fields only
     some variants allow, stricter bounds and the variants' own rules. Defaults survive only
-    on properties every variant has, since the API server would set them on every variant.
+    on properties every variant has, since the API server would set them on every variant;
+    the tag itself keeps the one default its variants declare.
     """
     tags = [tag for tag, _ in variants]
     by_field: dict[str, list[tuple[str, Schema]]] = {}
@@ -285,12 +286,17 @@ def merge_variants(prop: str, variants: Sequence[tuple[str, Schema]]) -> Schema:
                 by_field.setdefault(field, []).append((tag, schema))
 
     tag_schema: Schema = {"type": "string", "enum": tags}
-    shared_defaults = {
-        repr(v.get("properties", {}).get(prop, {}).get("default")) for _, v in variants
+    # The one tag a variant declares as its default is what a missing tag means (a gate's
+    # classifier without ``type`` is a header classifier): it stays the union's default when
+    # the other variants declare none, so objects written before a variant was added still
+    # read the same at admission.
+    declared = {
+        repr(default): default
+        for _, v in variants
+        if (default := v.get("properties", {}).get(prop, {}).get("default")) is not None
     }
-    first_default = variants[0][1].get("properties", {}).get(prop, {}).get("default")
-    if len(shared_defaults) == 1 and first_default is not None:
-        tag_schema["default"] = first_default
+    if len(declared) == 1:
+        tag_schema["default"] = next(iter(declared.values()))
     properties: Schema = {prop: tag_schema}
     rules: list[Rule] = []
     for field, found in by_field.items():

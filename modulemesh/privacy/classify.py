@@ -102,6 +102,7 @@ class Classifier:
             for gate in gates
             for tag in gate.tags
             for classifier in tag.classifiers
+            if isinstance(classifier, HeaderClassifier)
         )
 
     def classify(self, fields: Mapping[str, str]) -> frozenset[str]:

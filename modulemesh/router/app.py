@@ -33,6 +33,7 @@ from modulemesh.httpserver import (
     read_body,
     run_lifespan,
 )
+from modulemesh.privacy import Inspection
 from modulemesh.router.client import rename_answer
 from modulemesh.router.context import RequestContext
 from modulemesh.router.errors import RouteError
@@ -241,6 +242,37 @@ class RouterApp:
         except oip.ProtocolError as exc:
             await self._finish(send, started, exc.status, _error(f"bad request: {exc.message}"))
             return
+        inspection: Inspection | None = None
+        privacy = self.executor.privacy
+        if privacy.scanner:
+            # Content detectors run before any module can be called, on what the client
+            # sent: their tags join the declared ones, a deny refuses, a redaction replaces
+            # the request every step sees.
+            try:
+                inspection = privacy.scanner.inspect(request.head, request.header_length)
+            except oip.ProtocolError as exc:
+                await self._finish(send, started, exc.status, _error(f"bad request: {exc.message}"))
+                return
+            if inspection.findings:
+                privacy.record_inspection(
+                    inspection, trace_id_from_traceparent(trace_headers[0][1])
+                )
+                content_note = {
+                    "event": "content",
+                    "findings": [finding.explain() for finding in inspection.findings],
+                    "redacted": inspection.redacted,
+                }
+                if inspection.denied is not None:
+                    await self._finish(send, started, 403, _error(
+                        inspection.refusal(), [content_note] if explain else None
+                    ))  # fmt: skip
+                    return
+                tags = tags | inspection.tags
+                if inspection.body is not None:
+                    length = inspection.header_length
+                    request = ClientInputs.parse(
+                        inspection.body, None if length is None else str(length)
+                    )
         head = request.head
         ctx = RequestContext(
             inputs=request,
@@ -253,6 +285,9 @@ class RouterApp:
             trace_headers=trace_headers,
             forwarded_headers=forwarded_headers,
         )
+        if inspection is not None and inspection.findings:
+            ctx.note("content", findings=[f.explain() for f in inspection.findings],
+                     redacted=inspection.redacted)  # fmt: skip
         with self._server_span(request_headers):
             try:
                 async with asyncio.timeout(max(0.0, ctx.remaining()) + _DEADLINE_GRACE):

@@ -80,7 +80,7 @@ class Executor:
         }
         self.breakers = {name: Breaker(self.policy.circuit_breaker) for name in self.modules}
         self.budgets = {name: RetryBudget(self.policy.retries) for name in self.modules}
-        self.privacy = Privacy(resolved.gates, self.modules)
+        self.privacy = Privacy(resolved.gates, self.modules, resolved.name)
         cache = self.policy.cache
         self.cache = ResultCache(cache.max_entries, cache.ttl_seconds) if cache.enabled else None
         self.conditions = _compile_conditions(spec.routing.nodes)

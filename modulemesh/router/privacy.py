@@ -8,6 +8,10 @@ or it sets none and the gate enforces (the operator turns an enforcing gate's re
 required node affinity, as :mod:`modulemesh.api.privacy_check` assumes). A violation of a
 tag whose every gate is in ``dryrun`` mode is recorded and let through; anything else is
 denied. Decisions are memoised per (module, tags): they depend on nothing else.
+
+The gates' content classifiers run once per request, before any module is called
+(:meth:`Privacy.inspect`, :class:`modulemesh.privacy.ContentScanner`): their hits add tags,
+refuse the request or redact its text, each recorded in the audit log.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from modulemesh import audit
 from modulemesh.api.gate import GateMode, GateTag, PrivacyGateSpec
 from modulemesh.api.graph import Module
 from modulemesh.audit import Decision
-from modulemesh.privacy import Classifier
+from modulemesh.privacy import Classifier, ContentScanner, Inspection
 
 __all__ = ["Clearance", "Privacy"]
 
@@ -42,14 +46,22 @@ _CLEAR = Clearance(True, "")
 class Privacy:
     """The gates of one graph, compiled for per-request use."""
 
-    def __init__(self, gates: Mapping[str, PrivacyGateSpec], modules: Mapping[str, Module]):
+    def __init__(
+        self,
+        gates: Mapping[str, PrivacyGateSpec],
+        modules: Mapping[str, Module],
+        graph: str | None = None,
+    ) -> None:
         self._modules = modules
+        self.graph = graph
         self._tags: dict[str, list[tuple[str, GateMode, GateTag]]] = {}
         self.log_allowed = any(g.audit.log_allowed for g in gates.values())
         for gate_name, gate in gates.items():
             for tag in gate.tags:
                 self._tags.setdefault(tag.name, []).append((gate_name, gate.mode, tag))
         self.classifier = Classifier.from_gates(gates.values())
+        self.scanner = ContentScanner.from_gates(gates)
+        """The gates' content classifiers; false when there are none (nothing to scan)."""
         self._memo: dict[tuple[str, frozenset[str]], Clearance] = {}
 
     def classify(self, fields: Mapping[str, str]) -> frozenset[str]:
@@ -124,4 +136,30 @@ class Privacy:
             decision=decision,
             reason=reason,
             trace_id=trace_id,
+            graph=self.graph,
         )
+
+    def record_inspection(self, inspection: Inspection, trace_id: str | None) -> None:
+        """One audit record per gate tag whose content detectors hit (kinds and counts, never
+        the text). Not tied to a module: it happens before any is chosen."""
+        for finding in inspection.findings:
+            decision = Decision(finding.action)
+            if finding is inspection.denied:
+                reason = inspection.refusal()
+            else:
+                reason = (
+                    f"content detector {finding.detector} matched {finding.count} time"
+                    f"{'' if finding.count == 1 else 's'} (tag {finding.tag!r}, action "
+                    f"{finding.action})"
+                )
+            audit.emit(
+                component=COMPONENT,
+                module="",
+                tags=(finding.tag,),
+                decision=decision,
+                reason=reason,
+                trace_id=trace_id,
+                graph=self.graph,
+                gate=finding.gate,
+                detectors=(finding.detector,),
+            )

@@ -104,6 +104,22 @@ class TestDiscriminatedUnion:
             "bark is only allowed when kind is dog"
         )
 
+    def test_the_one_declared_tag_default_stays(self) -> None:
+        """A variant whose tag has a default (a missing tag means it) keeps the union's tag
+        defaulted when the others have none, as a header classifier does beside content."""
+
+        class Fish(BaseModel):
+            kind: Literal["fish"] = "fish"
+            fins: int = 2
+
+        class Tank(BaseModel):
+            pets: list[Annotated[Fish | Cat, Field(discriminator="kind")]]
+
+        schema = to_structural(Tank.model_json_schema(mode="validation"))
+        kind = schema["properties"]["pets"]["items"]["properties"]["kind"]
+        assert kind == {"type": "string", "enum": ["fish", "cat"], "default": "fish"}
+        assert "default" not in self._pet()["properties"]["kind"]
+
     def test_variant_required_fields_become_guarded_rules(self) -> None:
         rules = _rules(self._pet())
         assert rules["self.kind != 'cat' || has(self.items)"] == "kind cat needs items"
