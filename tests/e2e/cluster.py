@@ -105,6 +105,11 @@ class UsersLock:
             return False
         return True
 
+    def share(self) -> None:
+        """Turn an exclusive lock (from `try_exclusive`) back into a shared one."""
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_SH)
+
     def release(self) -> None:
         if self._file is not None:
             self._file.close()  # closing drops the lock

@@ -8,6 +8,7 @@ pulled), their logs, exec and port-forward reach the API server through its egre
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import urllib.request
@@ -18,7 +19,14 @@ from typing import Any
 
 import pytest
 
-from e2e.cluster import HACK_CLUSTER, Cluster, ClusterError, cluster_env, wait_until
+from e2e.cluster import (
+    FIXTURE_OWNER,
+    HACK_CLUSTER,
+    Cluster,
+    ClusterError,
+    cluster_env,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realnode]
 
@@ -52,9 +60,31 @@ def _node_script(*args: str, timeout: float) -> subprocess.CompletedProcess[str]
     )
 
 
-def start_real_node() -> None:
-    """`hack/cluster/node up` (reuses a running node); raise with its output when it fails."""
+def start_real_node(cluster: Cluster | None = None) -> None:
+    """`hack/cluster/node up` (reuses a running node); raise with its output when it fails.
+
+    A control plane started before the real node existed lacks the API server settings it needs
+    (egress selector, advertise address); given `cluster`, one that a test fixture started and
+    that no other test session uses is restarted with them.
+    """
     proc = _node_script("up", timeout=NODE_UP_TIMEOUT_S)
+    if proc.returncode != 0 and "predates the real node" in proc.stderr and cluster is not None:
+        owner_file = cluster.state_dir / "owner"
+        owner = owner_file.read_text().strip() if owner_file.is_file() else ""
+        lock = cluster.users_lock
+        if owner == FIXTURE_OWNER and lock is not None and lock.try_exclusive():
+            try:
+                cluster.stop()
+                proc = subprocess.run(
+                    [str(HACK_CLUSTER / "up"), "--real-node"],
+                    capture_output=True,
+                    text=True,
+                    timeout=NODE_UP_TIMEOUT_S,
+                    check=False,
+                    env={**os.environ, "MODULEMESH_CLUSTER_OWNER": FIXTURE_OWNER},
+                )
+            finally:
+                lock.share()
     if proc.returncode != 0:
         raise ClusterError(f"hack/cluster/node up failed:\n{proc.stdout}\n{proc.stderr}")
 
@@ -66,7 +96,7 @@ def real_node(cluster: Cluster) -> Iterator[RealNode]:
     It stays up after the module (another session may use it); hack/cluster/down, which the
     session fixture runs for a cluster it started, stops it with the control plane.
     """
-    start_real_node()
+    start_real_node(cluster)
     env = cluster_env()
     yield RealNode(
         name=env["NODE_NAME"],
