@@ -95,6 +95,8 @@ class HealthEnvelope:
     queue_depth: int | None = None
     in_flight: int | None = None
     batch_fill: float | None = None
+    mean_batch_size: float | None = None
+    """Achieved batch size: mean rows per model call over the runtime's last 100 batches."""
     confidence: float | None = None
     denials: int = 0
     requests: int = 0
@@ -119,6 +121,7 @@ class HealthEnvelope:
             "queueDepth": self.queue_depth,
             "inFlight": self.in_flight,
             "batchFill": self.batch_fill,
+            "meanBatchSize": self.mean_batch_size,
             "confidence": self.confidence,
             "denials": self.denials,
             "requests": self.requests,
@@ -166,6 +169,7 @@ class HealthEnvelope:
             f"q={_num(self.queue_depth)}",
             f"f={_num(self.in_flight)}",
             f"b={_num(self.batch_fill)}",
+            f"mb={_num(self.mean_batch_size, 2)}",
             f"c={_num(self.confidence)}",
             f"d={self.denials}",
             f"t={_num(self.timestamp, 3)}",
@@ -304,6 +308,7 @@ def _parse_header(value: str | bytes | None) -> HealthEnvelope | None:
             queue_depth=_opt_int(pairs.get("q", "-")),
             in_flight=_opt_int(pairs.get("f", "-")),
             batch_fill=_opt_float(pairs.get("b", "-")),
+            mean_batch_size=_opt_float(pairs.get("mb", "-")),
             confidence=_opt_float(pairs.get("c", "-")),
             denials=denials or 0,
             timestamp=timestamp or 0.0,
@@ -369,6 +374,7 @@ def _from_dict(data: object) -> HealthEnvelope:
         queue_depth=_int(data, "queueDepth"),
         in_flight=_int(data, "inFlight"),
         batch_fill=_float(data, "batchFill"),
+        mean_batch_size=_float(data, "meanBatchSize"),
         confidence=_float(data, "confidence"),
         denials=_int(data, "denials") or 0,
         requests=_int(data, "requests") or 0,

@@ -37,6 +37,7 @@ class RuntimeInfo:
     queue_depth: int | None = None
     in_flight: int | None = None
     batch_fill: float | None = None
+    mean_batch_size: float | None = None
     provider: str | None = None
     model_version: str | None = None
 
@@ -178,6 +179,7 @@ class Health:
             queue_depth=runtime.queue_depth,
             in_flight=self.in_flight,
             batch_fill=runtime.batch_fill,
+            mean_batch_size=runtime.mean_batch_size,
             confidence=None if stats.confidence is None else round(stats.confidence, 4),
             denials=stats.denials,
             requests=stats.requests,

@@ -122,6 +122,12 @@ def _envelope_gauges(health: Health) -> Iterator[Metric]:
         "modulemesh_envelope_batch_fill", "Mean rows per batch / max batch size.", m, env.batch_fill
     )
     yield from _gauge(
+        "modulemesh_envelope_mean_batch_size",
+        "Achieved batch size: mean rows per model call over the runtime's last 100 batches.",
+        m,
+        env.mean_batch_size,
+    )
+    yield from _gauge(
         "modulemesh_envelope_confidence", "Mean max probability over the window.", m, env.confidence
     )
     yield from _gauge(
@@ -185,6 +191,7 @@ def register_otel(meter: Meter, health: Health) -> None:
     gauge("queue_depth", "{request}", "queue_depth")
     gauge("in_flight", "{request}", "in_flight")
     gauge("batch_fill", "1", "batch_fill")
+    gauge("mean_batch_size", "{row}", "mean_batch_size")
     gauge("confidence", "1", "confidence")
     gauge("denials", "{request}", "denials")
 

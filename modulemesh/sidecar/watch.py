@@ -107,6 +107,9 @@ def _apply_stats(info: RuntimeInfo, body: bytes) -> None:
     fill = stats.get("batchFill")
     if isinstance(fill, int | float) and not isinstance(fill, bool):
         info.batch_fill = round(float(fill), 4)
+    size = stats.get("meanBatchSize")
+    if isinstance(size, int | float) and not isinstance(size, bool):
+        info.mean_batch_size = round(float(size), 3)
     if isinstance(stats.get("provider"), str):
         info.provider = stats["provider"]
     if isinstance(stats.get("modelVersion"), str):

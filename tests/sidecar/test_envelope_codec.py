@@ -34,6 +34,7 @@ FULL = HealthEnvelope(
     queue_depth=0,
     in_flight=1,
     batch_fill=0.5,
+    mean_batch_size=4.0,
     confidence=0.93,
     denials=0,
     requests=750,
@@ -44,7 +45,7 @@ FULL = HealthEnvelope(
 
 def test_header_matches_the_documented_example() -> None:
     assert FULL.to_header() == (
-        "v=1;m=clf;s=Healthy;r=12.5;p50=1.2;p95=3;p99=4;e=0;q=0;f=1;b=0.5;c=0.93;d=0;"
+        "v=1;m=clf;s=Healthy;r=12.5;p50=1.2;p95=3;p99=4;e=0;q=0;f=1;b=0.5;mb=4;c=0.93;d=0;"
         "t=1732262400.123"
     )
 
@@ -64,6 +65,7 @@ def test_json_matches_the_documented_example() -> None:
         "queueDepth": 0,
         "inFlight": 1,
         "batchFill": 0.5,
+        "meanBatchSize": 4.0,
         "confidence": 0.93,
         "denials": 0,
         "requests": 750,
@@ -84,6 +86,7 @@ def test_header_round_trip_keeps_the_header_fields() -> None:
     assert parsed.latency.p99 == pytest.approx(0.004)
     assert parsed.request_rate == 12.5 and parsed.confidence == 0.93
     assert parsed.in_flight == 1 and parsed.queue_depth == 0 and parsed.batch_fill == 0.5
+    assert parsed.mean_batch_size == 4.0
     assert parsed.timestamp == pytest.approx(1732262400.123)
 
 
@@ -141,7 +144,7 @@ def test_header_reason_round_trips_any_text(reason: str) -> None:
 def test_unknowns_are_dashes_and_nulls() -> None:
     empty = HealthEnvelope(module="m", timestamp=5.0)
     header = empty.to_header()
-    assert "r=-;p50=-;p95=-;p99=-;e=-;q=-;f=-;b=-;c=-" in header
+    assert "r=-;p50=-;p95=-;p99=-;e=-;q=-;f=-;b=-;mb=-;c=-" in header
     parsed = parse_header(header)
     assert parsed is not None and parsed.latency == Latency() and parsed.confidence is None
     assert empty.to_dict()["latency"] == {"p50": None, "p95": None, "p99": None}

@@ -124,6 +124,7 @@ def test_header_json_and_metrics_agree(models: dict[str, Path], tmp_path: Path) 
             "error_rate",
             "queue_depth",
             "batch_fill",
+            "mean_batch_size",
             "confidence",
             "denials",
         ):
@@ -136,6 +137,9 @@ def test_header_json_and_metrics_agree(models: dict[str, Path], tmp_path: Path) 
     assert as_json.model_version == "1"
     assert as_json.queue_depth is not None and as_json.batch_fill is not None
     assert 0.0 < as_json.batch_fill <= 1.0
+    # The achieved batch size: mean rows per model call, from the runtime's /stats.
+    assert as_json.mean_batch_size is not None and as_json.mean_batch_size >= 1.0
+    assert 'modulemesh_envelope_mean_batch_size{module="clf"}' in metrics
     assert 'modulemesh_requests_total{http_response_status_code="200",module="clf"} 21.0' in metrics
     assert 'modulemesh_request_duration_seconds_count{module="clf"} 21.0' in metrics
     assert re.search(r'modulemesh_envelope_state\{module="clf",state="Healthy"\} 1\.0', metrics)
