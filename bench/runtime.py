@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -514,14 +515,21 @@ def compare_delays(args: argparse.Namespace) -> str:
                 f"| {t} | {c} | {point.rps:.0f} | {point.p50 * 1000:.2f} | "
                 f"{point.p99 * 1000:.2f} | {mean_batch:.2f} | {per_request * 1e6:.0f} |"
             )
-    lines.append("")
+    lines += [
+        "",
+        "Median over rounds of the ratio within each round (targets measured back to back):",
+    ]
     for c in conc:
-        a = median("adaptive", c)[0]
         for t in DELAY_TARGETS:
-            f = median(t, c)[0]
+            pairs = list(zip(points[("adaptive", c)], points[(t, c)], strict=True))
+
+            def paired(value: Callable[[Point], float], pairs: Any = pairs) -> float:
+                ratios = sorted(_ratio(value(a), value(f)) for (a, _, _), (f, _, _) in pairs)
+                return ratios[len(ratios) // 2]
+
             lines.append(
-                f"c={c} adaptive/{t}: throughput {_ratio(a.rps, f.rps):.2f}x, "
-                f"p50 {_ratio(a.p50, f.p50):.2f}x, p99 {_ratio(a.p99, f.p99):.2f}x"
+                f"c={c} adaptive/{t}: throughput {paired(lambda p: p.rps):.2f}x, "
+                f"p50 {paired(lambda p: p.p50):.2f}x, p99 {paired(lambda p: p.p99):.2f}x"
             )
     return "\n".join(lines)
 

@@ -58,3 +58,17 @@ def test_router_bench_prints_every_target(client: str) -> None:
         assert figure in out, out
     for target in ("direct", "one", "seq3", "ens3"):
         assert f"\n{target} " in out, out
+
+
+def test_runtime_delay_comparison_prints_every_target_and_ratio() -> None:
+    out = run_bench(
+        "runtime.py", "--compare-delays", "--duration", "0.5", "--warmup", "0.1",
+        "--concurrency", "1,8", "--max-batch-size", "8", "--max-delay-ms", "1",
+    )  # fmt: skip
+    assert "Model zoo.small_mlp():" in out, out
+    for c in (1, 8):
+        for target in ("fixed-0", "fixed-1ms", "adaptive"):
+            assert f"| {target} | {c} |" in out, out
+        for fixed in ("fixed-0", "fixed-1ms"):
+            assert f"c={c} adaptive/{fixed}: throughput" in out, out
+    assert "(envelope " in out, out  # the achieved batch size from /stats, per round
