@@ -346,7 +346,16 @@ def test_a_graph_name_longer_than_a_label_value_reconciles_prunes_and_heals(
         return names == {module_name(name, "embedder"), router_name(name)}
 
     wait_until(pruned, timeout=90, message="the dropped module's Deployment to be pruned")
-    graph = wait_condition(cluster, operator, namespace, name, "Ready", "True", timeout=120)
+
+    def current() -> dict[str, Any] | None:  # the status the prune's reconcile writes after it
+        graph = get_graph(cluster, namespace, name)
+        status = graph.get("status") or {}
+        fresh = status.get("observedGeneration") == graph["metadata"]["generation"]
+        return graph if fresh and condition(graph, "Ready").get("status") == "True" else None
+
+    graph = wait_until(
+        current, timeout=120, interval=1.0, message=f"{name} Ready at its generation"
+    )
     assert graph["status"]["modulesReady"] == "1/1"
 
 
