@@ -143,7 +143,12 @@ def install_webhook_configuration(
     cluster: Cluster, env: Mapping[str, str], *, replace: bool = False
 ) -> None:
     """Apply (or replace) what ``modulemesh webhook-configuration`` prints for an operator
-    started with ``env``, as an admin does: the operator itself may not create it."""
+    started with ``env``, as an admin does: the operator itself may not create it.
+
+    Never applied over a configuration left by an interrupted run: ``kubectl apply`` keeps the
+    fields it did not set, so the old CA bundle would stay until the new operator patches it,
+    and a test waiting for "a CA bundle is set" would go ahead with the wrong one.
+    """
     proc = subprocess.run(
         [sys.executable, "-m", "modulemesh", "webhook-configuration"],
         env={**os.environ, **env},
@@ -154,6 +159,8 @@ def install_webhook_configuration(
     )
     if proc.returncode != 0:
         raise ClusterError(f"modulemesh webhook-configuration failed: {proc.stderr}")
+    if not replace:
+        delete_webhook_configuration(cluster)
     cluster.kubectl("replace" if replace else "apply", "-f", "-", input=proc.stdout)
 
 
