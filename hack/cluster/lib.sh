@@ -68,6 +68,53 @@ lock_cluster() {
   export MODULEMESH_CLUSTER_LOCKED=1
 }
 
+# Certificates and kubeconfigs of the cluster's CA (hack/cluster/up makes the CA; the real node
+# makes its components' own with these too). Both use $pki, the CA's directory.
+pki="$CLUSTER_STATE/pki"
+cert() { # cert NAME SUBJECT [SAN]: a client/serving certificate signed by the cluster CA
+  local name=$1 subj=$2 san=${3:-}
+  [[ -f "$pki/$name.crt" ]] && return 0
+  openssl req -new -newkey rsa:2048 -nodes -keyout "$pki/$name.key" -subj "$subj" \
+    -out "$pki/$name.csr" 2>/dev/null
+  local ext="$pki/$name.ext"
+  {
+    echo "basicConstraints=CA:FALSE"
+    echo "keyUsage=critical,digitalSignature,keyEncipherment"
+    if [[ -n "$san" ]]; then
+      echo "extendedKeyUsage=serverAuth,clientAuth"
+      echo "subjectAltName=$san"
+    else
+      echo "extendedKeyUsage=clientAuth"
+    fi
+  } >"$ext"
+  openssl x509 -req -in "$pki/$name.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" \
+    -CAcreateserial -days 3650 -sha256 -extfile "$ext" -out "$pki/$name.crt" 2>/dev/null
+  rm -f "$pki/$name.csr" "$ext"
+}
+kubeconfig() { # kubeconfig USER FILE
+  cat >"$2" <<KUBECONFIG
+apiVersion: v1
+kind: Config
+clusters:
+- name: modulemesh-local
+  cluster:
+    server: https://127.0.0.1:$APISERVER_PORT
+    certificate-authority-data: $(base64 -w0 <"$pki/ca.crt")
+users:
+- name: $1
+  user:
+    client-certificate-data: $(base64 -w0 <"$pki/$1.crt")
+    client-key-data: $(base64 -w0 <"$pki/$1.key")
+contexts:
+- name: modulemesh-local
+  context:
+    cluster: modulemesh-local
+    user: $1
+current-context: modulemesh-local
+KUBECONFIG
+  chmod 600 "$2"
+}
+
 die() {
   echo "error: $*" >&2
   exit 1

@@ -322,6 +322,159 @@ class TestPods:
             forward.wait(timeout=30)
 
 
+def client_logs(
+    cluster: Cluster,
+    node: RealNode,
+    namespace: str,
+    name: str,
+    script: str,
+    labels: dict[str, str] | None = None,
+) -> str:
+    """Run a one-shot busybox pod on the real node; its logs once it succeeded."""
+    pod = busybox_pod(node, name, script)
+    pod["metadata"]["labels"] = dict(labels or {})
+    cluster.apply(pod, namespace)
+    wait_phase(cluster, namespace, name, {"Succeeded"})
+    return cluster.kubectl("-n", namespace, "logs", name).stdout
+
+
+def web_server(cluster: Cluster, node: RealNode, namespace: str) -> str:
+    """A busybox httpd pod `web` (label app=web) behind a Service `web` on port 80; its DNS name."""
+    command = (
+        "mkdir -p /www && echo served-by-$(hostname) > /www/index.html && "
+        "exec httpd -f -p 8080 -h /www"
+    )
+    pod = busybox_pod(node, "web", command)
+    pod["metadata"]["labels"] = {"app": "web"}
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]},
+    }
+    cluster.apply([pod, service], namespace)
+    wait_phase(cluster, namespace, "web", {"Running"})
+    return f"web.{namespace}.svc.cluster.local"
+
+
+# A shell loop for client pods: GET / from HOST:80 with nc until it is served (at most TRIES
+# times, a second apart). busybox's wget is a static glibc build that crashes resolving names.
+FETCH_UNTIL_SERVED = """
+for i in $(seq 1 {tries}); do
+  out=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host} 80 2>&1 | tail -1)
+  case "$out" in served-by-*) echo "$out"; exit 0;; esac
+  sleep 1
+done
+echo "never served: $out"
+"""
+# Until a connection is refused, then three more attempts: all must be refused.
+FETCH_UNTIL_REFUSED = """
+for i in $(seq 1 60); do
+  out=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host} 80 2>&1 | tail -1)
+  case "$out" in served-by-*) sleep 1;; *) break;; esac
+done
+refused=0
+for i in 1 2 3; do
+  out=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host} 80 2>&1 | tail -1)
+  case "$out" in served-by-*) ;; *) refused=$((refused+1));; esac
+done
+echo "refused $refused/3"
+"""
+
+
+class TestServicesDnsAndPolicy:
+    """kube-proxy routes Services, CoreDNS answers cluster names, kube-router enforces policy."""
+
+    def test_service_name_resolves_and_routes_to_its_pod(
+        self, cluster: Cluster, real_node: RealNode, namespace: str
+    ) -> None:
+        host = web_server(cluster, real_node, namespace)
+        cluster_ip = cluster.kubectl_json("-n", namespace, "get", "service", "web")["spec"][
+            "clusterIP"
+        ]
+        logs = client_logs(
+            cluster,
+            real_node,
+            namespace,
+            "client",
+            f"nslookup {host} | grep '^Address: '; "
+            + FETCH_UNTIL_SERVED.format(tries=30, host=host),
+        )
+        assert f"Address: {cluster_ip}" in logs, logs
+        assert logs.strip().endswith("served-by-web"), logs
+
+    def test_pods_reach_the_api_server_through_the_kubernetes_service(
+        self, cluster: Cluster, real_node: RealNode, namespace: str
+    ) -> None:
+        """`kubernetes.default` leads to the API server on the host: a plain HTTP request to its
+        TLS port gets the Go TLS server's own 400 answer."""
+        endpoints = cluster.kubectl_json("-n", "default", "get", "endpointslices")["items"]
+        kubernetes = next(
+            e
+            for e in endpoints
+            if e["metadata"]["labels"].get("kubernetes.io/service-name") == "kubernetes"
+        )
+        node = cluster.kubectl_json("get", "node", real_node.name)
+        internal = [a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP"]
+        # The API server advertises the node's address: that is where the Service leads.
+        assert kubernetes["endpoints"][0]["addresses"] == internal
+        logs = client_logs(
+            cluster,
+            real_node,
+            namespace,
+            "to-apiserver",
+            "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | "
+            "nc -w 5 kubernetes.default.svc.cluster.local 443",
+        )
+        assert "Client sent an HTTP request to an HTTPS server" in logs, logs
+
+    def test_network_policy_refuses_all_but_the_allowed_pods(
+        self, cluster: Cluster, real_node: RealNode, namespace: str
+    ) -> None:
+        host = web_server(cluster, real_node, namespace)
+        # Before any policy the same pod is served, so the refusal below is the policy's doing.
+        before = client_logs(
+            cluster,
+            real_node,
+            namespace,
+            "before",
+            FETCH_UNTIL_SERVED.format(tries=30, host=host),
+            labels={"role": "other"},
+        )
+        assert before.strip() == "served-by-web", before
+        cluster.apply(
+            {
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "NetworkPolicy",
+                "metadata": {"name": "web-from-allowed"},
+                "spec": {
+                    "podSelector": {"matchLabels": {"app": "web"}},
+                    "policyTypes": ["Ingress"],
+                    "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "allowed"}}}]}],
+                },
+            },
+            namespace,
+        )
+        denied = client_logs(
+            cluster,
+            real_node,
+            namespace,
+            "denied",
+            FETCH_UNTIL_REFUSED.format(host=host),
+            labels={"role": "other"},
+        )
+        assert denied.strip() == "refused 3/3", denied
+        allowed = client_logs(
+            cluster,
+            real_node,
+            namespace,
+            "allowed",
+            FETCH_UNTIL_SERVED.format(tries=30, host=host),
+            labels={"role": "allowed"},
+        )
+        assert allowed.strip() == "served-by-web", allowed
+
+
 class TestTeardown:
     """`node down` removes everything the node made; `node up` brings it back."""
 
