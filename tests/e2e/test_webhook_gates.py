@@ -4,7 +4,9 @@ An operator serves the webhook on 127.0.0.1 (configuration installed as document
 operator). A graph naming a gate is applied while it complies; then `kubectl apply` of the gate
 narrowed to a region the graph's classifier does not run in is admitted with kubectl printing
 a warning naming the graph, field and problem; with MODULEMESH_WEBHOOK_STRICT_GATES=true the
-same change is refused naming the graph, and the stored gate stays as it was.
+same change is refused naming the graph, and the stored gate stays as it was. Through the same
+API server, graphs with a CEL typo or type error, or nested past the YAML bound, are refused
+naming the field.
 """
 
 from __future__ import annotations
@@ -101,6 +103,54 @@ def test_a_gate_change_that_breaks_a_graph_is_admitted_with_a_warning_naming_it(
     assert admitted.returncode == 0, admitted.stderr
     assert warning in admitted.stderr, admitted.stderr
     assert stored_regions(cluster, namespace) == ["eu-west"]
+
+
+def refused_at_apply(cluster: Cluster, namespace: str, doc: dict[str, Any]) -> str:
+    """kubectl's error for ``doc``, once the webhook answers (dry-runs until then)."""
+    wait_until(
+        lambda: apply_doc(cluster, namespace, doc, "--dry-run=server").returncode != 0,
+        timeout=60,
+        message="the webhook refusing the graph",
+    )
+    refused = apply_doc(cluster, namespace, doc)
+    assert refused.returncode != 0
+    assert 'admission webhook "modulegraphs.modulemesh.io" denied' in refused.stderr
+    return str(refused.stderr)
+
+
+def switch_graph(when: str) -> dict[str, Any]:
+    doc = graph_doc("routed")
+    doc["spec"]["routing"]["nodes"] = [
+        {
+            "name": "main",
+            "type": "switch",
+            "cases": [{"when": when, "module": "classifier"}],
+            "default": {"module": "embedder"},
+        }
+    ]
+    return doc
+
+
+def test_cel_typos_and_type_errors_are_refused_at_apply(
+    cluster: Cluster, gate_operator: OperatorProcess, namespace: str
+) -> None:
+    error = refused_at_apply(cluster, namespace, switch_graph("request.headerz['x'] == 'a'"))
+    assert "spec.routing.nodes[0].cases[0].when" in error
+    assert "request has no field 'headerz'; did you mean 'headers'?" in error
+    error = refused_at_apply(cluster, namespace, switch_graph("request.priority + 1 == 2"))
+    assert "no `+` for a string and an int" in error
+
+
+def test_an_object_nested_past_the_bound_is_refused_naming_the_field(
+    cluster: Cluster, gate_operator: OperatorProcess, namespace: str
+) -> None:
+    doc = graph_doc("deep")
+    deep: Any = "x"
+    for _ in range(100):
+        deep = [deep]
+    doc["spec"]["modules"][0]["affinity"] = {"nodeAffinity": deep}
+    error = refused_at_apply(cluster, namespace, doc)
+    assert "spec.modules[0].affinity.nodeAffinity: nested more than 64 levels deep" in error
 
 
 def test_with_the_strict_setting_the_change_is_refused_naming_the_graph(
