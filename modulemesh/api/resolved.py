@@ -64,12 +64,25 @@ _GATES = TypeAdapter(dict[str, PrivacyGateSpec])
 
 
 def sidecar_gates_json(gates: Iterable[PrivacyGate]) -> str | None:
-    """The gates a module's sidecar needs to classify requests as the router does: every gate
-    with a classifier, as a compact JSON object ``{name: spec}`` (the form of
-    :attr:`ResolvedGraph.gates`, keys sorted so renders are stable); ``None`` when none has one.
-    """
+    """What a module's sidecar needs to classify requests as the router does: every gate with a
+    classifier, as a compact JSON object ``{name: spec}`` (the form of
+    :attr:`ResolvedGraph.gates`, keys sorted so renders are stable), cut down to its tags that
+    have classifiers, with their names and classifiers only, so that a gate's regions, audit
+    settings or descriptions do not roll module pods; ``None`` when no gate classifies."""
     specs = {
-        g.metadata.name: g.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+        g.metadata.name: {
+            "tags": [
+                {
+                    "name": tag.name,
+                    "classifiers": [
+                        c.model_dump(mode="json", by_alias=True, exclude_none=True)
+                        for c in tag.classifiers
+                    ],
+                }
+                for tag in g.spec.tags
+                if tag.classifiers
+            ]
+        }
         for g in sorted(gates, key=lambda g: g.metadata.name)
         if any(tag.classifiers for tag in g.spec.tags)
     }

@@ -124,6 +124,12 @@ def test_the_sidecar_gets_the_classifying_gates_and_classifies_identically() -> 
     for fields in ({"x-data-class": "phi, x"}, {"x-tenant": ""}, {"x-data-class": "none"}):
         assert router.classify(fields) == sidecar.classify(fields)
     assert sidecar_gates_json(gates[1:]) is None
+    # only the classifiers travel: regions, audit settings and descriptions do not roll pods
+    elsewhere = PHI.model_dump(by_alias=True)
+    elsewhere["tags"][0] |= {"allowedRegions": ["eu-west"], "description": "health data"}
+    elsewhere["tags"].append({"name": "plain"})
+    elsewhere["audit"] = {"logAllowed": True}
+    assert sidecar_gates_json([gate("phi", elsewhere), gates[1]]) == text
 
 
 def test_unreadable_gates_json_says_what_is_wrong() -> None:
