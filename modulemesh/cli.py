@@ -47,6 +47,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "modulemesh.operator.status_command",
         "Show ModuleGraphs and per-module state from a cluster.",
     ),
+    "audit": (
+        "modulemesh.audit_command",
+        "Check privacy audit logs (modulemesh audit verify FILE...).",
+    ),
     "webhook-configuration": (
         "modulemesh.operator.webhook_command",
         "Print the admission webhook's configuration for an operator outside the cluster.",

@@ -5,15 +5,18 @@ exported over OTLP/HTTP only when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or the signal
 ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` / ``..._METRICS_ENDPOINT``) is set; otherwise the
 providers exist but export nothing, and :attr:`Telemetry.tracing` tells hot paths they may skip
 creating spans and just forward ``traceparent`` as-is (propagation still works, for free).
+Privacy audit records are exported as OTLP logs when a logs (or the general) endpoint is set.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
 import re
 from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
@@ -54,7 +57,8 @@ class Telemetry:
 
 
 def otlp_enabled(signal: str) -> bool:
-    """Whether an OTLP endpoint is configured for ``signal`` (``traces`` or ``metrics``)."""
+    """Whether an OTLP endpoint is configured for ``signal`` (``traces``, ``metrics``,
+    ``logs``)."""
     return bool(
         os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
         or os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT")
@@ -97,6 +101,8 @@ def setup(service_name: str, *, component: str = "") -> Telemetry:
 
         readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
     metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
+    if otlp_enabled("logs"):
+        _export_audit_logs(resource)
 
     _state = Telemetry(
         tracer=trace.get_tracer("modulemesh"),
@@ -105,6 +111,26 @@ def setup(service_name: str, *, component: str = "") -> Telemetry:
         metrics_exported=metrics_exported,
     )
     return _state
+
+
+def _export_audit_logs(resource: Any) -> None:
+    """Audit records (the ``modulemesh.audit`` logger) also go out as OpenTelemetry log
+    records, their body the sealed JSON line, so a collector keeps a copy of the chain
+    off the node. Component logs stay on stderr."""
+    import logging
+
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+
+    from modulemesh.audit import LOGGER_NAME
+
+    provider = LoggerProvider(resource=resource)
+    provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter()))
+    audit_logger = logging.getLogger(LOGGER_NAME)
+    audit_logger.addHandler(LoggingHandler(level=logging.INFO, logger_provider=provider))
+    audit_logger.setLevel(logging.INFO)
+    atexit.register(provider.shutdown)
 
 
 def extract(headers: Mapping[str, str]) -> otel_context.Context:

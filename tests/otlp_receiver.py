@@ -1,7 +1,7 @@
 """A minimal OTLP/HTTP receiver for tests: what a collector would get from our processes.
 
 :class:`OtlpReceiver` listens on ``127.0.0.1`` (ephemeral port) in a background thread and
-accepts ``POST /v1/metrics`` and ``POST /v1/traces`` with protobuf bodies (optionally gzip or
+accepts ``POST /v1/metrics``, ``/v1/traces`` and ``/v1/logs`` with protobuf bodies (optionally gzip or
 deflate ``Content-Encoding``), answering ``200`` with an empty export response, as a collector
 does. Every decoded request is kept, with its raw (decompressed) body, so tests can read back
 metric points and spans and check what never went out. Anything else (another path or
@@ -26,6 +26,10 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
@@ -152,6 +156,7 @@ class OtlpReceiver:
         self._cond = threading.Condition()
         self.metric_requests: list[tuple[float, ExportMetricsServiceRequest]] = []
         self.trace_requests: list[tuple[float, ExportTraceServiceRequest]] = []
+        self.log_requests: list[ExportLogsServiceRequest] = []
         self.raw_bodies: list[bytes] = []
         """Every accepted request body, decompressed (to check what never went out)."""
         self.encodings: Counter[str] = Counter()
@@ -182,6 +187,8 @@ class OtlpReceiver:
             "OTEL_EXPORTER_OTLP_ENDPOINT": self.endpoint,
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"{self.endpoint}/v1/traces",
             "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": f"{self.endpoint}/v1/metrics",
+            "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": f"{self.endpoint}/v1/logs",
+            "OTEL_BLRP_SCHEDULE_DELAY": str(span_delay_ms),
             "OTEL_SDK_DISABLED": "false",
             "OTEL_TRACES_SAMPLER": "parentbased_always_on",
             "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
@@ -219,6 +226,16 @@ class OtlpReceiver:
 
     def _record(self, path: str, body: bytes, encoding: str) -> bytes:
         """Decode and keep one request; returns the serialized response (raises on bad data)."""
+        if path == "/v1/logs":
+            logs = ExportLogsServiceRequest()
+            logs.ParseFromString(body)
+            with self._cond:
+                self.log_requests.append(logs)
+                self.raw_bodies.append(body)
+                self.encodings[encoding] += 1
+                self._cond.notify_all()
+            logs_answer: bytes = ExportLogsServiceResponse().SerializeToString()
+            return logs_answer
         metrics = path == "/v1/metrics"
         request = ExportMetricsServiceRequest() if metrics else ExportTraceServiceRequest()
         request.ParseFromString(body)
@@ -278,6 +295,18 @@ class OtlpReceiver:
                             out.append(received)
         return out
 
+    def log_records(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """Every log record received: (scope name, body as text, attributes)."""
+        with self._cond:
+            requests = list(self.log_requests)
+        return [
+            (sl.scope.name, str(value_of(record.body)), attributes(record.attributes))
+            for request in requests
+            for rl in request.resource_logs
+            for sl in rl.scope_logs
+            for record in sl.log_records
+        ]
+
     def wait_for(
         self, predicate: Callable[[], object], timeout: float = 10.0, what: str = ""
     ) -> None:
@@ -313,7 +342,7 @@ def _handler_for(receiver: OtlpReceiver) -> type[BaseHTTPRequestHandler]:
                 self._refuse(411, f"{path}: bad or missing Content-Length {length!r}")
                 return
             body = self.rfile.read(int(length))
-            if path not in ("/v1/metrics", "/v1/traces"):
+            if path not in ("/v1/metrics", "/v1/traces", "/v1/logs"):
                 self._refuse(404, f"POST to unknown path {path}")
                 return
             content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()

@@ -183,6 +183,7 @@ class OperatorSettings:
             sidecar_memory_limit=_quantity(
                 env, "SIDECAR_MEMORY_LIMIT", base.sidecar_memory_limit, "memory"
             ),
+            audit_key_secret=env.get(ENV_PREFIX + "AUDIT_KEY_SECRET") or base.audit_key_secret,
         )
         return cls(
             render=render,

@@ -18,6 +18,7 @@ from modulemesh.api.graph import CpuFallback, Module
 from modulemesh.api.resolved import sidecar_gates_json
 from modulemesh.operator import naming, placement
 from modulemesh.operator.pods import (
+    audit_key,
     container_security_context,
     http_probe,
     number,
@@ -163,13 +164,18 @@ def sidecar_container(
         args.append(f"--upstream-timeout={number(module.timeout_ms / 1000)}")
     if (classifying := sidecar_gates_json(gates)) is not None:
         args.append(f"--gates={classifying}")  # tags derived as the router derives them
+    env = _env()
+    mounts: list[dict[str, Any]] = [{"name": TMP_VOLUME, "mountPath": "/tmp"}]
+    if (key := audit_key(settings)) is not None:
+        env.append(key[2])
+        mounts.append(key[1])
     return {
         "name": "sidecar",
         "image": settings.image_sidecar,
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["modulemesh"],
         "args": args,
-        "env": _env(),
+        "env": env,
         "ports": [{"name": "http", "containerPort": settings.sidecar_port, "protocol": "TCP"}],
         "resources": {
             "requests": {
@@ -182,7 +188,7 @@ def sidecar_container(
         "livenessProbe": http_probe("/livez", "http"),
         "readinessProbe": http_probe("/readyz", "http", period=5),
         "securityContext": container_security_context(settings),
-        "volumeMounts": [{"name": TMP_VOLUME, "mountPath": "/tmp"}],
+        "volumeMounts": mounts,
     }
 
 
@@ -201,6 +207,8 @@ def module_deployment(
     ]
     if (model_volume := _model_volume(module)) is not None:
         volumes.append(model_volume)
+    if (key := audit_key(settings)) is not None:
+        volumes.append(key[0])
     pod: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,

@@ -12,6 +12,8 @@ from typing import Any
 from modulemesh.operator.settings import RenderSettings
 
 __all__ = [
+    "AUDIT_KEY_DIR",
+    "audit_key",
     "container_security_context",
     "http_probe",
     "number",
@@ -65,6 +67,31 @@ def http_probe(
     if initial_delay:
         probe["initialDelaySeconds"] = initial_delay
     return probe
+
+
+AUDIT_KEY_DIR = "/var/run/secrets/modulemesh-audit"
+"""Where routers and sidecars find the audit MAC key (file ``key``)."""
+_AUDIT_KEY_VOLUME = "audit-key"
+
+
+def audit_key(
+    settings: RenderSettings,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]] | None:
+    """Volume, mount and env variable that give a container the audit MAC key from
+    ``settings.audit_key_secret`` (readable by the pod's group only), or ``None``."""
+    if not settings.audit_key_secret:
+        return None
+    volume = {
+        "name": _AUDIT_KEY_VOLUME,
+        "secret": {
+            "secretName": settings.audit_key_secret,
+            "items": [{"key": "key", "path": "key"}],
+            "defaultMode": 0o440,
+        },
+    }
+    mount = {"name": _AUDIT_KEY_VOLUME, "mountPath": AUDIT_KEY_DIR, "readOnly": True}
+    env = {"name": "MODULEMESH_AUDIT_KEY_FILE", "value": f"{AUDIT_KEY_DIR}/key"}
+    return volume, mount, env
 
 
 def scratch_volume(name: str, size_limit: str) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from modulemesh.operator import naming
 from modulemesh.operator.module_pod import module_deployment
 from modulemesh.operator.placement import gates_of
 from modulemesh.operator.pods import (
+    audit_key,
     container_security_context,
     http_probe,
     pod_security_context,
@@ -219,6 +220,19 @@ def _router_deployment(
     router = graph.spec.router
     labels = naming.labels(name, "router")
     config_hash = hashlib.sha256(content.encode()).hexdigest()[:16]
+    env: list[dict[str, str]] = [{"name": "HOME", "value": "/tmp"}]
+    mounts: list[dict[str, Any]] = [
+        {"name": "config", "mountPath": settings.config_mount_dir, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    volumes = [
+        {"name": "config", "configMap": {"name": naming.config_map_name(name)}},
+        scratch_volume("tmp", settings.tmp_size_limit),
+    ]
+    if (key := audit_key(settings)) is not None:
+        volumes.append(key[0])
+        mounts.append(key[1])
+        env.append(key[2])
     container = {
         "name": "router",
         "image": settings.router_image,
@@ -230,7 +244,7 @@ def _router_deployment(
             "--host=0.0.0.0",
             f"--port={settings.router_port}",
         ],
-        "env": [{"name": "HOME", "value": "/tmp"}],
+        "env": env,
         "ports": [{"name": "http", "containerPort": settings.router_port, "protocol": "TCP"}],
         "resources": {
             "requests": {"cpu": router.cpu, "memory": router.memory},
@@ -240,10 +254,7 @@ def _router_deployment(
         "livenessProbe": http_probe("/v2/health/live", "http"),
         "readinessProbe": http_probe("/v2/health/ready", "http", period=5),
         "securityContext": container_security_context(settings),
-        "volumeMounts": [
-            {"name": "config", "mountPath": settings.config_mount_dir, "readOnly": True},
-            {"name": "tmp", "mountPath": "/tmp"},
-        ],
+        "volumeMounts": mounts,
     }
     return {
         "apiVersion": "apps/v1",
@@ -263,10 +274,7 @@ def _router_deployment(
                     "enableServiceLinks": False,
                     "securityContext": pod_security_context(settings),
                     "containers": [container],
-                    "volumes": [
-                        {"name": "config", "configMap": {"name": naming.config_map_name(name)}},
-                        scratch_volume("tmp", settings.tmp_size_limit),
-                    ],
+                    "volumes": volumes,
                 },
             },
         },

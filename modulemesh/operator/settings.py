@@ -75,6 +75,10 @@ class RenderSettings:
     """ConfigMap/PVC model volumes are mounted read-only at ``<root>/<module>``."""
     config_mount_dir: str = "/etc/modulemesh"
     """Where the router finds ``resolved.json`` (the graph's ConfigMap)."""
+    audit_key_secret: str | None = None
+    """Secret (in each graph's namespace) whose ``key`` entry is the audit MAC key, mounted
+    into every router and sidecar (``MODULEMESH_AUDIT_KEY_FILE``); unset: records carry the
+    hash chain only."""
 
     @property
     def router_image(self) -> str:

@@ -159,6 +159,7 @@ def test_every_setting_the_operator_reads_is_set(helm: Helm) -> None:
         "MODULEMESH_WEBHOOK_ADDR",  # all interfaces
         "MODULEMESH_WEBHOOK_HOST",  # for a URL; in a cluster the Service is named instead
         "MODULEMESH_WEBHOOK_CERT_DIR",  # only with webhook.certSecret
+        "MODULEMESH_AUDIT_KEY_SECRET",  # only with audit.keySecret
     }
     assert read - optional <= set(env), read - optional - set(env)
     assert set(env) <= read, f"the chart sets variables the operator ignores: {set(env) - read}"
@@ -274,6 +275,14 @@ def test_a_certificate_secret_is_mounted_and_named_to_the_operator(helm: Helm) -
     settings = OperatorSettings.from_env(container_env(one(objects, "Deployment")))
     assert settings.webhook is not None and settings.webhook.cert_dir == mount["mountPath"]
     assert restricted_violations(spec) == []
+
+
+def test_the_audit_key_secret_reaches_the_routers_and_sidecars(helm: Helm) -> None:
+    objects = helm.render(set_values={"audit.keySecret": "modulemesh-audit"})
+    settings = OperatorSettings.from_env(container_env(one(objects, "Deployment")))
+    assert settings.render.audit_key_secret == "modulemesh-audit"
+    assert OperatorSettings.from_env(container_env(one(helm.render(), "Deployment"))).render \
+        .audit_key_secret is None  # fmt: skip
 
 
 def test_the_webhook_can_be_turned_off_or_made_strict(helm: Helm) -> None:

@@ -239,6 +239,28 @@ def test_every_pod_and_container_meets_restricted(settings: RenderSettings) -> N
             assert set(volume) - {"name"} <= {"emptyDir", "configMap", "persistentVolumeClaim"}
 
 
+def test_the_audit_key_secret_is_mounted_into_router_and_sidecar_only() -> None:
+    """The MAC key reaches the two processes that write audit records, read-only and readable
+    by the pod's group alone; the runtime never sees it."""
+    settings = RenderSettings(audit_key_secret="audit-key-secret")
+    objects = render(graph([{"name": "m", "model": {"path": "m.onnx"}}]), [], settings)
+    deployments = by_kind(objects, "Deployment")
+    for name, holder in (("g-m", "sidecar"), ("g-router", "router")):
+        pod = deployments[name]["spec"]["template"]["spec"]
+        (volume,) = [v for v in pod["volumes"] if "secret" in v]
+        assert volume["secret"] == {"secretName": "audit-key-secret", "defaultMode": 0o440,
+                                    "items": [{"key": "key", "path": "key"}]}  # fmt: skip
+        for c in pod["containers"]:
+            env = {e["name"]: e["value"] for e in c["env"]}
+            mounts = {m["name"]: m for m in c["volumeMounts"]}
+            if c["name"] != holder:
+                assert "MODULEMESH_AUDIT_KEY_FILE" not in env and volume["name"] not in mounts
+                continue
+            mount = mounts[volume["name"]]
+            assert mount["readOnly"] is True
+            assert env["MODULEMESH_AUDIT_KEY_FILE"] == mount["mountPath"] + "/key"
+
+
 # --- model sources -------------------------------------------------------------------------
 
 

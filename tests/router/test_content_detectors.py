@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ import httpx
 import numpy as np
 import pytest
 from onnx import TensorProto
+from otlp_receiver import OtlpReceiver
 
 from modulemesh import oip, zoo
 
@@ -192,3 +195,49 @@ class TestRedact:
             records = audit_of(r, "redact")
             assert records[0]["detectors"] == ["email"]
             assert ADDRESS not in json.dumps(r.audit())
+
+
+class TestAuditLog:
+    def test_router_log_is_sealed_and_verifies(self, texts: Pool, tmp_path: Path) -> None:
+        """The router appends its records to MODULEMESH_AUDIT_LOG, MAC'd with the key file's
+        key; `modulemesh audit verify` passes on it, and names a deleted record."""
+        key = tmp_path / "key"
+        key.write_text("router-test-key\n")
+        log = tmp_path / "audit.jsonl"
+        env = {"MODULEMESH_AUDIT_LOG": str(log), "MODULEMESH_AUDIT_KEY_FILE": str(key)}
+        tag = {"name": "pii", "action": "redact", "classifiers": EMAIL}
+        modules = [texts.spec("plain")]
+        nodes = [{"name": "main", "type": "sequence", "steps": [{"module": "plain"}]}]
+        graph = make_graph("sealed", modules, nodes, gates=["sealed"])
+        with router(tmp_path, graph, texts.urls, [make_gate("sealed", [tag])], env=env) as r:
+            for _ in range(3):
+                assert echoed(send(r, TEXT)) == TEXT.replace(ADDRESS, "<EMAIL>")
+        lines = log.read_text().splitlines()
+        assert len(lines) == 3 and all(ADDRESS not in line for line in lines)
+        assert [json.loads(line)["graph"] for line in lines] == ["sealed"] * 3
+        verify = [sys.executable, "-m", "modulemesh", "audit", "verify", str(log),
+                  "--key-file", str(key)]  # fmt: skip
+        done = subprocess.run(verify, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+        log.write_text("\n".join([lines[0], lines[2]]) + "\n")  # record 1 deleted
+        done = subprocess.run(verify, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1 and f"{log}:2: record 2 " in done.stdout, done.stdout
+
+    def test_records_are_exported_as_opentelemetry_logs(self, texts: Pool, tmp_path: Path) -> None:
+        """With an OTLP endpoint, each record also reaches the collector as a log record
+        whose body is the sealed line, so a copy of the chain lives off the node."""
+        tag = {"name": "pii", "action": "deny", "classifiers": EMAIL}
+        modules = [texts.spec("plain")]
+        nodes = [{"name": "main", "type": "sequence", "steps": [{"module": "plain"}]}]
+        graph = make_graph("otellog", modules, nodes, gates=["otellog"])
+        with (
+            OtlpReceiver() as rx,
+            router(tmp_path, graph, texts.urls, [make_gate("otellog", [tag])], env=rx.env()) as r,
+        ):
+            assert send(r, TEXT).status_code == 403
+            rx.wait_for(lambda: rx.log_records(), timeout=15, what="an audit log record")
+            ((scope, body, _),) = rx.log_records()
+        assert scope == "modulemesh.audit"
+        record = json.loads(body)
+        assert record["decision"] == "deny" and record["detectors"] == ["email"]
+        assert record["seq"] == 0 and record["chain"] and ADDRESS not in body

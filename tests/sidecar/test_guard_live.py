@@ -77,6 +77,13 @@ def test_cleared_tags_pass_with_an_allow_record(enforced: Module) -> None:
         "decision": "allow",
         "reason": "tags cleared for module 'clf'",
         "traceId": TRACE_ID,
+        "graph": None,
+        "gate": None,
+        "detectors": [],
+        "chain": record["chain"],
+        "seq": record["seq"],
+        "prev": record["prev"],
+        "mac": None,
     }
     assert started - 1 <= float(record["time"]) <= time.time() + 1  # type: ignore[arg-type]
 

@@ -74,6 +74,13 @@ def test_audit_record_is_a_log_line_a_span_event_and_a_counter(
         "decision",
         "reason",
         "traceId",
+        "graph",
+        "gate",
+        "detectors",
+        "chain",
+        "seq",
+        "prev",
+        "mac",
     }
     (finished,) = exporter.get_finished_spans()
     (event,) = finished.events
