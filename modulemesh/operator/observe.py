@@ -16,6 +16,7 @@ from typing import Any
 from modulemesh.api import Issue, ModuleGraph, Severity
 from modulemesh.operator.conditions import ConditionUpdate
 from modulemesh.operator.naming import COMPONENT_LABEL, MODULE_LABEL
+from modulemesh.operator.placement import pod_requests, unschedulable_advice
 
 MAX_LISTED = 3
 """How many problems a condition message lists before it says how many more there are."""
@@ -40,6 +41,8 @@ class Observation:
     gpu_resource: str = "nvidia.com/gpu"
     endpoint: str | None = None
     envelope_stale_after_s: float = 90.0
+    nodes: Sequence[Mapping[str, Any]] | None = None
+    """The cluster's nodes (for what would fit an unschedulable pod); None when not read."""
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -181,12 +184,17 @@ def compute_status(obs: Observation) -> tuple[dict[str, Any], list[ConditionUpda
             "readyReplicas": ready,
             "gpus": gpus,
         }
-        reasons = sorted(
-            {r for p in pods_by_module.get(module.name, []) if (r := unschedulable_reason(p))}
-        )
+        stuck = [
+            (p, r) for p in pods_by_module.get(module.name, []) if (r := unschedulable_reason(p))
+        ]
+        reasons = sorted({r for _, r in stuck})
         if reasons:
             entry["unschedulable"] = "; ".join(reasons)
-            unschedulable.append(f"module {module.name}: {reasons[0]}")
+            pod, reason = min(stuck, key=lambda pr: pr[1])
+            advice = unschedulable_advice(
+                reason, pod_requests(pod), obs.nodes, gpu_resources=(obs.gpu_resource,)
+            )
+            unschedulable.append(f"module {module.name}: {advice}")
         if deployment is None:
             not_ready.append(f"{module.name} (Deployment not created yet)")
         elif ready < desired:
@@ -235,7 +243,12 @@ def compute_status(obs: Observation) -> tuple[dict[str, Any], list[ConditionUpda
         _validated(obs),
         _compliant(obs),
         _scheduled(
-            unschedulable, deployments, pods_by_module, router_pods, spec_modules=len(spec.modules)
+            unschedulable,
+            deployments,
+            pods_by_module,
+            router_pods,
+            spec_modules=len(spec.modules),
+            nodes=obs.nodes,
         ),
         _modules_ready(not_ready, len(spec.modules)),
         _router_ready(_router_deployment(obs), spec.router.replicas),
@@ -302,17 +315,16 @@ def _scheduled(
     router_pods: Sequence[Mapping[str, Any]],
     *,
     spec_modules: int,
+    nodes: Sequence[Mapping[str, Any]] | None = None,
 ) -> ConditionUpdate:
-    router_reasons = sorted({r for p in router_pods if (r := unschedulable_reason(p))})
+    router_reasons = sorted(
+        {unschedulable_advice(r, pod_requests(p), nodes) for p in router_pods
+         if (r := unschedulable_reason(p))}
+    )  # fmt: skip
     problems = unschedulable + [f"router: {r}" for r in router_reasons]
     if problems:
-        return ConditionUpdate(
-            "Scheduled",
-            "False",
-            "Unschedulable",
-            f"{_listing(problems)}. Add capacity (e.g. GPU nodes in the allowed region) "
-            "or lower the module's resources or replicas.",
-        )
+        # Each problem says what would fit (placement.unschedulable_advice).
+        return ConditionUpdate("Scheduled", "False", "Unschedulable", f"{_listing(problems)}.")
     if not deployments and spec_modules:
         return ConditionUpdate(
             "Scheduled", "Unknown", "Pending", "module Deployments not created yet"

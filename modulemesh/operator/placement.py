@@ -11,8 +11,12 @@ become a *preferred* term: trying a gate out must never make a running graph uns
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
+from decimal import Decimal, InvalidOperation
 from typing import Any
+
+from kubernetes.utils import parse_quantity
 
 from modulemesh.api.gate import GateMode, PrivacyGate
 from modulemesh.api.graph import Module, ModuleGraph
@@ -26,8 +30,10 @@ __all__ = [
     "node_affinity_regions",
     "node_selector",
     "pod_affinity",
+    "pod_requests",
     "sidecar_mode",
     "tolerations",
+    "unschedulable_advice",
 ]
 
 NO_ALLOWED_REGION = "modulemesh.io/no-allowed-region"
@@ -137,3 +143,111 @@ def sidecar_mode(module: Module, gates: Sequence[PrivacyGate]) -> str:
     if owners and all(g.spec.mode is GateMode.DRYRUN for g in owners):
         return "dryrun"
     return "enforce"
+
+
+# --- why a pod does not fit, and what would --------------------------------------------------
+
+_FIELDS = {"cpu": "resources.cpu", "memory": "resources.memory"}
+
+
+def _quantity(value: Any) -> Decimal | None:
+    try:
+        return Decimal(parse_quantity(value))  # type: ignore[no-untyped-call]
+    except (ValueError, TypeError, InvalidOperation):
+        return None
+
+
+def pod_requests(pod: Mapping[str, Any]) -> dict[str, Decimal]:
+    """What one pod asks the scheduler for: its containers' requests summed (a limit stands
+    for a missing request, as the API server defaults it; extended resources have only limits)."""
+    total: dict[str, Decimal] = {}
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        resources = container.get("resources") or {}
+        asked = {**(resources.get("limits") or {}), **(resources.get("requests") or {})}
+        for name, value in asked.items():
+            amount = _quantity(value)
+            if amount is not None and amount > 0:
+                total[str(name)] = total.get(str(name), Decimal(0)) + amount
+    return total
+
+
+def _show(resource: str, amount: Decimal) -> str:
+    if resource == "memory":
+        return f"{amount / (1 << 30):.3g}Gi"
+    return f"{amount.normalize():f}"
+
+
+def _resource_field(resource: str, gpu_resources: Sequence[str]) -> str:
+    if resource in gpu_resources:
+        return "resources.gpu"
+    return _FIELDS.get(resource, resource)
+
+
+def unschedulable_advice(
+    scheduler_message: str,
+    requests: Mapping[str, Decimal],
+    nodes: Sequence[Mapping[str, Any]] | None,
+    gpu_resources: Sequence[str] = ("nvidia.com/gpu",),
+) -> str:
+    """The scheduler's message (without its trailing period) and what would make the pod fit.
+
+    With the nodes known: a pod larger than every node (``gpu: 8`` on 4-GPU nodes) can only
+    fit if it asks for less, so that is said with the largest node's figure, never "add GPU
+    nodes" of the same size; otherwise the resources the scheduler found short are named,
+    GPU advice only when GPUs are short (a CPU-only module short of CPU is told about CPU).
+    """
+    said = scheduler_message.strip().rstrip(".").strip()
+    found = re.findall(r"Insufficient ([\w./-]+)", scheduler_message)
+    short = sorted({name.rstrip(".") for name in found})
+    sizes = [
+        {str(k): q for k, v in ((n.get("status") or {}).get("allocatable") or {}).items()
+         if (q := _quantity(v)) is not None}
+        for n in nodes or []
+    ]  # fmt: skip
+    if sizes and requests:
+        too_big = [
+            r for r, asked in sorted(requests.items())
+            if asked > max(size.get(r, Decimal(0)) for size in sizes)
+        ]  # fmt: skip
+        if too_big:
+            parts = []
+            for resource in too_big:
+                largest = max(size.get(resource, Decimal(0)) for size in sizes)
+                field = _resource_field(resource, gpu_resources)
+                parts.append(
+                    f"each pod asks for {_show(resource, requests[resource])} {resource} and "
+                    f"the largest node has {_show(resource, largest)}: lower {field} to at most "
+                    f"{_show(resource, largest)}, or add nodes with at least "
+                    f"{_show(resource, requests[resource])}"
+                )
+            return f"{said}. No node could ever fit it: {'; '.join(parts)}"
+        if not any(
+            all(size.get(r, Decimal(0)) >= q for r, q in requests.items()) for size in sizes
+        ):
+            asked = ", ".join(f"{_show(r, q)} {r}" for r, q in sorted(requests.items()))
+            return (
+                f"{said}. No single node has {asked} at once: lower the module's resources "
+                "or add larger nodes"
+            )
+    advice: list[str] = []
+    gpus_short = [r for r in short if r in gpu_resources]
+    other_short = [r for r in short if r not in gpu_resources]
+    if gpus_short:
+        advice.append(
+            f"free or add {', '.join(gpus_short)} capacity (GPU nodes in the allowed region)"
+        )
+    if other_short:
+        fields = " / ".join(_resource_field(r, gpu_resources) for r in other_short)
+        advice.append(f"add {' and '.join(other_short)} capacity or lower {fields}")
+    if "affinity/selector" in scheduler_message or "node affinity" in scheduler_message:
+        advice.append(
+            "no node matches its placement (region, nodeSelector, gpuType): label nodes to "
+            "match or change the module's placement"
+        )
+    if "untolerated taint" in scheduler_message:
+        advice.append("nodes carry taints it does not tolerate: add tolerations or untaint")
+    generic = not advice
+    if generic:
+        advice.append("add capacity or lower the module's resources")
+    replicas = ", or lower its replicas" if short or generic else ""
+    return f"{said}. To fit: {'; '.join(advice)}{replicas}"

@@ -25,9 +25,9 @@ from modulemesh.api.validation import validate_graph
 from modulemesh.operator import conditions, drift
 from modulemesh.operator.conditions import ConditionUpdate
 from modulemesh.operator.config import OperatorSettings
-from modulemesh.operator.kube import CHILD_KINDS, GATES, GRAPHS, POD, Kube, KubeError
+from modulemesh.operator.kube import CHILD_KINDS, GATES, GRAPHS, NODES, POD, Kube, KubeError
 from modulemesh.operator.naming import graph_selector
-from modulemesh.operator.observe import Observation, compute_status
+from modulemesh.operator.observe import Observation, compute_status, unschedulable_reason
 from modulemesh.operator.render import graph_endpoint, render
 
 log = logging.getLogger("modulemesh.operator")
@@ -151,13 +151,15 @@ class Reconciler:
                     outcome.pruned.append(f"{key[0]}/{key[1]}")
 
         labels = graph_selector(name)
+        pods = self.kube.items(POD, namespace, labels=labels)
         observation = Observation(
             graph=graph,
             spec_issues=spec_issues,
             privacy_issues=privacy,
             missing_gates=missing,
             deployments=self.kube.items(CHILD_KINDS["Deployment"], namespace, labels=labels),
-            pods=self.kube.items(POD, namespace, labels=labels),
+            pods=pods,
+            nodes=self._nodes() if any(unschedulable_reason(p) for p in pods) else None,
             envelopes=envelopes,
             envelope_error=envelope_error,
             gpu_resource=self.settings.gpu_resource,
@@ -167,6 +169,15 @@ class Reconciler:
         fields, updates = compute_status(observation)
         self._report(body, outcome, updates, fields, generation)
         return outcome
+
+    def _nodes(self) -> list[dict[str, Any]] | None:
+        """The cluster's nodes, read only for a graph with unschedulable pods (to say what
+        would fit them); None when the operator may not list them (RBAC without nodes)."""
+        try:
+            return self.kube.list_all(NODES)
+        except KubeError as error:
+            log.info("cannot list nodes to size unschedulable pods: %s", error)
+            return None
 
     def _report(
         self,

@@ -2,7 +2,8 @@
 
 Cluster-wide by default (one ClusterRole); with `watchNamespaces` a Role and RoleBinding in each
 watched namespace and no namespaced permissions cluster-wide. Either way a small ClusterRole
-lets kopf read CRDs (and, for a namespace list, the namespaces) and, with the admission webhook
+lets kopf read CRDs (and, for a namespace list, the namespaces), the operator list nodes (their
+sizes, to say what would fit an unschedulable pod; nothing else on nodes) and, with the admission webhook
 on, get and patch the chart's ValidatingWebhookConfiguration by name (its CA bundle) and create
 none: a compromised operator cannot register a webhook that sees other objects. The e2e test
 (tests/e2e/test_helm.py) proves the same rules are sufficient against a real API server.
@@ -39,6 +40,8 @@ NAMESPACED_RULES: dict[tuple[str, str], list[str]] = {
 }
 CRD_READ = {("apiextensions.k8s.io", "customresourcedefinitions"): ["get", "list", "watch"]}
 NAMESPACE_READ = {("", "namespaces"): ["get", "list", "watch"]}
+# Node sizes, so an unschedulable pod's condition can say what would fit (list only).
+NODE_READ = {("", "nodes"): ["list"]}
 WEBHOOK_CONFIG = {
     # The chart's own configuration, by name only: no create, so no webhook of its own.
     ("admissionregistration.k8s.io", "validatingwebhookconfigurations#modulemesh.io"): [
@@ -96,7 +99,6 @@ class TestNoWildcardsNoSecrets:
             "pods/exec",
             "pods/attach",
             "pods/portforward",
-            "nodes",
             "nodes/proxy",
             "persistentvolumes",
             "leases",
@@ -122,7 +124,7 @@ def test_cluster_wide_grants_exactly_what_the_operator_uses(helm: Helm) -> None:
     assert flatten(cluster_roles[FULLNAME]["rules"]) == expected(NAMESPACED_RULES)
     # Watching every namespace, kopf needs no namespace list: none is granted.
     discovery = flatten(cluster_roles[f"{FULLNAME}-discovery"]["rules"])
-    assert discovery == expected({**CRD_READ, **WEBHOOK_CONFIG})
+    assert discovery == expected({**CRD_READ, **NODE_READ, **WEBHOOK_CONFIG})
     bindings = {b["metadata"]["name"]: b for b in by_kind(objects, "ClusterRoleBinding")}
     assert set(bindings) == set(cluster_roles)
     for name, binding in bindings.items():
@@ -151,7 +153,7 @@ def test_watched_namespaces_get_a_role_each_and_nothing_cluster_wide(helm: Helm)
     (cluster_role,) = by_kind(objects, "ClusterRole")
     assert cluster_role["metadata"]["name"] == f"{FULLNAME}-discovery"
     assert flatten(cluster_role["rules"]) == expected(
-        {**CRD_READ, **NAMESPACE_READ, **WEBHOOK_CONFIG}
+        {**CRD_READ, **NODE_READ, **NAMESPACE_READ, **WEBHOOK_CONFIG}
     )
 
 
@@ -160,7 +162,7 @@ def test_without_the_webhook_no_webhook_configuration_access(helm: Helm) -> None
     (discovery,) = [
         r for r in by_kind(objects, "ClusterRole") if r["metadata"]["name"].endswith("-discovery")
     ]
-    assert flatten(discovery["rules"]) == expected(CRD_READ)
+    assert flatten(discovery["rules"]) == expected({**CRD_READ, **NODE_READ})
 
 
 def test_rbac_create_false_renders_no_rbac(helm: Helm) -> None:

@@ -277,7 +277,10 @@ class TestNamespacedRelease:
             ("create", "roles.rbac.authorization.k8s.io", ns),
             ("create", "clusterrolebindings.rbac.authorization.k8s.io", None),
             ("impersonate", "serviceaccounts", ns),
-            ("list", "nodes", None),
+            ("get", "nodes", None),  # it may list them (sizes, for Scheduled), nothing more
+            ("watch", "nodes", None),
+            ("patch", "nodes", None),
+            ("get", "nodes/proxy", None),
             ("create", "customresourcedefinitions.apiextensions.k8s.io", None),
             ("delete", "modulegraphs.modulemesh.io", ns),
             ("create", "deployments.apps", release.namespace),  # not a watched namespace

@@ -255,6 +255,9 @@ def test_more_gpus_than_any_node_has_is_unschedulable_naming_the_module(
     assert scheduled["reason"] == "Unschedulable"
     assert "module classifier" in scheduled["message"]
     assert "Insufficient nvidia.com/gpu" in scheduled["message"]
+    # The simulated GPU nodes have 4 GPUs each: asking for less is what fits, not more nodes.
+    assert "the largest node has 4: lower resources.gpu to at most 4" in scheduled["message"]
+    assert ".." not in scheduled["message"] and "GPU nodes" not in scheduled["message"]
     module = next(m for m in graph["status"]["modules"] if m["name"] == "classifier")
     assert "Insufficient nvidia.com/gpu" in module["unschedulable"]
     assert condition(graph, "Ready")["status"] == "False"

@@ -56,7 +56,8 @@ the per-namespace Roles (watchNamespaces). Each rule names what needs it:
 - the children it renders: server-side apply is patch (plus create when absent), delete prunes
   a module removed from the spec, no update (nothing is PUT); kopf watches them for drift;
 - pods: read only, for readiness and unschedulable reasons in status;
-- events: kopf posts Events (core v1; events.k8s.io for clients of the newer API).
+- events: the operator posts Events on graphs (core v1, with its own client; events.k8s.io for
+  clients of the newer API).
 No wildcards, no Secrets.
 */}}
 {{- define "modulemesh.namespacedRules" -}}
