@@ -29,7 +29,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Tracer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from modulemesh import audit, headers
+from modulemesh import audit, headers, oip
 from modulemesh.audit import Decision
 from modulemesh.httpserver import ClientDisconnected, Receive, Scope, Send, run_lifespan
 from modulemesh.privacy import Classifier
@@ -76,7 +76,7 @@ _CONTENT_LENGTH = b"content-length"
 _QUEUE_DEPTH = headers.QUEUE_DEPTH.encode()
 _PROVIDER = headers.PROVIDER.encode()
 _MODEL_VERSION = headers.MODEL_VERSION.encode()
-_HEADER_LENGTH = b"inference-header-content-length"
+_HEADER_LENGTH = oip.HEADER_LENGTH.encode()
 _ENVELOPE = headers.ENVELOPE.encode()
 _JSON = b"application/json"
 _WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
@@ -91,7 +91,7 @@ class SidecarApp:
         self.guard = Guard(config.module, config.clearance, config.mode)
         self.classifier = Classifier.from_gates(config.gates.values())
         """Headers -> tags, the router's own implementation over the same gates."""
-        self._deciding = self.classifier.raw_headers | _TRACE_CONTEXT | {_DEADLINE}
+        self._deciding = self.classifier.raw_headers | _TRACE_CONTEXT | {_DEADLINE, _HEADER_LENGTH}
         """Headers whose every field line is read (joined) because they decide something."""
         self.registry = registry_for(self.health)
         self._tracer = tracer
@@ -241,6 +241,8 @@ class SidecarApp:
         try:
             tags = self.classifier.classify(fields) if fields else _NO_TAGS
             deadline = headers.single(headers.DEADLINE_MS, fields.get(headers.DEADLINE_MS))
+            # the runtime frames the body by it: two different values must not reach it
+            headers.single(oip.HEADER_LENGTH, fields.get(oip.HEADER_LENGTH))
         except headers.HeaderError as exc:
             await self._respond(send, 400, _error(exc.message))
             return 400

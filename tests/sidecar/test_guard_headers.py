@@ -95,6 +95,13 @@ def test_unreadable_headers_are_a_400_naming_them(guarded: Module) -> None:
     )
     assert response.status == 400
     assert response.json()["error"].startswith("x-modulemesh-deadline-ms is sent more than once")
+    response = send(
+        guarded,
+        ("inference-header-content-length", "10"),
+        ("inference-header-content-length", "20"),
+    )
+    assert response.status == 400  # the runtime frames the body by it: never two values
+    assert response.json()["error"].startswith("inference-header-content-length is sent more")
 
 
 def test_unreadable_gates_flag_exits_2_naming_it(tmp_path: Path) -> None:
