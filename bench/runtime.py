@@ -472,9 +472,11 @@ def compare_delays(args: argparse.Namespace) -> str:
     try:
         for t in flags:
             _wait_ready(ports[t], "/v2/models/mlp/ready", procs[t])
+        names = list(flags)
         for r in range(args.rounds):
             for c in conc:
-                for t in flags:
+                # Each round starts with another target, so none always follows the same one.
+                for t in names[r % len(names) :] + names[: r % len(names)]:
                     before = _stats(ports[t])
                     cpu0 = _proc_cpu(procs[t].pid)
                     point = measure(ports[t], infer, c, args.warmup, args.duration)

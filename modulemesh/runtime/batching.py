@@ -61,21 +61,21 @@ class DelayPolicy:
       per second of such busy time, over the last ``window_s`` of busy time (both sums decay on
       the busy clock, so idle gaps do not dilute them). A lone closed-loop caller (c=1) never
       sends while its request is pending, so its company rate is 0 and it never waits;
-    - the model's latency per batch size (EWMA), from which the *merge saving* follows: what a
-      call costs beyond its rows, ``s(1) - (s(b) - s(1)) / (b - 1)`` for the largest size
-      ``b`` seen. Running the queued rows now and the newcomers in the next call costs one
-      such overhead more than waiting for them, so a wait longer than it makes the queued rows
-      later and the newcomers no earlier; it also leaves the model idle for longer than the
-      merge saves it, so it lowers throughput too.
+    - the model's latency per batch size (EWMA), split into a per-call cost ``a`` (the *merge
+      saving*: running newcomers in this call rather than the next saves one call) and a
+      per-row cost ``c``, from size 1 and the largest size seen.
 
-    A batch waits only as long as the smallest of: the bound, the time its missing rows take to
-    arrive at the company rate, the merge saving, and (when another worker's batch runs) the
-    time until the model is expected to be free; only if at least one row is expected within
-    that; and not once the stream went quiet for ``quiet_gaps`` mean gaps (a closed loop of 8
-    callers cannot fill a batch of 32: the wait ends soon after the 8th arrives). Models whose
-    call overhead is small next to their rows (most of the time spent on rows) thus run at once
-    as with no delay; models with a large per-call cost, or a machine where handing a batch to
-    a worker thread is expensive, get full batches.
+    Waiting ``w`` for newcomers makes each of the ``r`` queued rows later by ``w`` (and by the
+    newcomers' rows in its call) and each newcomer earlier by ``a - w``; the summed latency
+    drops only while ``w < a - r * (c + 1 / rate)`` (:meth:`worth_waiting`), counted from when
+    the batch could first have run. A batch waits only as long as the smallest of that, the
+    bound, the time its missing rows take to arrive at the company rate and (when another
+    worker's batch runs) the time until the model is expected to be free; only if at least one
+    row is expected within it; and not once the stream went quiet for ``quiet_gaps`` mean gaps
+    (a closed loop of 8 callers cannot fill a batch of 32: the wait ends soon after the 8th
+    arrives). Models whose time goes to their rows, and batches with many rows queued already
+    (high load, where batches fill by themselves), thus run at once as with no delay; a model
+    with a large per-call cost at moderate load gets full batches.
     """
 
     def __init__(
@@ -142,15 +142,33 @@ class DelayPolicy:
         """Rows per second arriving while others are pending (0 until there is evidence)."""
         return self._company / self._busy if self._busy > 0 else 0.0
 
-    def merge_saving(self) -> float:
-        """Model time saved by running newcomers in this call rather than the next one: the
-        per-call part of the latency (0 until sizes 1 and above 1 were both measured)."""
+    def _split(self) -> tuple[float, float] | None:
+        """The model's latency as (per call, per row), from size 1 and the largest size seen
+        (``None`` until both were measured)."""
         one = self._latency.get(1)
         larger = max((size for size in self._latency if size > 1), default=0)
         if one is None or not larger:
-            return 0.0
+            return None
         per_row = max(0.0, (self._latency[larger] - one) / (larger - 1))
-        return max(0.0, one - per_row)
+        return max(0.0, one - per_row), per_row
+
+    def merge_saving(self) -> float:
+        """Model time saved by running newcomers in this call rather than the next one: the
+        per-call part of the latency (0 until sizes 1 and above 1 were both measured)."""
+        split = self._split()
+        return 0.0 if split is None else split[0]
+
+    def worth_waiting(self, queued_rows: int, rate: float) -> float:
+        """The longest total wait that lowers the summed latency of the queued rows and the
+        newcomers: ``a - r * (c + 1 / rate)`` for per-call cost ``a``, per-row cost ``c`` and
+        ``r`` queued rows. Waiting ``w`` for ``rate * w`` newcomers makes each of the ``r``
+        queued rows later by ``w`` plus the newcomers' rows in its call, and each newcomer
+        earlier by ``a - w``; with many rows queued no wait pays."""
+        split = self._split()
+        if split is None or rate <= 0:
+            return 0.0
+        per_call, per_row = split
+        return per_call - queued_rows * (per_row + 1.0 / rate)
 
     def expected_latency(self, rows: int) -> float:
         """Expected seconds of a model call over ``rows`` rows (0 before any was measured)."""
@@ -184,7 +202,7 @@ class DelayPolicy:
         if rate <= 0:
             return 0.0
         start = now if since is None else min(since, now)
-        useful = min(bound, need / rate, start + self.merge_saving() - now)
+        useful = min(bound, need / rate, start + self.worth_waiting(queued_rows, rate) - now)
         if busy_until > now:
             useful = min(useful, busy_until - now)
         if rate * useful < 1.0:

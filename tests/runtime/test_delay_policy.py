@@ -2,8 +2,9 @@
 
 A lone closed-loop caller (nothing else pending when it arrives) never waits, however high
 the bound; company that arrives while others are pending makes a batch wait, only as long
-as its missing rows are expected to take and as the merge saves model time (a model whose
-time goes to its rows never waits), never past the declared bound nor past the time the
+as its missing rows are expected to take and as lowers the summed latency of the queued rows
+and the newcomers (a model whose time goes to its rows, or many rows already queued: no wait),
+never past the declared bound nor past the time the
 model is expected to be free; a stream that went quiet (a closed loop smaller than the
 batch) stops the wait; the evidence fades on the busy clock when the load changes. The
 fixed policy (``adaptive=False``) waits out the bound, as before.
@@ -82,16 +83,28 @@ class TestCompany:
         policy.arrived(now, 1)
         assert policy.wait(now, 1, now) == 0.0
 
-    def test_the_merge_saving_counts_from_when_the_batch_could_run(self) -> None:
+    def test_the_worthwhile_wait_counts_from_when_the_batch_could_run(self) -> None:
         policy = DelayPolicy(max_delay_s=10 * MS, max_batch_size=8, quiet_gaps=1000)
         now = closed_loop(policy, callers=8, cycles=200, gap=0.05 * MS, run=0.2 * MS)
         call_heavy(policy)
         policy.arrived(now, 1)
-        assert policy.wait(now, 1, now, since=now) == pytest.approx(
-            min(1 * MS, 7 / policy.company_rate())
-        )
-        assert policy.wait(now + 0.9 * MS, 1, now, since=now) == pytest.approx(0.1 * MS)
-        assert policy.wait(now + 1.05 * MS, 1, now, since=now) == 0.0
+        rate = policy.company_rate()
+        worth = policy.worth_waiting(1, rate)
+        # 1 ms per call, 0.02 ms per row: one queued row is worth waiting ~0.9 ms for company.
+        assert worth == pytest.approx(1 * MS - 0.02 * MS - 1 / rate)
+        assert policy.wait(now, 1, now, since=now) == pytest.approx(min(worth, 7 / rate))
+        assert 0 < policy.wait(now + worth / 2, 1, now, since=now) <= worth / 2 + 1e-9
+        assert policy.wait(now + worth + 0.01 * MS, 1, now, since=now) == 0.0
+
+    def test_no_wait_when_many_rows_are_queued(self) -> None:
+        # Sixteen rows already queued would each be late by the wait, for a saving of one call.
+        policy = DelayPolicy(max_delay_s=10 * MS, max_batch_size=32)
+        now = closed_loop(policy, callers=32, cycles=100, gap=0.02 * MS, run=0.5 * MS)
+        call_heavy(policy, overhead=0.5 * MS)
+        policy.arrived(now, 16)
+        assert policy.worth_waiting(16, policy.company_rate()) < 0
+        assert policy.wait(now, 16, now) == 0.0
+        assert policy.wait(now, 1, now) > 0  # one queued row would be worth it
 
     def test_full_batch_runs_at_once(self) -> None:
         policy = DelayPolicy(max_delay_s=10 * MS, max_batch_size=8)
