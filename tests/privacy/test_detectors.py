@@ -176,7 +176,7 @@ class TestAdversarialText:
         inspection, texts = scanner("redact").scan(["to ja\u200bne@ｅｘａｍｐｌｅ.org!"])
         assert texts == ["to <EMAIL>!"] and inspection.redacted == {"email": 1}
 
-    @pytest.mark.parametrize("filler", ["a", "1 ", "4-", "@.", ":", "é"])
+    @pytest.mark.parametrize("filler", ["a", "1 ", "4-", "@.", ":", "é", "beef:", "x" * 63 + "@"])
     def test_one_megabyte_is_scanned_in_bounded_time(self, filler: str) -> None:
         every = scanner("tag", "enforce", *[
             {"type": "content", "detector": k} for k in
