@@ -93,9 +93,10 @@ def start_real_node(cluster: Cluster | None = None) -> None:
 def real_node(cluster: Cluster) -> Iterator[RealNode]:
     """The real node on the session's cluster, started when it is not running.
 
-    It stays up after the module (another session may use it); hack/cluster/down, which the
-    session fixture runs for a cluster it started, stops it with the control plane.
+    A node started here is stopped after the module, so the e2e tests that follow see the
+    cluster as they found it; one that was already running (started by hand) is left alone.
     """
+    started_here = _node_script("status", timeout=30).returncode != 0
     start_real_node(cluster)
     env = cluster_env()
     yield RealNode(
@@ -106,6 +107,10 @@ def real_node(cluster: Cluster) -> Iterator[RealNode]:
         state_dir=Path(env["CLUSTER_STATE"]) / "node",
         run_dir=Path(env["NODE_RUN"]),
     )
+    if started_here:
+        proc = _node_script("down", timeout=180)
+        if proc.returncode != 0:
+            raise ClusterError(f"hack/cluster/node down failed: {proc.stderr.strip()}")
 
 
 def busybox_pod(node: RealNode, name: str, command: str, **extra: Any) -> dict[str, Any]:
