@@ -20,6 +20,7 @@ lookaround) are refused when the gate is admitted.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import unicodedata
@@ -30,6 +31,7 @@ import re2
 from stdnum import iban, luhn
 from stdnum.de import idnr
 from stdnum.es import dni
+from stdnum.iso7064 import mod_97_10
 from stdnum.it import codicefiscale
 from stdnum.nl import bsn
 from stdnum.us import ssn
@@ -268,13 +270,19 @@ def _groups_find(
     return find
 
 
+@functools.lru_cache(maxsize=4096)
 def _card_ok(digits: str) -> bool:
-    # Luhn alone passes one in ten random numbers; real card numbers start with 2-6.
+    # Luhn alone passes one in ten random numbers; real card numbers start with 2-6. Cached:
+    # the same number recurs within a stream of requests.
     return digits[0] in "23456" and luhn.is_valid(digits)
 
 
+@functools.lru_cache(maxsize=4096)
 def _iban_ok(compact: str) -> bool:
-    return bool(iban.is_valid(compact.upper()))
+    # The mod-97 check first (cheap, passes 1 in 97 candidates); only then the country's
+    # length and structure, whose lookup in python-stdnum's registry costs ~1 ms.
+    number = compact.upper()
+    return bool(mod_97_10.is_valid(number[4:] + number[:4]) and iban.is_valid(number))
 
 
 def _ipv4_ok(found: str) -> bool:

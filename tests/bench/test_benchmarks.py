@@ -72,3 +72,14 @@ def test_runtime_delay_comparison_prints_every_target_and_ratio() -> None:
         for fixed in ("fixed-0", "fixed-1ms"):
             assert f"c={c} adaptive/{fixed}: throughput" in out, out
     assert "(envelope " in out, out  # the achieved batch size from /stats, per round
+
+
+def test_privacy_bench_prints_detector_costs_and_router_on_off() -> None:
+    out = run_bench("privacy.py", *two_cpus())
+    assert "detector cost, us per KB of text" in out, out
+    for detector in ("email", "phone", "payment-card", "iban", "ipv4", "ipv6",
+                     "national-id:us-ssn", "regex:employee-id", "normalize", "scanner"):  # fmt: skip
+        assert f"\n{detector} " in out, out
+    for target in ("off", "scan", "redact"):
+        assert f"\n{target} " in out, out
+    assert "added by scanning, p50" in out and "added by redacting, p50" in out, out
