@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import Field, TypeAdapter, ValidationError
 
 from modulemesh.api.base import SpecModel
-from modulemesh.api.gate import PrivacyGate, PrivacyGateSpec
+from modulemesh.api.gate import GateTag, HeaderClassifier, PrivacyGate, PrivacyGateSpec
 from modulemesh.api.graph import ModuleGraph, ModuleGraphSpec
 
 
@@ -65,10 +65,16 @@ _GATES = TypeAdapter(dict[str, PrivacyGateSpec])
 
 def sidecar_gates_json(gates: Iterable[PrivacyGate]) -> str | None:
     """What a module's sidecar needs to classify requests as the router does: every gate with a
-    classifier, as a compact JSON object ``{name: spec}`` (the form of
+    header classifier, as a compact JSON object ``{name: spec}`` (the form of
     :attr:`ResolvedGraph.gates`, keys sorted so renders are stable), cut down to its tags that
-    have classifiers, with their names and classifiers only, so that a gate's regions, audit
-    settings or descriptions do not roll module pods; ``None`` when no gate classifies."""
+    have header classifiers, with their names and header classifiers only, so that a gate's
+    regions, audit settings, descriptions or content classifiers (run by the router alone; the
+    tags they give reach the sidecar in ``x-modulemesh-tags``) do not roll module pods;
+    ``None`` when no gate classifies by header."""
+
+    def headers(tag: GateTag) -> list[HeaderClassifier]:
+        return [c for c in tag.classifiers if isinstance(c, HeaderClassifier)]
+
     specs = {
         g.metadata.name: {
             "tags": [
@@ -76,15 +82,15 @@ def sidecar_gates_json(gates: Iterable[PrivacyGate]) -> str | None:
                     "name": tag.name,
                     "classifiers": [
                         c.model_dump(mode="json", by_alias=True, exclude_none=True)
-                        for c in tag.classifiers
+                        for c in headers(tag)
                     ],
                 }
                 for tag in g.spec.tags
-                if tag.classifiers
+                if headers(tag)
             ]
         }
         for g in sorted(gates, key=lambda g: g.metadata.name)
-        if any(tag.classifiers for tag in g.spec.tags)
+        if any(headers(tag) for tag in g.spec.tags)
     }
     if not specs:
         return None

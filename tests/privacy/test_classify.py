@@ -130,6 +130,12 @@ def test_the_sidecar_gets_the_classifying_gates_and_classifies_identically() -> 
     elsewhere["tags"].append({"name": "plain"})
     elsewhere["audit"] = {"logAllowed": True}
     assert sidecar_gates_json([gate("phi", elsewhere), gates[1]]) == text
+    # nor do content classifiers: the router runs them and forwards the tags they give
+    email = {"type": "content", "detector": "email"}
+    elsewhere["tags"][0]["classifiers"].append(email)
+    elsewhere["tags"].append({"name": "mail", "action": "redact", "classifiers": [email]})
+    assert sidecar_gates_json([gate("phi", elsewhere), gates[1]]) == text
+    assert sidecar_gates_json([gate("mail", {"tags": [elsewhere["tags"][-1]]})]) is None
 
 
 def test_unreadable_gates_json_says_what_is_wrong() -> None:
