@@ -118,8 +118,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=_truthy(env_adaptive) if env_adaptive else defaults.adaptive_delay,
         help="wait for company only while the measured arrival rate says more rows will come "
-        "within --max-delay-ms (a lone caller never waits); --no-adaptive-delay: always wait "
-        f"--max-delay-ms for a batch that is not full (env {_env_name('--adaptive-delay')})",
+        "within --max-delay-ms (a lone caller never waits), on by default; --no-adaptive-delay: "
+        "always wait --max-delay-ms for a batch that is not full "
+        f"(env {_env_name('--adaptive-delay')})",
     )
     add("--max-queue", int, defaults.max_queue, "requests queued before answering 503")
     add(
