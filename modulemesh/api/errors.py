@@ -90,9 +90,10 @@ def issues_from_pydantic(error: ValidationError, prefix: str = "") -> list[Issue
 
 def _without_union_tags(loc: Sequence[str | int]) -> list[str | int]:
     """Drop the discriminator tag pydantic inserts after a list index of a tagged union."""
+    from modulemesh.api.gate import CLASSIFIER_TYPES
     from modulemesh.api.graph import NODE_TYPES
 
-    tags = {*NODE_TYPES, "header"}
+    tags = {*NODE_TYPES, *CLASSIFIER_TYPES}
     kept: list[str | int] = []
     for i, part in enumerate(loc):
         if isinstance(part, str) and part in tags and i > 0 and isinstance(loc[i - 1], int):
@@ -118,7 +119,8 @@ def _discriminator_problem(
 
 def _union_tags(loc: Sequence[str | int]) -> list[str]:
     """The valid ``type`` values of the union at ``loc`` (pydantic omits them when missing)."""
+    from modulemesh.api.gate import CLASSIFIER_TYPES
     from modulemesh.api.graph import NODE_TYPES
 
     parent = next((p for p in reversed(loc) if isinstance(p, str)), "")
-    return {"nodes": list(NODE_TYPES), "classifiers": ["header"]}.get(parent, [])
+    return {"nodes": list(NODE_TYPES), "classifiers": list(CLASSIFIER_TYPES)}.get(parent, [])

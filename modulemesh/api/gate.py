@@ -99,6 +99,9 @@ class ContentClassifier(SpecModel):
 Classifier = Annotated[HeaderClassifier | ContentClassifier, Field(discriminator="type")]
 """How a request is classified into a tag: by a header, or by what its text contains."""
 
+CLASSIFIER_TYPES = ("header", "content")
+"""The ``type`` values of :data:`Classifier`, as error messages list them."""
+
 
 class TagAction(StrEnum):
     """What a content detector's hit does to the request (declared tags only ever route)."""

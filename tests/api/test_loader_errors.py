@@ -56,6 +56,15 @@ def test_unknown_classifier_type_in_a_gate() -> None:
     one_error(issues_of(doc), "spec.tags[0].classifiers[0].type", "unknown type 'regex'", "header")
 
 
+def test_content_classifier_problems_point_at_the_classifier() -> None:
+    """No discriminator tag (``.content``) in the path, as for header classifiers."""
+    bad = {"type": "content", "detector": "regex", "name": "emp", "pattern": "(a)\\1"}
+    doc = gate("g", {"name": "emp", "classifiers": [bad]})
+    one_error(issues_of(doc), "spec.tags[0].classifiers[0]", "not valid RE2 syntax")
+    doc = gate("g", {"name": "emp", "classifiers": [{"type": "contents", "detector": "email"}]})
+    one_error(issues_of(doc), "spec.tags[0].classifiers[0].type", "did you mean 'content'")
+
+
 def test_target_with_both_module_and_node() -> None:
     doc = graph()
     doc["spec"]["routing"]["nodes"][0]["steps"][0] = {"module": "embedder", "node": "main"}
