@@ -22,6 +22,7 @@ import pytest
 from e2e.cluster import (
     FIXTURE_OWNER,
     HACK_CLUSTER,
+    REPO_ROOT,
     Cluster,
     ClusterError,
     cluster_env,
@@ -478,6 +479,83 @@ class TestServicesDnsAndPolicy:
             labels={"role": "allowed"},
         )
         assert allowed.strip() == "served-by-web", allowed
+
+
+CHART = REPO_ROOT / "charts" / "modulemesh"
+EXAMPLE = REPO_ROOT / "examples" / "quickstart.yaml"
+IMAGES_LIB = REPO_ROOT / "hack" / "images" / "lib.sh"
+
+
+def ensure_slim_image() -> None:
+    """The slim image from hack/images (operator, sidecar, router), built when it is absent."""
+    probe = subprocess.run(
+        ["bash", "-c", f'source "{IMAGES_LIB}" && image_exists "$(image_name slim)"'],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    if probe.returncode != 0:
+        build = subprocess.run(
+            [str(REPO_ROOT / "hack" / "images" / "build"), "slim"],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=False,
+        )
+        if build.returncode != 0:
+            raise ClusterError(f"hack/images/build slim failed:\n{build.stderr}")
+
+
+class TestChartOnTheNode:
+    """The chart's operator runs in-cluster on real-0 from an image loaded with `load-images`
+    under the chart's default name (no pull), and its webhook, served in the cluster, refuses a
+    bad graph at `kubectl apply`."""
+
+    @pytest.mark.timeout(2400)
+    def test_operator_runs_in_cluster_and_its_webhook_refuses_a_bad_graph(
+        self, cluster: Cluster, real_node: RealNode, namespace: str
+    ) -> None:
+        ensure_slim_image()
+        load = _node_script("load-images", "slim", timeout=900)
+        assert load.returncode == 0, load.stderr
+        release_ns = cluster.create_namespace("mm-system")
+        try:
+            # Only the placement is set: the image, its tag and the pull policy are the chart's.
+            cluster.helm(
+                "install", "modulemesh", str(CHART), "-n", release_ns,
+                "--set", "nodeSelector.type=real",
+                "--set", "tolerations[0].key=modulemesh.io/real-node",
+                "--set", "tolerations[0].operator=Exists",
+                "--set", "tolerations[0].effect=NoSchedule",
+                "--wait", "--timeout", "180s",
+                timeout=240,
+            )  # fmt: skip
+            pods = cluster.kubectl_json("-n", release_ns, "get", "pods")["items"]
+            assert len(pods) == 1
+            pod = pods[0]
+            assert pod["spec"]["nodeName"] == real_node.name
+            assert pod["spec"]["serviceAccountName"] == "modulemesh"
+            status = pod["status"]["containerStatuses"][0]
+            assert status["ready"] is True
+            assert status["image"].startswith("ghcr.io/modulemesh/modulemesh:")
+
+            bad = EXAMPLE.read_text().replace("module: classifier", "module: clasifier")
+
+            def refused() -> str | None:
+                proc = cluster.kubectl(
+                    "-n", namespace, "apply", "--dry-run=server", "-f", "-",
+                    input=bad, check=False,
+                )  # fmt: skip
+                return proc.stderr if proc.returncode != 0 else None
+
+            # The operator sets its webhook's CA bundle once it serves; until then the chart's
+            # failurePolicy (Ignore) admits.
+            stderr = wait_until(refused, timeout=60, interval=1.0, message="the webhook refuses")
+            assert 'admission webhook "modulegraphs.modulemesh.io" denied' in stderr, stderr
+            assert "spec.routing.nodes[0].steps[1].module" in stderr, stderr
+        finally:
+            cluster.helm("uninstall", "modulemesh", "-n", release_ns, "--wait", check=False)
+            cluster.delete_namespace(release_ns)
 
 
 class TestTeardown:
