@@ -12,6 +12,7 @@ import contextlib
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -241,3 +242,36 @@ class TestAuditLog:
         record = json.loads(body)
         assert record["decision"] == "deny" and record["detectors"] == ["email"]
         assert record["seq"] == 0 and record["chain"] and ADDRESS not in body
+
+
+class TestLargeInputs:
+    def test_megabytes_of_hostile_text_are_redacted_while_the_router_keeps_serving(
+        self, texts: Pool, tmp_path: Path
+    ) -> None:
+        """4 MB of digit filler (the card detector's worst case) with an address at the end:
+        the module gets the placeholder, and while the router scans (seconds of CPU), it
+        keeps answering: the scan of a big body runs off the event loop."""
+        tag = {"name": "pii", "action": "redact",
+               "classifiers": [*EMAIL, {"type": "content", "detector": "payment-card"}]}  # fmt: skip
+        text = "4-" * (2 << 20) + " " + ADDRESS
+        with gated(texts, tmp_path, "bigtext", tag, fallback=False) as r:
+            outcome: dict[str, Any] = {}
+
+            def big() -> None:
+                started = time.monotonic()
+                outcome["response"] = send(r, text, binary=True)
+                outcome["seconds"] = time.monotonic() - started
+
+            worker = threading.Thread(target=big)
+            worker.start()
+            slowest = 0.0
+            while worker.is_alive():
+                started = time.monotonic()
+                assert httpx.get(f"{r.base}/v2/health/live", timeout=30).status_code == 200
+                slowest = max(slowest, time.monotonic() - started)
+                time.sleep(0.05)
+            worker.join()
+            got = echoed(outcome["response"])
+            assert got.endswith(" <EMAIL>") and ADDRESS not in got and len(got) > 4 << 20
+            assert outcome["seconds"] > 1.5, outcome  # the scan took long enough to matter
+            assert slowest < 1.0, (slowest, outcome["seconds"])
