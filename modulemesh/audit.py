@@ -44,6 +44,7 @@ __all__ = [
     "Chain",
     "Decision",
     "configure",
+    "configure_from_env",
     "emit",
     "parse_line",
     "verify",
@@ -120,6 +121,28 @@ def configure(chain: Chain | None) -> None:
     again on the next record)."""
     global _chain
     _chain = chain
+
+
+def configure_from_env() -> None:
+    """Open this process's chain from :data:`KEY_FILE_ENV` and :data:`LOG_FILE_ENV` now, at
+    start-up (the router and sidecar commands call it), so an unreadable key or log file stops
+    the process with a ``ValueError`` naming the variable and file instead of failing the
+    first request that needs a record."""
+    key_file = os.environ.get(KEY_FILE_ENV)
+    log_file = os.environ.get(LOG_FILE_ENV) or None
+    key = None
+    if key_file:
+        try:
+            key = read_key(key_file)
+        except OSError as exc:
+            raise ValueError(f"{KEY_FILE_ENV}={key_file}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise ValueError(f"{KEY_FILE_ENV}={key_file}: {exc}") from None
+    try:
+        chain = Chain(key, log_file)
+    except OSError as exc:
+        raise ValueError(f"{LOG_FILE_ENV}={log_file}: {exc.strerror}") from None
+    configure(chain)
 
 
 def _current_chain() -> Chain:

@@ -53,8 +53,13 @@ def run(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         print(f"modulemesh router: {args.config} is not a resolved graph:\n{exc}", file=sys.stderr)
         return 2
-    from modulemesh import telemetry
+    from modulemesh import audit, telemetry
 
+    try:
+        audit.configure_from_env()
+    except ValueError as exc:
+        print(f"modulemesh router: audit records: {exc}", file=sys.stderr)
+        return 2
     telemetry.setup_logging(args.log_level)
     from modulemesh.httpserver import ServerConfig, serve
     from modulemesh.router.app import MAX_BODY, RouterApp

@@ -131,8 +131,13 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"modulemesh sidecar: {exc}", file=sys.stderr)
         return 2
-    from modulemesh import telemetry
+    from modulemesh import audit, telemetry
 
+    try:
+        audit.configure_from_env()
+    except ValueError as exc:
+        print(f"modulemesh sidecar: audit records: {exc}", file=sys.stderr)
+        return 2
     telemetry.setup_logging(args.log_level)
     from modulemesh.httpserver import ServerConfig, serve
     from modulemesh.sidecar.app import SidecarApp

@@ -6,14 +6,18 @@ as the router and sidecar write them; the command runs as a subprocess."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from modulemesh import audit
+from modulemesh.api.graph import ModuleGraph
+from modulemesh.api.resolved import resolve
 from modulemesh.audit import Chain, Decision
 
 KEY = b"test-audit-key-0123456789"
@@ -155,3 +159,46 @@ class TestVerify:
     def test_unreadable_file_is_exit_2(self, tmp_path: Path) -> None:
         code, out = check(tmp_path / "missing.jsonl", tmp=tmp_path)
         assert code == 2 and "missing.jsonl" in out
+
+
+def make_graph(name: str, modules: list[dict[str, Any]], nodes: list[dict[str, Any]]) -> Any:
+    return ModuleGraph.model_validate(
+        {"apiVersion": "modulemesh.io/v1alpha1", "kind": "ModuleGraph", "metadata": {"name": name},
+         "spec": {"modules": modules, "routing": {"entry": "main", "nodes": nodes}}}
+    )  # fmt: skip
+
+
+class TestStartup:
+    """An unusable key or log file stops the router and the sidecar at start, naming the
+    variable and file, rather than failing the first request that needs a record."""
+
+    @pytest.mark.parametrize("component", ["router", "sidecar"])
+    @pytest.mark.parametrize(
+        ("variable", "problem"),
+        [
+            ("MODULEMESH_AUDIT_KEY_FILE", "missing"),
+            ("MODULEMESH_AUDIT_KEY_FILE", "empty"),
+            ("MODULEMESH_AUDIT_LOG", "missing"),
+        ],
+    )
+    def test_exits_2_naming_the_variable(
+        self, tmp_path: Path, component: str, variable: str, problem: str
+    ) -> None:
+        path = tmp_path / "no-such-dir" / "file"
+        if problem == "empty":
+            path = tmp_path / "empty-key"
+            path.write_text("\n")
+        if component == "router":
+            graph = make_graph("g", [{"name": "m", "model": {"path": "m.onnx"}}],
+                               [{"name": "main", "type": "sequence", "steps": [{"module": "m"}]}])  # fmt: skip
+            config = tmp_path / "resolved.json"
+            config.write_text(resolve(graph, [], {"m": "http://127.0.0.1:9"}).dumps())
+            args = ["router", "--config", str(config), "--host", "127.0.0.1", "--port", "0"]
+        else:
+            args = ["sidecar", "--module", "m", "--upstream", "http://127.0.0.1:9",
+                    "--host", "127.0.0.1", "--port", "0"]  # fmt: skip
+        env = {**os.environ, variable: str(path)}
+        done = subprocess.run([sys.executable, "-m", "modulemesh", *args], env=env,
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert f"{variable}={path}" in done.stderr, done.stderr
