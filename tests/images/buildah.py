@@ -100,6 +100,12 @@ class Buildah:
         return Container(self, name)
 
 
+class Ran(subprocess.CompletedProcess[str]):
+    """A command run in a container: its own stdout and stderr, and what buildah printed."""
+
+    buildah_output: str = ""
+
+
 @dataclass(frozen=True)
 class Container:
     """A buildah working container; commands run in it with chroot isolation, as its USER."""
@@ -114,7 +120,7 @@ class Container:
         volumes: Sequence[str] = (),
         timeout: float = 300.0,
         check: bool = True,
-    ) -> subprocess.CompletedProcess[str]:
+    ) -> Ran:
         """Run ``argv`` in the container; its stdout and stderr are read from files.
 
         buildah's chroot isolation relays a command's output through pipes and stops relaying
@@ -123,7 +129,8 @@ class Container:
         image test once saw an empty stdout from a script whose last line is ``echo done``.
         The command's own streams go to files in a host directory mounted at :data:`CAPTURE`
         instead, which are complete once the command has exited; buildah's exit status is the
-        command's. Whatever buildah itself printed is appended to ``stderr``.
+        command's. What buildah itself printed (e.g. ``Error: exit status 3``) is kept apart, in
+        :attr:`Ran.buildah_output`, for :func:`describe`.
         """
         with tempfile.TemporaryDirectory(prefix="modulemesh-capture-") as tmp:
             capture = Path(tmp)
@@ -143,14 +150,13 @@ class Container:
             )
             stdout = _read(capture / "stdout")
             stderr = _read(capture / "stderr")
-        if relayed.stdout.strip() or relayed.stderr.strip():
-            stderr += f"\n[buildah run]\n{relayed.stdout}{relayed.stderr}"
-        proc = subprocess.CompletedProcess(list(argv), relayed.returncode, stdout, stderr)
+        proc = Ran(list(argv), relayed.returncode, stdout, stderr)
+        proc.buildah_output = relayed.stdout + relayed.stderr
         if check and proc.returncode != 0:
             raise BuildahError(f"in {self.name}: {describe(proc)}")
         return proc
 
-    def sh(self, script: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    def sh(self, script: str, **kwargs: Any) -> Ran:
         return self.run(["/bin/sh", "-c", script], **kwargs)
 
     def remove(self) -> None:
@@ -167,7 +173,9 @@ def _read(path: Path) -> str:
 def describe(proc: subprocess.CompletedProcess[str]) -> str:
     """A command's exit code, stdout and stderr, for assertion messages."""
     argv = " ".join(str(a) for a in proc.args)
-    return (
+    text = (
         f"{argv[:200]!r} exited {proc.returncode}\n"
         f"--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
     )
+    buildah_output = getattr(proc, "buildah_output", "")
+    return text + (f"\n--- buildah ---\n{buildah_output}" if buildah_output.strip() else "")
