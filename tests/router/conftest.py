@@ -39,7 +39,7 @@ POOL_MODELS: dict[str, tuple[Any, dict[str, Any]]] = {
     ),
     "slow": (
         lambda: zoo.classifier(features=8, classes=3, seed=1),
-        {"batching": {"maxBatchSize": 64, "maxDelayMs": 600}},
+        {"batching": {"maxBatchSize": 64, "maxDelayMs": 600, "adaptive": False}},
     ),
 }
 

@@ -264,7 +264,7 @@ MODULES: dict[str, tuple[Any, dict[str, Any]]] = {
     # slow (250 ms batching delay), always fresh
     "steady": (
         lambda: zoo.classifier(features=8, classes=3, temperature=0.1, seed=4),
-        {"batching": {"maxBatchSize": 64, "maxDelayMs": 250}},
+        {"batching": {"maxBatchSize": 64, "maxDelayMs": 250, "adaptive": False}},
     ),
 }
 
