@@ -264,14 +264,17 @@ class TestLargeInputs:
 
             worker = threading.Thread(target=big)
             worker.start()
-            slowest = 0.0
+            slowest, probes = 0.0, 0
             while worker.is_alive():
                 started = time.monotonic()
                 assert httpx.get(f"{r.base}/v2/health/live", timeout=30).status_code == 200
                 slowest = max(slowest, time.monotonic() - started)
+                probes += 1
                 time.sleep(0.05)
             worker.join()
             got = echoed(outcome["response"])
             assert got.endswith(" <EMAIL>") and ADDRESS not in got and len(got) > 4 << 20
-            assert outcome["seconds"] > 1.5, outcome  # the scan took long enough to matter
-            assert slowest < 1.0, (slowest, outcome["seconds"])
+            # The scan took long enough to matter (several probes ran during it), and no probe
+            # waited for it: relative, so a fast quiet machine and a loaded one both hold.
+            assert probes >= 5, (probes, outcome)
+            assert slowest < outcome["seconds"] / 3, (slowest, outcome["seconds"])
