@@ -222,7 +222,12 @@ def test_deadline_exceeded_is_a_504_naming_node_and_module(pool: Pool, tmp_path:
 @pytest.fixture
 def slow2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
     """A slow module of its own (300 ms batching delay), with a fresh envelope."""
-    spec = {"slow2": (FLAKY["flaky"][0], {"batching": {"maxBatchSize": 64, "maxDelayMs": 300, "adaptive": False}})}
+    spec = {
+        "slow2": (
+            FLAKY["flaky"][0],
+            {"batching": {"maxBatchSize": 64, "maxDelayMs": 300, "adaptive": False}},
+        )
+    }
     p = start_pool(tmp_path_factory.mktemp("slow2"), spec)
     yield p
     p.mesh.stop()
