@@ -44,7 +44,14 @@ from typing import Any, TypedDict
 
 import cel as _cel
 
-from modulemesh.cel_check import CelType, TypeCheckError, check_expression, type_of_annotation
+from modulemesh.cel_check import (
+    STRING_METHODS,
+    TIME_ACCESSORS,
+    CelType,
+    TypeCheckError,
+    check_expression,
+    type_of_annotation,
+)
 
 __all__ = [
     "CelError",
@@ -127,33 +134,11 @@ class EvaluationError(CelError):
 
 # Functions the CEL library implements (checked by tests against the library itself).
 # Operators (``_<_``, ``@in``, ``!_`` ...) are always allowed.
-KNOWN_FUNCTIONS: frozenset[str] = frozenset(
-    {
-        "size",
-        "int",
-        "uint",
-        "double",
-        "string",
-        "bytes",
-        "type",
-        "dyn",
-        "matches",
-        "contains",
-        "startsWith",
-        "endsWith",
-        "timestamp",
-        "duration",
-        "getDate",
-        "getDayOfMonth",
-        "getDayOfWeek",
-        "getDayOfYear",
-        "getFullYear",
-        "getHours",
-        "getMilliseconds",
-        "getMinutes",
-        "getMonth",
-        "getSeconds",
-    }
+KNOWN_FUNCTIONS: frozenset[str] = (
+    frozenset({"size", "int", "uint", "double", "string", "bytes", "type", "dyn"})
+    | frozenset({"timestamp", "duration"})
+    | STRING_METHODS
+    | TIME_ACCESSORS
 )
 
 # Macros bind a loop variable: ``request.tags.exists(t, t == 'phi')`` binds ``t``.

@@ -32,7 +32,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-__all__ = ["CelType", "TypeCheckError", "check_expression", "type_of_annotation"]
+__all__ = [
+    "STRING_METHODS",
+    "TIME_ACCESSORS",
+    "CelType",
+    "TypeCheckError",
+    "check_expression",
+    "type_of_annotation",
+]
 
 
 class TypeCheckError(ValueError):
@@ -310,8 +317,8 @@ _TYPE_NAMES: dict[str, CelType] = {
     name: TYPE
     for name in ("int", "uint", "double", "string", "bytes", "bool", "list", "map", "null_type")
 }
-_STRING_METHODS = frozenset({"matches", "contains", "startsWith", "endsWith"})
-_TIME_ACCESSORS = frozenset(
+STRING_METHODS = frozenset({"matches", "contains", "startsWith", "endsWith"})
+TIME_ACCESSORS = frozenset(
     {
         "getDate",
         "getDayOfMonth",
@@ -557,14 +564,14 @@ class _Checker:
             if sized and not kind.nullable:
                 return INT
             raise self.fail(node, f"size() needs a string, bytes, list or map, not {kind}")
-        if name in _STRING_METHODS:
+        if name in STRING_METHODS:
             if receiver is None:
                 raise self.fail(node, f"call {name} on a string: s.{name}(...)")
             self.expect_args(node, types_, [STRING])
             if receiver.name not in ("string", "dyn") or receiver.nullable:
                 raise self.fail(node, f"{name}() needs a string, not {receiver}")
             return BOOL
-        if name in _TIME_ACCESSORS:
+        if name in TIME_ACCESSORS:
             if receiver is None or receiver.name not in (TIMESTAMP.name, DURATION.name, "dyn"):
                 raise self.fail(node, f"{name}() is a method of timestamps (and durations)")
             return INT
