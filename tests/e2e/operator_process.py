@@ -9,7 +9,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -186,3 +187,31 @@ def delete_webhook_configuration(cluster: Cluster) -> None:
         "delete", "validatingwebhookconfiguration", WEBHOOK_CONFIGURATION, "--ignore-not-found",
         check=False,
     )  # fmt: skip
+
+
+@contextmanager
+def serving_webhook(cluster: Cluster, log: Path) -> Iterator[OperatorProcess]:
+    """An operator serving the webhook on 127.0.0.1 with its CA bundle set in the configuration
+    (installed as documented for a local operator); both are removed on exit."""
+    install_crds(cluster)
+    env = local_webhook_env()
+    install_webhook_configuration(cluster, env)
+    proc = OperatorProcess(cluster, log, env=env)
+    try:
+        proc.start()
+        wait_until(
+            lambda: ca_bundles_set(cluster),
+            timeout=60,
+            message=f"the operator's CA bundle in the webhook configuration (log: {log})",
+        )
+        yield proc
+    finally:
+        proc.stop()
+        delete_webhook_configuration(cluster)
+
+
+def apply_doc(cluster: Cluster, namespace: str, doc: dict[str, Any], *extra: str) -> Any:
+    """`kubectl apply -f -` of one object, not checked (tests read the refusal)."""
+    return cluster.kubectl(
+        "apply", "-n", namespace, *extra, "-f", "-", input=yaml.safe_dump(doc), check=False
+    )

@@ -24,18 +24,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import yaml
 from api import graph_builders as builders
 
 from e2e.cluster import Cluster, wait_until
 from e2e.operator_process import (
     WEBHOOK_CONFIGURATION,
     OperatorProcess,
+    apply_doc,
     ca_bundles_set,
     delete_webhook_configuration,
-    install_crds,
     install_webhook_configuration,
-    local_webhook_env,
+    serving_webhook,
     webhooks_in,
 )
 from e2e.test_operator import condition, graph_doc, wait_condition
@@ -46,28 +45,8 @@ def webhook_operator(
     cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
     """An operator serving the webhook; the configuration is removed after the module."""
-    install_crds(cluster)
-    log = tmp_path_factory.mktemp("webhook") / "operator.log"
-    env = local_webhook_env()
-    install_webhook_configuration(cluster, env)
-    proc = OperatorProcess(cluster, log, env=env)
-    try:
-        proc.start()
-        wait_until(
-            lambda: ca_bundles_set(cluster),
-            timeout=60,
-            message=f"the operator's CA bundle in the webhook configuration (log: {log})",
-        )
+    with serving_webhook(cluster, tmp_path_factory.mktemp("webhook") / "operator.log") as proc:
         yield proc
-    finally:
-        proc.stop()
-        delete_webhook_configuration(cluster)
-
-
-def apply_doc(cluster: Cluster, namespace: str, doc: dict[str, Any], *extra: str) -> Any:
-    return cluster.kubectl(
-        "apply", "-n", namespace, *extra, "-f", "-", input=yaml.safe_dump(doc), check=False
-    )
 
 
 def _dangling() -> dict[str, Any]:

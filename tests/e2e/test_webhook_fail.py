@@ -15,6 +15,7 @@ import pytest
 from e2e.cluster import Cluster, wait_until
 from e2e.operator_process import (
     OperatorProcess,
+    apply_doc,
     ca_bundles_set,
     delete_webhook_configuration,
     install_crds,
@@ -23,7 +24,6 @@ from e2e.operator_process import (
     webhooks_in,
 )
 from e2e.test_operator import graph_doc
-from e2e.test_webhook import apply_doc
 
 
 @pytest.fixture
