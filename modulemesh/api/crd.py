@@ -181,9 +181,20 @@ def crds() -> list[dict[str, Any]]:
     return [crd(kind) for kind in KINDS]
 
 
+class _NoAliasDumper(yaml.SafeDumper):
+    """Writes a value shared by two places of the schema (a model used by two fields, such as
+    ``ModelSource`` in ``model`` and ``canary.model``) out in full at each: anchors and
+    aliases (``&id001``/``*id001``) make a generated schema unreadable and unsearchable."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def to_yaml(document: dict[str, Any]) -> str:
     """The CRD as checked in: generated-file header, then YAML in the models' field order."""
-    return HEADER + yaml.safe_dump(document, sort_keys=False, width=100, allow_unicode=True)
+    return HEADER + yaml.dump(
+        document, Dumper=_NoAliasDumper, sort_keys=False, width=100, allow_unicode=True
+    )
 
 
 def rendered_files() -> dict[str, str]:

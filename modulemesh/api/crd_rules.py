@@ -19,6 +19,7 @@ from modulemesh.api.graph import (
     GraphPolicy,
     ModelSource,
     ModuleGraphSpec,
+    RolloutStep,
     Routing,
     SplitNode,
     SwitchNode,
@@ -70,6 +71,14 @@ RULES: Mapping[type[BaseModel], Sequence[Rule]] = {
             "!has(self.fallbackOn) || 'Unhealthy' in self.fallbackOn",
             "fallbackOn must list Unhealthy (an Unhealthy module always falls back)",
             field_path=".fallbackOn",
+        ),
+    ),
+    RolloutStep: (
+        Rule(
+            "has(self.holdSeconds) || has(self.holdRequests)",
+            "a rollout step needs holdSeconds, holdRequests or both",
+            field_path=".holdSeconds",
+            reason="FieldValueRequired",
         ),
     ),
     Routing: (

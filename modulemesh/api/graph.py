@@ -154,6 +154,133 @@ class CpuFallback(StrEnum):
     REFUSE = "Refuse"
 
 
+class RolloutStep(SpecModel):
+    """One step of a rollout: a share of the module's traffic served by the canary (or, with
+    ``shadow``, copied to it and not served), held for a time and/or a number of canary calls,
+    then judged against stable over the same window."""
+
+    percent: Annotated[int, Field(ge=1, le=100, strict=True)] = Field(
+        description="Share of the module's calls the canary serves (shadow: receives a copy of)."
+    )
+    shadow: bool = Field(
+        default=False,
+        description="Mirror the share to the canary without serving its answers, and compare "
+        "its outputs with stable's (rollout.shadowComparison).",
+    )
+    hold_seconds: Annotated[float | None, Field(gt=0, le=86_400)] = Field(
+        default=None, description="Hold the step at least this long before judging it."
+    )
+    hold_requests: Annotated[int | None, Field(ge=1, le=10_000_000, strict=True)] = Field(
+        default=None, description="Hold the step until the canary has had this many calls."
+    )
+
+    @model_validator(mode="after")
+    def _held(self) -> RolloutStep:
+        if self.hold_seconds is None and self.hold_requests is None:
+            raise ValueError("a rollout step needs holdSeconds, holdRequests or both")
+        return self
+
+
+class RolloutTolerances(SpecModel):
+    """How much worse than stable the canary may be at a step and still pass it."""
+
+    max_error_rate_increase: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=0.01, description="Canary error rate minus stable's (absolute)."
+    )
+    max_p99_ratio: Annotated[float, Field(ge=1, le=100)] = Field(
+        default=1.5,
+        description="The canary's p99 latency may be up to stable's p99 times this plus "
+        "latencyGraceMs.",
+    )
+    latency_grace_ms: Annotated[float, Field(ge=0, le=60_000)] = Field(
+        default=5.0,
+        description="Milliseconds added to the p99 limit, so scheduling noise on a fast module "
+        "does not fail it.",
+    )
+    max_confidence_drop: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=0.05, description="Stable's mean confidence minus the canary's."
+    )
+    max_confidence_psi: Annotated[float, Field(gt=0, le=100)] = Field(
+        default=0.2,
+        description="Population stability index of the canary's confidences against stable's.",
+    )
+    max_confidence_ks: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.3,
+        description="Two-sample Kolmogorov-Smirnov statistic of the two versions' confidences.",
+    )
+    min_samples: Annotated[int, Field(ge=1, le=1_000_000, strict=True)] = Field(
+        default=20, description="Calls each version needs in a step's window before it is judged."
+    )
+
+
+class Agreement(StrEnum):
+    """How a shadow step decides that the canary's answer agrees with stable's."""
+
+    ARGMAX = "argmax"
+    VALUES = "values"
+
+
+class ShadowComparison(SpecModel):
+    """How shadow steps compare the canary's outputs with stable's."""
+
+    agreement: Agreement = Field(
+        default=Agreement.ARGMAX,
+        description="argmax: every output's per-row argmax is the same; values: every value "
+        "within atol.",
+    )
+    atol: Annotated[float, Field(ge=0, le=1e6)] = Field(
+        default=1e-4, description="Largest absolute difference that agrees (values)."
+    )
+    min_agreement: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=0.99, description="Share of compared answers that must agree to pass the step."
+    )
+
+
+def _default_steps() -> list[RolloutStep]:
+    return [RolloutStep(percent=p, hold_seconds=60.0) for p in (5, 25, 50, 100)]
+
+
+class RolloutPolicy(SpecModel):
+    """How a module's canary takes over: steps, holds and tolerances. Shadow steps come first;
+    the traffic steps' percents rise; passing the last step promotes the canary, failing any
+    rolls back to stable with the reason."""
+
+    steps: Annotated[list[RolloutStep], Field(min_length=1, max_length=20)] = Field(
+        default_factory=_default_steps,
+        description="In order; default 5, 25, 50, 100 percent, 60 s each.",
+    )
+    tolerances: RolloutTolerances = Field(default_factory=RolloutTolerances)
+    shadow_comparison: ShadowComparison = Field(default_factory=ShadowComparison)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RolloutPolicy:
+        seen_traffic = False
+        last = 0
+        for i, step in enumerate(self.steps):
+            if step.shadow:
+                if seen_traffic:
+                    raise ValueError(
+                        f"steps[{i}] is a shadow step after a traffic step; shadow steps come "
+                        "first (a canary already serving has nothing left to shadow)"
+                    )
+                continue
+            if step.percent <= last:
+                raise ValueError(
+                    f"steps[{i}].percent {step.percent} must be above the previous traffic "
+                    f"step's {last}: traffic steps rise"
+                )
+            seen_traffic, last = True, step.percent
+        return self
+
+
+class Canary(SpecModel):
+    """A new version of the module's model, rolled out beside the current one by the module's
+    rollout policy."""
+
+    model: ModelSource
+    version: Annotated[str, Field(min_length=1, max_length=63)]
+
+
 class Module(SpecModel):
     """One ONNX submodule: a Deployment of runtime + sidecar pods and a Service."""
 
@@ -187,9 +314,35 @@ class Module(SpecModel):
         default=None, description="Output whose max is the confidence; auto-detected when unset."
     )
     health: HealthThresholds = Field(default_factory=HealthThresholds)
+    canary: Canary | None = Field(
+        default=None,
+        description="A new model version to roll out beside this one by rollout's steps "
+        "(docs/operations.md, rolling out a model version).",
+    )
+    rollout: RolloutPolicy | None = Field(
+        default=None, description="How a canary takes over; the defaults when unset."
+    )
     node_selector: dict[str, str] | None = None
     tolerations: list[dict[str, Any]] | None = None
     affinity: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _canary_differs(self) -> Module:
+        if (
+            self.canary is not None
+            and self.canary.version == self.version
+            and self.canary.model == self.model
+        ):
+            raise ValueError(
+                f"canary has the module's own model and version {self.version!r}: nothing to "
+                "roll out; give the canary the new model or version"
+            )
+        return self
+
+    @property
+    def rollout_policy(self) -> RolloutPolicy:
+        """The declared rollout policy, or the defaults."""
+        return self.rollout if self.rollout is not None else RolloutPolicy()
 
 
 # --- routing -------------------------------------------------------------------------------

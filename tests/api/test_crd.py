@@ -101,6 +101,12 @@ class TestCheckedInFilesMatchTheModels:
             f"crds/{name} differs from what the models generate; regenerate with: {REGENERATE}"
         )
 
+    def test_no_yaml_anchors_for_a_model_used_twice(self) -> None:
+        # ModelSource is both a module's model and its canary's: written out in full at each.
+        for name, text in rendered_files().items():
+            if name.endswith(".yaml"):
+                assert "&id" not in text and "*id" not in text, name
+
     def test_no_stale_crd_files(self) -> None:
         on_disk = {p.name for p in (REPO / "crds").glob("*.yaml")}
         assert on_disk == set(rendered_files()), (
@@ -371,6 +377,7 @@ INVALID = [
     ("entry-missing", _mutated("routing.entry", "nope"), False),
     ("fallback-missing", _mutated("modules.0.fallback", "nope"), False),
     ("fallback-on-without-unhealthy", _mutated("policy", {"fallbackOn": ["Degraded"]}), True),
+    ("rollout-step-unheld", _mutated("modules.0.rollout", {"steps": [{"percent": 5}]}), True),
 ]
 
 
