@@ -33,8 +33,21 @@ NODE_BIN_DIR="$NODE_CACHE/bin"
 # Where a running cluster keeps its state (etcd data, certs, logs, pids, kubeconfig).
 CLUSTER_STATE="${MODULEMESH_CLUSTER_DIR:-$MODULEMESH_CACHE/cluster}"
 KUBECONFIG_PATH="$CLUSTER_STATE/kubeconfig"
-APISERVER_PORT="${MODULEMESH_APISERVER_PORT:-36443}"
-ETCD_CLIENT_PORT="${MODULEMESH_ETCD_PORT:-32379}"
+# Ports: MODULEMESH_APISERVER_PORT / MODULEMESH_ETCD_PORT when set, else those `up` stored in
+# $PORTS_FILE (picked free for this cluster directory, so two clusters under different HOMEs or
+# cluster dirs do not collide), else the defaults: a cluster directory from before the file
+# existed runs on them, and `env`, `status`, `down` and the real node must agree with it.
+DEFAULT_APISERVER_PORT=36443
+DEFAULT_ETCD_PORT=32379
+PORTS_FILE="$CLUSTER_STATE/ports"
+stored_port() { # stored_port KEY: the port `up` recorded for this cluster directory, if any
+  [[ -f "$PORTS_FILE" ]] && sed -n "s/^$1=\([0-9][0-9]*\)\$/\1/p" "$PORTS_FILE" | head -n 1
+  return 0
+}
+APISERVER_PORT="${MODULEMESH_APISERVER_PORT:-$(stored_port APISERVER_PORT)}"
+APISERVER_PORT="${APISERVER_PORT:-$DEFAULT_APISERVER_PORT}"
+ETCD_CLIENT_PORT="${MODULEMESH_ETCD_PORT:-$(stored_port ETCD_PORT)}"
+ETCD_CLIENT_PORT="${ETCD_CLIENT_PORT:-$DEFAULT_ETCD_PORT}"
 ETCD_PEER_PORT=$((ETCD_CLIENT_PORT + 1))
 
 # The real node "real-0" (hack/cluster/node) lives in its own network namespace: its address,

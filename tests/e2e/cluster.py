@@ -27,8 +27,13 @@ HACK_CLUSTER = REPO_ROOT / "hack" / "cluster"
 # A cold build of the control plane takes tens of minutes on two cores; a warm start seconds.
 UP_TIMEOUT_S = float(os.environ.get("MODULEMESH_CLUSTER_UP_TIMEOUT", "3600"))
 KUBECTL_TIMEOUT_S = 60.0
-# Written by hack/cluster/up into <state>/owner when a test fixture starts the cluster.
+# Written by hack/cluster/up into <state>/owner when a test fixture starts the cluster; a fixture
+# stops only a cluster of FIXTURE_OWNER. KEPT_OWNER: started by a fixture told to keep it running.
 FIXTURE_OWNER = "pytest"
+KEPT_OWNER = "pytest-kept"
+# The e2e tests start cluster-wide operators and webhooks; they run in a cluster that no test
+# fixture started (one started by hand with hack/cluster/up, or by a benchmark) only when told.
+REUSE_ENV = "MODULEMESH_E2E_REUSE_CLUSTER"
 
 T = TypeVar("T")
 
@@ -37,19 +42,23 @@ class ClusterError(RuntimeError):
     """A hack/cluster script or a kubectl call failed."""
 
 
-def _run_script(name: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+def run_script(
+    name: str, *args: str, timeout: float, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run hack/cluster/NAME (with `env` instead of this process's environment when given)."""
     return subprocess.run(
         [str(HACK_CLUSTER / name), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
+        env=None if env is None else dict(env),
     )
 
 
 def cluster_env() -> dict[str, str]:
     """The KEY=VALUE settings printed by hack/cluster/env (paths of binaries, kubeconfig...)."""
-    proc = _run_script("env", timeout=30)
+    proc = run_script("env", timeout=30)
     if proc.returncode != 0:
         raise ClusterError(f"hack/cluster/env failed: {proc.stderr.strip()}")
     settings: dict[str, str] = {}
@@ -62,7 +71,7 @@ def cluster_env() -> dict[str, str]:
 
 def cluster_running() -> bool:
     """Whether every component is running and the API server is ready."""
-    return _run_script("status", timeout=30).returncode == 0
+    return run_script("status", timeout=30).returncode == 0
 
 
 def wait_until(
@@ -226,7 +235,7 @@ class Cluster:
 
     def stop(self) -> None:
         """Stop the control plane (hack/cluster/down)."""
-        proc = _run_script("down", timeout=120)
+        proc = run_script("down", timeout=120)
         if proc.returncode != 0:
             raise ClusterError(f"hack/cluster/down failed: {proc.stderr.strip()}")
 
@@ -254,31 +263,53 @@ class Cluster:
         return stopped
 
 
+def refuse_foreign_cluster(state_dir: Path, server: str) -> None:
+    """Raise unless a test fixture started the running cluster or REUSE_ENV=1 allows it."""
+    owner_file = state_dir / "owner"
+    owner = owner_file.read_text().strip() if owner_file.is_file() else ""
+    if owner in (FIXTURE_OWNER, KEPT_OWNER) or os.environ.get(REUSE_ENV, "") in ("1", "true"):
+        return
+    raise ClusterError(
+        f"the cluster running at {server} (state {state_dir}) was not started by the e2e tests "
+        f"(owner: {owner or 'not recorded'}); the tests install cluster-wide operators and "
+        f"webhooks in it. Set {REUSE_ENV}=1 to run them there anyway, or stop it "
+        "(hack/cluster/down) or use another MODULEMESH_CLUSTER_DIR so the tests start their own"
+    )
+
+
 def ensure_cluster(timeout: float = UP_TIMEOUT_S, *, keep: bool = False) -> Cluster:
     """Reuse the running control plane or start one (building binaries when they are absent).
 
     Holds a shared users lock until `Cluster.release()` so that no other test session stops the
-    cluster underneath this one. With `keep`, a cluster started here is recorded as started by
-    hand, so no fixture stops it later.
+    cluster underneath this one. With `keep`, a cluster started here is recorded as kept
+    (KEPT_OWNER), so no fixture stops it later. A running cluster that no fixture started is
+    refused unless REUSE_ENV=1 (see `refuse_foreign_cluster`).
     """
     settings = cluster_env()
     users_lock = UsersLock(Path(settings["CLUSTER_STATE"]).parent / "cluster.users.lock")
     started_here = False
     try:
-        if not cluster_running():
+        if cluster_running():
+            refuse_foreign_cluster(Path(settings["CLUSTER_STATE"]), settings["APISERVER"])
+        else:
             proc = subprocess.run(
                 [str(HACK_CLUSTER / "up")],
                 capture_output=True,
                 text=True,
                 timeout=timeout,
                 check=False,
-                env={**os.environ, "MODULEMESH_CLUSTER_OWNER": "user" if keep else FIXTURE_OWNER},
+                env={
+                    **os.environ,
+                    "MODULEMESH_CLUSTER_OWNER": KEPT_OWNER if keep else FIXTURE_OWNER,
+                },
             )
             if proc.returncode != 0:
                 raise ClusterError(
                     f"hack/cluster/up failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
                 )
             started_here = "already running" not in proc.stderr
+            if not started_here:  # another session or person started it meanwhile
+                refuse_foreign_cluster(Path(settings["CLUSTER_STATE"]), settings["APISERVER"])
     except BaseException:
         users_lock.release()
         raise
