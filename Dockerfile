@@ -3,6 +3,9 @@
 #   slim         (default) the package without onnxruntime: `modulemesh operator`, `sidecar`,
 #                `router`, `run`, `validate`, `status`. CMD: operator.
 #   runtime      the package with onnxruntime (CPU): `modulemesh runtime`. CMD: runtime.
+#                Both runtime targets ship the example models (`modulemesh models build`) in
+#                /opt/modulemesh/examples/models, where the operator resolves a module's
+#                relative model path, so the graphs in examples/ run unchanged in a cluster.
 #   runtime-gpu  the package with onnxruntime-gpu on a CUDA + cuDNN runtime base: the runtime
 #                picks the CUDA provider when a GPU is present, else falls back to CPU.
 #
@@ -70,6 +73,7 @@ RUN python3 -c 'import sys, tomllib; p = tomllib.load(open(sys.argv[1], "rb"))["
          /tmp/pyproject.toml > /tmp/requirements-cpu.txt \
     && /opt/modulemesh/bin/pip install --quiet -r /tmp/requirements-cpu.txt \
     && /opt/modulemesh/bin/pip install --quiet --no-deps /wheels/modulemesh-*.whl \
+    && /opt/modulemesh/bin/modulemesh models build /opt/modulemesh/examples/models \
     && /opt/modulemesh/bin/pip uninstall --quiet --yes pip setuptools \
     && rm -rf /tmp/*.txt /tmp/pyproject.toml /root/.cache
 
@@ -98,6 +102,7 @@ RUN python3 -m venv /opt/modulemesh \
          /tmp/pyproject.toml > /tmp/requirements.txt \
     && /opt/modulemesh/bin/pip install --quiet -r /tmp/requirements.txt \
     && /opt/modulemesh/bin/pip install --quiet --no-deps /wheels/modulemesh-*.whl \
+    && /opt/modulemesh/bin/modulemesh models build /opt/modulemesh/examples/models \
     && /opt/modulemesh/bin/pip uninstall --quiet --yes pip setuptools \
     && rm -rf /tmp/*.txt /tmp/pyproject.toml /root/.cache
 

@@ -61,7 +61,10 @@ class ModelSource(SpecModel):
     ``configMap``, ``pvc``. An ``https://`` URI must be pinned by ``sha256``."""
 
     path: str | None = Field(
-        default=None, description="Local path (resolved against the graph file for `run`)."
+        default=None,
+        description="Local path. `modulemesh run` resolves a relative one against the graph "
+        "file's directory; in a cluster it is a path inside the runtime image, a relative one "
+        "under /opt/modulemesh/examples, where the runtime images ship the example models.",
     )
     uri: Annotated[str | None, Field(pattern=r"^(file|https)://.+", max_length=2048)] = None
     sha256: Annotated[str | None, Field(pattern=r"^[a-f0-9]{64}$")] = None

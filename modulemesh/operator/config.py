@@ -68,6 +68,16 @@ def _quantity(
         raise ValueError(f"{ENV_PREFIX}{key}={error}") from error
 
 
+def _absolute(env: Mapping[str, str], key: str, default: str) -> str:
+    """An absolute path inside the pods' images (a relative one would depend on a workdir)."""
+    raw = env.get(ENV_PREFIX + key)
+    if raw is None or raw == "":
+        return default
+    if not raw.startswith("/"):
+        raise ValueError(f"{ENV_PREFIX}{key}={raw!r}: expected an absolute path, e.g. {default}")
+    return raw
+
+
 @dataclass(frozen=True, slots=True)
 class WebhookSettings:
     """Where the webhook listens and how the API server reaches it (operator settings)."""
@@ -184,6 +194,7 @@ class OperatorSettings:
                 env, "SIDECAR_MEMORY_LIMIT", base.sidecar_memory_limit, "memory"
             ),
             audit_key_secret=env.get(ENV_PREFIX + "AUDIT_KEY_SECRET") or base.audit_key_secret,
+            model_path_root=_absolute(env, "MODEL_PATH_ROOT", base.model_path_root),
         )
         return cls(
             render=render,

@@ -11,6 +11,7 @@ Service without killing a model that may only be slow.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import PurePosixPath
 from typing import Any
 
 from modulemesh.api.gate import PrivacyGate
@@ -37,9 +38,11 @@ CACHE_VOLUME = "model-cache"
 def model_argument(module: Module, settings: RenderSettings) -> str:
     """What ``--model`` points at inside the pod.
 
-    ``path`` is taken as a path inside the runtime image (``modulemesh run`` resolves it
-    against the graph file instead); ``uri`` is fetched (and sha256-checked) by the runtime;
-    ConfigMap and PVC sources are mounted read-only under ``/models/<module>``.
+    ``path`` is a path inside the runtime image: an absolute one as is, a relative one under
+    ``settings.model_path_root`` (where the runtime images ship the example models), the
+    way ``modulemesh run`` resolves it against the graph file's directory; ``uri`` is fetched
+    (and sha256-checked) by the runtime; ConfigMap and PVC sources are mounted read-only under
+    ``/models/<module>``.
     """
     source = module.model
     mount = f"{settings.model_mount_root}/{module.name}"
@@ -49,7 +52,8 @@ def model_argument(module: Module, settings: RenderSettings) -> str:
         return f"{mount}/{source.pvc.path.lstrip('/')}"
     if source.uri is not None:
         return source.uri
-    return str(source.path)
+    path = PurePosixPath(str(source.path))
+    return str(path if path.is_absolute() else PurePosixPath(settings.model_path_root) / path)
 
 
 def _model_volume(module: Module) -> dict[str, Any] | None:

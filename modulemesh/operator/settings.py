@@ -72,6 +72,11 @@ class RenderSettings:
     """emptyDir where the runtime caches ``https://`` models (the root filesystem is read-only)."""
     model_cache_size_limit: str = "2Gi"
     model_mount_root: str = "/models"
+    model_path_root: str = "/opt/modulemesh/examples"
+    """A module's relative ``path`` is resolved against this directory of the runtime image,
+    as ``modulemesh run`` resolves it against the graph file's: the runtime images ship the
+    example models here (``models/*.onnx``, built by ``modulemesh models build``), so the
+    graphs in ``examples/`` run unchanged in a cluster. An absolute ``path`` is used as is."""
     """ConfigMap/PVC model volumes are mounted read-only at ``<root>/<module>``."""
     config_mount_dir: str = "/etc/modulemesh"
     """Where the router finds ``resolved.json`` (the graph's ConfigMap)."""

@@ -29,6 +29,7 @@ def test_environment_overrides_render_and_operator_settings() -> None:
             "MODULEMESH_SIDECAR_CPU": "0.5",
             "MODULEMESH_SIDECAR_MEMORY": "192Mi",
             "MODULEMESH_SIDECAR_MEMORY_LIMIT": "1G",
+            "MODULEMESH_MODEL_PATH_ROOT": "/srv/models",
             "KUBECONFIG": "/tmp/kc",
         }
     )
@@ -40,6 +41,7 @@ def test_environment_overrides_render_and_operator_settings() -> None:
     assert settings.envelope_interval_s == 2.5
     assert settings.log_format == "plain"
     assert settings.kubeconfig == "/tmp/kc"
+    assert settings.render.model_path_root == "/srv/models"
     render = settings.render
     assert (render.sidecar_cpu, render.sidecar_memory, render.sidecar_memory_limit) == (
         "0.5",
@@ -67,6 +69,10 @@ def test_environment_overrides_render_and_operator_settings() -> None:
             "MODULEMESH_SIDECAR_MEMORY_LIMIT='256MB' is not a memory quantity",
         ),
         ({"MODULEMESH_METRICS_FROM": "{}"}, "MODULEMESH_METRICS_FROM must be a JSON list"),
+        (
+            {"MODULEMESH_MODEL_PATH_ROOT": "models"},
+            "MODULEMESH_MODEL_PATH_ROOT='models': expected an absolute path",
+        ),
         (
             {"MODULEMESH_METRICS_FROM": '[{"namespace": "monitoring"}]'},
             "MODULEMESH_METRICS_FROM[0] must be a NetworkPolicy peer",

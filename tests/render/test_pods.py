@@ -55,7 +55,8 @@ def test_runtime_listens_on_loopback_with_the_module_settings(module_pod: Pod) -
         )
     )
     assert (config.host, config.port) == ("127.0.0.1", 8081)
-    assert (config.name, config.model_version, config.model) == ("clf", "7", "m.onnx")
+    assert (config.name, config.model_version) == ("clf", "7")
+    assert config.model == "/opt/modulemesh/examples/m.onnx"
     assert (config.max_batch_size, config.max_delay_ms, config.max_queue) == (32, 2.5, 99)
     assert config.adaptive_delay is True
     assert str(config.cache_dir) == RenderSettings().model_cache_dir
@@ -288,6 +289,25 @@ def test_pvc_model_is_mounted_read_only(module_pod: Pod) -> None:
     mount = next(m for m in container(pod, "runtime")["volumeMounts"] if m["name"] == "model")
     assert mount["readOnly"] is True and mount["mountPath"] == "/models/clf"
     assert runtime_config(pod).model == "/models/clf/v3/clf.onnx"
+
+
+@pytest.mark.parametrize(
+    ("path", "root", "expected"),
+    [
+        # The examples' relative paths land where the runtime images ship the example models.
+        ("models/embedder.onnx", None, "/opt/modulemesh/examples/models/embedder.onnx"),
+        ("models/clf.onnx", "/srv/models", "/srv/models/models/clf.onnx"),
+        ("/data/clf.onnx", None, "/data/clf.onnx"),
+    ],
+)
+def test_a_relative_model_path_is_resolved_under_the_images_model_root(
+    module_pod: Pod, path: str, root: str | None, expected: str
+) -> None:
+    """As `modulemesh run` resolves a relative path against the graph file's directory, the
+    operator resolves it against the runtime image's model root; an absolute one is kept."""
+    settings = RenderSettings() if root is None else RenderSettings(model_path_root=root)
+    pod = module_pod({"model": {"path": path}}, settings=settings)
+    assert runtime_config(pod).model == expected
 
 
 def test_uri_model_is_passed_to_the_runtime_with_its_pin(module_pod: Pod) -> None:
