@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from e2e.cluster import UP_TIMEOUT_S, Cluster, binaries_built, cluster_running, ensure_cluster
+from e2e.real_node import RealNode, running_real_node
 
 E2E_DIR = Path(__file__).resolve().parent
 
@@ -62,3 +63,10 @@ def namespace(cluster: Cluster) -> Iterator[str]:
     name = cluster.create_namespace("e2e")
     yield name
     cluster.delete_namespace(name)
+
+
+@pytest.fixture(scope="module")
+def real_node(cluster: Cluster) -> Iterator[RealNode]:
+    """The real node real-0 on the session's cluster (e2e/real_node.py): started when it is not
+    running, and then stopped after the module."""
+    yield from running_real_node(cluster)

@@ -8,156 +8,27 @@ pulled), their logs, exec and port-forward reach the API server through its egre
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from e2e.cluster import (
-    FIXTURE_OWNER,
-    HACK_CLUSTER,
-    REPO_ROOT,
-    Cluster,
-    ClusterError,
-    cluster_env,
-    wait_until,
+from e2e.cluster import HACK_CLUSTER, Cluster, cluster_env, wait_until
+from e2e.real_node import (
+    NODE_UP_TIMEOUT_S,
+    RealNode,
+    busybox_pod,
+    client_logs,
+    node_script,
+    pod_phase,
+    port_forward,
+    start_real_node,
+    wait_phase,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realnode]
-
-NODE_UP_TIMEOUT_S = 3600.0  # a cold build of the node's binaries can be part of the first start
-REAL_NODE_TOLERATION = {
-    "key": "modulemesh.io/real-node",
-    "operator": "Exists",
-    "effect": "NoSchedule",
-}
-
-
-@dataclass(frozen=True)
-class RealNode:
-    """The running real node: its name, network namespace, test image, cgroup and state paths."""
-
-    name: str
-    netns: str
-    test_image: str
-    cgroup: str
-    state_dir: Path
-    run_dir: Path
-
-
-def _node_script(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(HACK_CLUSTER / "node"), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def start_real_node(cluster: Cluster | None = None) -> None:
-    """`hack/cluster/node up` (reuses a running node); raise with its output when it fails.
-
-    A control plane started before the real node existed lacks the API server settings it needs
-    (egress selector, advertise address); given `cluster`, one that a test fixture started and
-    that no other test session uses is restarted with them.
-    """
-    proc = _node_script("up", timeout=NODE_UP_TIMEOUT_S)
-    if proc.returncode != 0 and "predates the real node" in proc.stderr and cluster is not None:
-        owner_file = cluster.state_dir / "owner"
-        owner = owner_file.read_text().strip() if owner_file.is_file() else ""
-        lock = cluster.users_lock
-        if owner == FIXTURE_OWNER and lock is not None and lock.try_exclusive():
-            try:
-                cluster.stop()
-                proc = subprocess.run(
-                    [str(HACK_CLUSTER / "up"), "--real-node"],
-                    capture_output=True,
-                    text=True,
-                    timeout=NODE_UP_TIMEOUT_S,
-                    check=False,
-                    env={**os.environ, "MODULEMESH_CLUSTER_OWNER": FIXTURE_OWNER},
-                )
-            finally:
-                lock.share()
-    if proc.returncode != 0:
-        raise ClusterError(f"hack/cluster/node up failed:\n{proc.stdout}\n{proc.stderr}")
-
-
-@pytest.fixture(scope="module")
-def real_node(cluster: Cluster) -> Iterator[RealNode]:
-    """The real node on the session's cluster, started when it is not running.
-
-    A node started here is stopped after the module, so the e2e tests that follow see the
-    cluster as they found it; one that was already running (started by hand) is left alone.
-    """
-    started_here = _node_script("status", timeout=30).returncode != 0
-    start_real_node(cluster)
-    env = cluster_env()
-    yield RealNode(
-        name=env["NODE_NAME"],
-        netns=env["NODE_NETNS"],
-        test_image=env["NODE_TEST_IMAGE"],
-        cgroup=env["NODE_CGROUP"],
-        state_dir=Path(env["CLUSTER_STATE"]) / "node",
-        run_dir=Path(env["NODE_RUN"]),
-    )
-    if started_here:
-        proc = _node_script("down", timeout=180)
-        if proc.returncode != 0:
-            raise ClusterError(f"hack/cluster/node down failed: {proc.stderr.strip()}")
-
-
-def busybox_pod(node: RealNode, name: str, command: str, **extra: Any) -> dict[str, Any]:
-    """A pod of the node's busybox image pinned to the real node, never pulled."""
-    spec: dict[str, Any] = {
-        "nodeSelector": {"kubernetes.io/hostname": node.name},
-        "tolerations": [REAL_NODE_TOLERATION],
-        "restartPolicy": "Never",
-        "terminationGracePeriodSeconds": 1,
-        "containers": [
-            {
-                "name": "main",
-                "image": node.test_image,
-                "imagePullPolicy": "Never",
-                "command": ["/bin/sh", "-c", command],
-                "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
-            }
-        ],
-        **extra,
-    }
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
-
-
-def pod_phase(cluster: Cluster, namespace: str, name: str) -> str:
-    pod = cluster.kubectl_json("-n", namespace, "get", "pod", name)
-    return str(pod.get("status", {}).get("phase", ""))
-
-
-def wait_phase(cluster: Cluster, namespace: str, name: str, phases: set[str]) -> dict[str, Any]:
-    """Wait until the pod reaches one of `phases`; fail early with its events if it fails."""
-
-    def probe() -> dict[str, Any] | None:
-        pod: dict[str, Any] = cluster.kubectl_json("-n", namespace, "get", "pod", name)
-        phase = pod.get("status", {}).get("phase", "")
-        if phase in phases:
-            return pod
-        if phase == "Failed":
-            events = cluster.kubectl("-n", namespace, "get", "events", check=False).stdout
-            raise AssertionError(f"pod {name} failed: {pod['status']}\n{events}")
-        return None
-
-    try:
-        return wait_until(probe, timeout=120, message=f"pod {name} to be {sorted(phases)}")
-    except TimeoutError:
-        events = cluster.kubectl("-n", namespace, "get", "events", check=False).stdout
-        raise AssertionError(f"pod {name} never reached {sorted(phases)}:\n{events}") from None
 
 
 def netns_exec(node: RealNode, *cmd: str) -> str:
@@ -179,12 +50,6 @@ def host_addresses() -> str:
     ).stdout
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class TestTheNode:
     """real-0 registers Ready beside the kwok nodes, with its own address and taint."""
 
@@ -199,10 +64,16 @@ class TestTheNode:
         assert ready["status"] == "True", ready
         assert node["status"]["nodeInfo"]["kubeletVersion"] == cluster.k8s_version
         assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://")
-        assert node["metadata"]["labels"]["type"] == "real"
-        assert {"key": "modulemesh.io/real-node", "value": "true", "effect": "NoSchedule"} in node[
-            "spec"
-        ]["taints"]
+        labels = node["metadata"]["labels"]
+        assert labels["type"] == "real"
+        taints = node["spec"]["taints"]
+        assert {"key": "modulemesh.io/real-node", "value": "true", "effect": "NoSchedule"} in taints
+        # It plays an EU GPU node as well: the GPUs in its status, the GPU taint, the labels.
+        assert {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"} in taints
+        assert node["status"]["capacity"]["nvidia.com/gpu"] == "4"
+        assert node["status"]["allocatable"]["nvidia.com/gpu"] == "4"
+        assert labels["topology.kubernetes.io/region"] == "eu-west"
+        assert labels["nvidia.com/gpu.present"] == "true"
         kwok = [n for n in nodes.values() if n["metadata"]["labels"].get("type") == "kwok"]
         assert len(kwok) == 6
 
@@ -222,7 +93,7 @@ class TestTheNode:
         assert up.returncode == 0, up.stderr
         assert "cluster already running" in up.stderr
         assert f"real node {real_node.name} already running" in up.stderr
-        status = _node_script("status", timeout=30)
+        status = node_script("status", timeout=30)
         assert status.returncode == 0, status.stderr
         assert f"real node {real_node.name}: Ready" in status.stdout
         assert cluster.kubectl_json("get", "node", real_node.name)["metadata"]["uid"] == before
@@ -293,25 +164,7 @@ class TestPods:
         exec_out = cluster.kubectl("-n", namespace, "exec", "web", "--", "cat", "/www/index.html")
         assert exec_out.stdout.strip() == "served-by-web"
 
-        port = free_port()
-        forward = subprocess.Popen(
-            [
-                str(cluster.kubectl_path),
-                "--kubeconfig",
-                str(cluster.kubeconfig),
-                "-n",
-                namespace,
-                "port-forward",
-                "--address",
-                "127.0.0.1",
-                "pod/web",
-                f"{port}:8080",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
+        with port_forward(cluster, namespace, "pod/web", 8080) as port:
 
             def fetch() -> str | None:
                 try:
@@ -323,25 +176,54 @@ class TestPods:
             assert wait_until(fetch, timeout=60, message="port-forward to answer") == (
                 "served-by-web"
             )
+
+
+def plain_pod(node: RealNode, name: str, command: str, gpus: int = 0) -> dict[str, Any]:
+    """A busybox pod with no placement of its own: no node selector, no toleration."""
+    pod = busybox_pod(node, name, command)
+    del pod["spec"]["nodeSelector"], pod["spec"]["tolerations"]
+    if gpus:
+        pod["spec"]["containers"][0]["resources"]["limits"] = {"nvidia.com/gpu": str(gpus)}
+    return pod
+
+
+class TestNamespacesOnTheNode:
+    """`node use-namespace` (done by `node up` for default and modulemesh-system) sends every
+    pod of a namespace to real-0 and only there, GPU pods included; other namespaces' pods
+    stay on the kwok nodes."""
+
+    def test_a_bound_namespace_runs_on_the_node_and_others_stay_on_kwok(
+        self, cluster: Cluster, real_node: RealNode, namespace: str
+    ) -> None:
+        bound = cluster.create_namespace("bound")
+        try:
+            proc = node_script("use-namespace", bound, timeout=60)
+            assert proc.returncode == 0, proc.stderr
+            cluster.apply(plain_pod(real_node, "gpu-job", "echo ran", gpus=1), bound)
+            pod = wait_phase(cluster, bound, "gpu-job", {"Succeeded"})
+            assert pod["spec"]["nodeName"] == real_node.name
+            # The API server's admission added the placement the pod did not ask for.
+            assert pod["spec"]["nodeSelector"] == {"type": "real"}
+            keys = {t["key"] for t in pod["spec"]["tolerations"]}
+            assert {"modulemesh.io/real-node", "nvidia.com/gpu"} <= keys, keys
+            assert cluster.kubectl("-n", bound, "logs", "gpu-job").stdout.strip() == "ran"
         finally:
-            forward.terminate()
-            forward.wait(timeout=30)
+            cluster.delete_namespace(bound)
 
+        cluster.apply(plain_pod(real_node, "elsewhere", "echo ran"), namespace)
 
-def client_logs(
-    cluster: Cluster,
-    node: RealNode,
-    namespace: str,
-    name: str,
-    script: str,
-    labels: dict[str, str] | None = None,
-) -> str:
-    """Run a one-shot busybox pod on the real node; its logs once it succeeded."""
-    pod = busybox_pod(node, name, script)
-    pod["metadata"]["labels"] = dict(labels or {})
-    cluster.apply(pod, namespace)
-    wait_phase(cluster, namespace, name, {"Succeeded"})
-    return cluster.kubectl("-n", namespace, "logs", name).stdout
+        def placed() -> str | None:
+            pod = cluster.kubectl_json("-n", namespace, "get", "pod", "elsewhere")
+            return pod["spec"].get("nodeName") or None
+
+        node = wait_until(placed, timeout=60, message="the unbound pod to be scheduled")
+        labels = cluster.kubectl_json("get", "node", node)["metadata"]["labels"]
+        assert labels.get("type") == "kwok", node
+
+    def test_the_readme_namespaces_are_bound(self, cluster: Cluster, real_node: RealNode) -> None:
+        for ns in ("default", "modulemesh-system"):
+            annotations = cluster.kubectl_json("get", "namespace", ns)["metadata"]["annotations"]
+            assert annotations["scheduler.alpha.kubernetes.io/node-selector"] == "type=real", ns
 
 
 def web_server(cluster: Cluster, node: RealNode, namespace: str) -> str:
@@ -481,83 +363,6 @@ class TestServicesDnsAndPolicy:
         assert allowed.strip() == "served-by-web", allowed
 
 
-CHART = REPO_ROOT / "charts" / "modulemesh"
-EXAMPLE = REPO_ROOT / "examples" / "quickstart.yaml"
-IMAGES_LIB = REPO_ROOT / "hack" / "images" / "lib.sh"
-
-
-def ensure_slim_image() -> None:
-    """The slim image from hack/images (operator, sidecar, router), built when it is absent."""
-    probe = subprocess.run(
-        ["bash", "-c", f'source "{IMAGES_LIB}" && image_exists "$(image_name slim)"'],
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
-    if probe.returncode != 0:
-        build = subprocess.run(
-            [str(REPO_ROOT / "hack" / "images" / "build"), "slim"],
-            capture_output=True,
-            text=True,
-            timeout=1800,
-            check=False,
-        )
-        if build.returncode != 0:
-            raise ClusterError(f"hack/images/build slim failed:\n{build.stderr}")
-
-
-class TestChartOnTheNode:
-    """The chart's operator runs in-cluster on real-0 from an image loaded with `load-images`
-    under the chart's default name (no pull), and its webhook, served in the cluster, refuses a
-    bad graph at `kubectl apply`."""
-
-    @pytest.mark.timeout(2400)
-    def test_operator_runs_in_cluster_and_its_webhook_refuses_a_bad_graph(
-        self, cluster: Cluster, real_node: RealNode, namespace: str
-    ) -> None:
-        ensure_slim_image()
-        load = _node_script("load-images", "slim", timeout=900)
-        assert load.returncode == 0, load.stderr
-        release_ns = cluster.create_namespace("mm-system")
-        try:
-            # Only the placement is set: the image, its tag and the pull policy are the chart's.
-            cluster.helm(
-                "install", "modulemesh", str(CHART), "-n", release_ns,
-                "--set", "nodeSelector.type=real",
-                "--set", "tolerations[0].key=modulemesh.io/real-node",
-                "--set", "tolerations[0].operator=Exists",
-                "--set", "tolerations[0].effect=NoSchedule",
-                "--wait", "--timeout", "180s",
-                timeout=240,
-            )  # fmt: skip
-            pods = cluster.kubectl_json("-n", release_ns, "get", "pods")["items"]
-            assert len(pods) == 1
-            pod = pods[0]
-            assert pod["spec"]["nodeName"] == real_node.name
-            assert pod["spec"]["serviceAccountName"] == "modulemesh"
-            status = pod["status"]["containerStatuses"][0]
-            assert status["ready"] is True
-            assert status["image"].startswith("ghcr.io/modulemesh/modulemesh:")
-
-            bad = EXAMPLE.read_text().replace("module: classifier", "module: clasifier")
-
-            def refused() -> str | None:
-                proc = cluster.kubectl(
-                    "-n", namespace, "apply", "--dry-run=server", "-f", "-",
-                    input=bad, check=False,
-                )  # fmt: skip
-                return proc.stderr if proc.returncode != 0 else None
-
-            # The operator sets its webhook's CA bundle once it serves; until then the chart's
-            # failurePolicy (Ignore) admits.
-            stderr = wait_until(refused, timeout=60, interval=1.0, message="the webhook refuses")
-            assert 'admission webhook "modulegraphs.modulemesh.io" denied' in stderr, stderr
-            assert "spec.routing.nodes[0].steps[1].module" in stderr, stderr
-        finally:
-            cluster.helm("uninstall", "modulemesh", "-n", release_ns, "--wait", check=False)
-            cluster.delete_namespace(release_ns)
-
-
 class TestTeardown:
     """`node down` removes everything the node made; `node up` brings it back."""
 
@@ -574,7 +379,7 @@ class TestTeardown:
         }
         assert len(node_pids) >= 6
 
-        proc = _node_script("down", timeout=180)
+        proc = node_script("down", timeout=180)
         assert proc.returncode == 0, proc.stderr
         netns = subprocess.run(
             ["ip", "netns", "list"], capture_output=True, text=True, check=True, timeout=30
