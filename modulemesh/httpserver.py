@@ -34,9 +34,9 @@ import signal
 import socket
 import stat
 from collections import deque
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 from urllib.parse import unquote
 
 import httptools
@@ -951,12 +951,36 @@ def _tune_gc() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
-async def _serve(app: App, config: ServerConfig, ready: Callable[[Server], None] | None) -> int:
+class Companion(Protocol):
+    """Another server of the same app started and stopped with the HTTP one (the gRPC port)."""
+
+    async def start(self) -> None:
+        """Listen; raise ``OSError`` (or ``RuntimeError``) when it cannot."""
+
+    async def stop(self) -> None:
+        """Stop taking requests and finish those underway (bounded)."""
+
+
+async def _serve(
+    app: App,
+    config: ServerConfig,
+    ready: Callable[[Server], None] | None,
+    companions: Sequence[Companion] = (),
+) -> int:
     server = Server(app, config)
     try:
         await server.start()
     except (RuntimeError, OSError) as exc:
         _log.error("server did not start: %s", exc)
+        return 3
+    started: list[Companion] = []
+    try:
+        for companion in companions:
+            await companion.start()
+            started.append(companion)
+    except (RuntimeError, OSError) as exc:
+        _log.error("server did not start: %s", exc)
+        await asyncio.gather(server.shutdown(), *(c.stop() for c in started))
         return 3
     _tune_gc()
     stop = asyncio.Event()
@@ -968,14 +992,21 @@ async def _serve(app: App, config: ServerConfig, ready: Callable[[Server], None]
     await stop.wait()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.remove_signal_handler(sig)
-    await server.shutdown()
+    await asyncio.gather(server.shutdown(), *(c.stop() for c in started))
     return 0
 
 
-def serve(app: App, config: ServerConfig, *, ready: Callable[[Server], None] | None = None) -> int:
-    """Serve ``app`` until SIGTERM/SIGINT, on uvloop when installed; returns the exit code."""
+def serve(
+    app: App,
+    config: ServerConfig,
+    *,
+    ready: Callable[[Server], None] | None = None,
+    companions: Sequence[Companion] = (),
+) -> int:
+    """Serve ``app`` until SIGTERM/SIGINT, on uvloop when installed; returns the exit code.
+    ``companions`` start after the HTTP port listens and drain alongside it."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency; asyncio's loop works too
-        return asyncio.run(_serve(app, config, ready))
-    return uvloop.run(_serve(app, config, ready))
+        return asyncio.run(_serve(app, config, ready, companions))
+    return uvloop.run(_serve(app, config, ready, companions))

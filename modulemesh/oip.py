@@ -49,6 +49,7 @@ __all__ = [
     "encode_response",
     "error_body",
     "parse_request",
+    "tensor_bytes",
 ]
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -501,6 +502,16 @@ def _raw_view(array: np.ndarray[Any, Any], dtype: np.dtype[Any]) -> bytes | memo
     return flat.data.cast("B") if flat.size else b""
 
 
+def tensor_bytes(array: np.ndarray[Any, Any]) -> tuple[str, bytes | memoryview]:
+    """An array's OIP datatype and its binary form: little-endian elements (a view when no
+    conversion is needed), BYTES elements each a 4-byte little-endian length and the bytes.
+    The same bytes the binary extension carries, and gRPC's ``raw_*_contents``."""
+    datatype = datatype_of(array)
+    if datatype == "BYTES":
+        return datatype, _bytes_to_binary(array)
+    return datatype, _raw_view(array, DATATYPES[datatype])
+
+
 def _json_data(array: np.ndarray[Any, Any]) -> list[Any]:
     if array.dtype.kind in "OSU":
         return [
@@ -525,14 +536,10 @@ def _encode_tensors(
         params = dict(extra.get(name, {})) if extra else {}
         as_binary = binary.get(name, False) if isinstance(binary, Mapping) else binary
         if as_binary:
-            raw: bytes | memoryview
-            if datatype == "BYTES":
-                raw = _bytes_to_binary(array)
-            else:
-                # A view, not a copy: the one copy happens when the body is joined. Arrays
-                # decoded from a binary body are views of it, so a step's outputs go on to the
-                # next step without an intermediate bytes object.
-                raw = _raw_view(array, DATATYPES[datatype])
+            # A view, not a copy: the one copy happens when the body is joined. Arrays
+            # decoded from a binary body are views of it, so a step's outputs go on to the
+            # next step without an intermediate bytes object.
+            _, raw = tensor_bytes(array)
             params["binary_data_size"] = raw.nbytes if isinstance(raw, memoryview) else len(raw)
             chunks.append(raw)
         else:

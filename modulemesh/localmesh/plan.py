@@ -51,6 +51,8 @@ class ModulePlan:
     sidecar_port: int
     runtime_args: list[str]
     sidecar_args: list[str]
+    sidecar_grpc_port: int = 0
+    """The sidecar's gRPC port (relaying to the runtime's gRPC socket, next to its HTTP one)."""
 
     @property
     def url(self) -> str:
@@ -69,6 +71,8 @@ class MeshPlan:
     missing_models: list[Path] = field(default_factory=list)
     socket_dir: Path | None = None
     """The private directory holding the runtimes' sockets (removed when the mesh stops)."""
+    router_grpc_port: int = 0
+    """The router's OIP v2 gRPC port (0: none)."""
 
     @property
     def endpoint(self) -> str:
@@ -97,12 +101,14 @@ def plan_mesh(
     base: Path,
     *,
     router_port: int = 8080,
+    router_grpc_port: int | None = None,
     port: Callable[[], int] = free_port,
     python: str = sys.executable,
     socket_dir: Path | None = None,
 ) -> MeshPlan:
-    """Command lines for every process of ``graph`` (sidecar ports from ``port``; runtime
-    sockets in ``socket_dir``, by default a new private temporary directory)."""
+    """Command lines for every process of ``graph`` (sidecar ports, and the router's gRPC port
+    unless given, from ``port``; runtime sockets in ``socket_dir``, by default a new private
+    temporary directory)."""
     named = {g.metadata.name: g for g in gates}
     used = [named[n] for n in graph.spec.gates if n in named]
     dryrun = bool(used) and all(g.spec.mode is GateMode.DRYRUN for g in used)
@@ -114,7 +120,8 @@ def plan_mesh(
         if socket_dir is None:
             shutil.rmtree(sockets, ignore_errors=True)
         raise
-    return MeshPlan(graph, used, modules, router_port, missing, sockets)
+    grpc_port = port() if router_grpc_port is None else router_grpc_port
+    return MeshPlan(graph, used, modules, router_port, missing, sockets, grpc_port)
 
 
 def _plan_modules(
@@ -134,11 +141,13 @@ def _plan_modules(
         if not model.exists():
             missing.append(model)
         runtime_socket, sidecar_port = sockets / f"{module.name}.sock", port()
-        if len(str(runtime_socket).encode()) > _MAX_SOCKET_PATH:
-            raise PlanError(
-                f"module {module.name!r}: its runtime socket path {runtime_socket} is longer than "
-                f"{_MAX_SOCKET_PATH} bytes; set TMPDIR to a shorter directory"
-            )
+        grpc_socket, grpc_port = sockets / f"{module.name}.grpc.sock", port()
+        for path in (runtime_socket, grpc_socket):
+            if len(str(path).encode()) > _MAX_SOCKET_PATH:
+                raise PlanError(
+                    f"module {module.name!r}: its runtime socket path {path} is longer than "
+                    f"{_MAX_SOCKET_PATH} bytes; set TMPDIR to a shorter directory"
+                )
         b = module.batching
         runtime_args = [
             *base_cmd, "runtime", "--model", str(model), "--name", module.name,
@@ -146,6 +155,7 @@ def _plan_modules(
             "--max-batch-size", str(b.max_batch_size), "--max-delay-ms", str(b.max_delay_ms),
             "--max-queue", str(b.max_queue),
             "--adaptive-delay" if b.adaptive else "--no-adaptive-delay",
+            "--grpc-uds", str(grpc_socket),
         ]  # fmt: skip
         if module.resources.gpu > 0 and module.cpu_fallback is CpuFallback.REFUSE:
             runtime_args.append("--cpu-fallback=refuse")  # as in a cluster
@@ -157,6 +167,7 @@ def _plan_modules(
             "--mode", "dryrun" if dryrun else "enforce", "--model-version", module.version,
             "--degraded-error-rate", str(h.degraded_error_rate),
             "--unhealthy-error-rate", str(h.unhealthy_error_rate), "--poll-interval", "0.5",
+            "--grpc-port", str(grpc_port), "--grpc-upstream", f"unix:{grpc_socket}",
         ]  # fmt: skip
         for percentile, objective in (
             ("p50", h.degraded_p50_ms),
@@ -170,6 +181,9 @@ def _plan_modules(
         if classifying is not None:  # tags derived as the router derives them
             sidecar_args += ["--gates", classifying]
         modules.append(
-            ModulePlan(module.name, model, runtime_socket, sidecar_port, runtime_args, sidecar_args)
-        )
+            ModulePlan(
+                module.name, model, runtime_socket, sidecar_port, runtime_args, sidecar_args,
+                grpc_port,
+            )
+        )  # fmt: skip
     return modules, missing

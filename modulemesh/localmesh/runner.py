@@ -193,6 +193,9 @@ def _print_ready(mesh: Mesh) -> None:
     name = plan.graph.metadata.name
     base = f"http://127.0.0.1:{plan.router_port}/v2/models/{name}"
     _say(f"\ngraph {name!r} ready: {plan.endpoint}")
+    if plan.router_grpc_port:
+        _say(f"  gRPC:      127.0.0.1:{plan.router_grpc_port} (inference.GRPCInferenceService, "
+             f"model {name!r})")  # fmt: skip
     _say(f"  metadata:  curl -s {base}")
     _say(f"  envelopes: curl -s http://127.0.0.1:{plan.router_port}/envelopes")
     status, metadata = _get(base, timeout=5.0)

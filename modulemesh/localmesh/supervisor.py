@@ -134,13 +134,20 @@ class Mesh:
                 f"router port {HOST}:{port} is already in use ({ports.describe_holders(port)}); "
                 "stop that process or choose another port with --port (0 picks a free one)"
             )
+        grpc = self.plan.router_grpc_port
+        if grpc and not ports.port_free(grpc):
+            taken.append(
+                f"router gRPC port {HOST}:{grpc} was free when picked but is now in use "
+                f"({ports.describe_holders(grpc)}); run again to pick another"
+            )
         for m in self.plan.modules:
-            if not ports.port_free(m.sidecar_port):
-                taken.append(
-                    f"sidecar port {HOST}:{m.sidecar_port} of module {m.name!r} was free when "
-                    f"picked but is now in use ({ports.describe_holders(m.sidecar_port)}); "
-                    "run again to pick another"
-                )
+            for what, port in (("sidecar", m.sidecar_port), ("sidecar gRPC", m.sidecar_grpc_port)):
+                if port and not ports.port_free(port):
+                    taken.append(
+                        f"{what} port {HOST}:{port} of module {m.name!r} was free when "
+                        f"picked but is now in use ({ports.describe_holders(port)}); "
+                        "run again to pick another"
+                    )
         if taken:
             raise MeshError("\n".join(taken))
 
@@ -158,7 +165,8 @@ class Mesh:
             self.router = self._child(
                 "router",
                 [*self.plan.modules[0].runtime_args[:3], "router", "--config", str(self.config_path),
-                 "--host", HOST, "--port", str(self.plan.router_port), "--poll-interval", "1"],
+                 "--host", HOST, "--port", str(self.plan.router_port), "--poll-interval", "1",
+                 "--grpc-port", str(self.plan.router_grpc_port)],
             )  # fmt: skip
             self.wait_router(deadline)
         except BaseException:

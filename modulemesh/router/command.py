@@ -25,6 +25,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--port", type=int, default=int(env(_PREFIX + "PORT", "8080")), help="listen port"
     )
+    parser.add_argument(
+        "--grpc-port", type=int, default=int(env(_PREFIX + "GRPC_PORT", "0")),
+        help="port of the OIP v2 gRPC endpoint (inference.GRPCInferenceService) on --host; "
+        f"0: none (in a cluster 8081, the protocol's convention) [env {_PREFIX}GRPC_PORT]",
+    )  # fmt: skip
     parser.add_argument("--poll-interval", type=float, default=float(env(_PREFIX + "POLL_INTERVAL", "2")),
                         help="seconds of silence after which a module's /envelope is polled")  # fmt: skip
     parser.add_argument("--body-timeout", type=positive_seconds, default=env(_PREFIX + "BODY_TIMEOUT", "30"),
@@ -77,4 +82,13 @@ def run(args: argparse.Namespace) -> int:
     config = ServerConfig(
         host=args.host, port=args.port, max_body=MAX_BODY, body_timeout=args.body_timeout
     )
-    return serve(app, config)
+    companions = []
+    if args.grpc_port:
+        from modulemesh.grpc.server import GrpcServer, OipService, listen_address
+
+        # Answered by the same app as HTTP: one inference path, the same gates and limits.
+        address = listen_address(args.host, args.grpc_port)
+        companions.append(
+            GrpcServer([OipService(app).handler()], address, max_message_bytes=MAX_BODY)
+        )
+    return serve(app, config, companions=companions)

@@ -32,6 +32,11 @@ class RuntimeConfig:
     uds: str | None = None
     """Listen on this Unix socket (owner-only) instead of ``host:port``: then no other local
     user can reach the runtime, only its sidecar (``modulemesh run`` uses this)."""
+    grpc_port: int = 0
+    """The OIP v2 gRPC port on ``host`` (0: no gRPC); a module pod's runtime gets 8083, on
+    loopback as its HTTP port (the operator's ``runtime_grpc_port``)."""
+    grpc_uds: str | None = None
+    """Serve gRPC on this Unix socket instead of ``host:grpc_port`` (``modulemesh run``)."""
     max_batch_size: int = 8
     max_delay_ms: float = 1.0
     """Upper bound of a batch's wait for company (adaptive), or the wait itself (fixed)."""
@@ -103,6 +108,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         None,
         "listen on this Unix socket path instead of --host/--port (file mode 0600, a missing "
         "directory is made 0700), so only its owner (the sidecar) can connect",
+    )
+    add(
+        "--grpc-port",
+        int,
+        defaults.grpc_port,
+        "port of the OIP v2 gRPC endpoint (inference.GRPCInferenceService) on --host; 0: none "
+        "(module pods: 8083)",
+    )
+    add(
+        "--grpc-uds",
+        str,
+        None,
+        "serve gRPC on this Unix socket path instead of --host/--grpc-port",
     )
     add("--max-batch-size", int, defaults.max_batch_size, "max rows per batch; 0 or 1: off")
     add(
@@ -199,6 +217,8 @@ def from_args(args: argparse.Namespace) -> RuntimeConfig:
         host=args.host,
         port=args.port,
         uds=args.uds or None,
+        grpc_port=args.grpc_port,
+        grpc_uds=args.grpc_uds or None,
         max_batch_size=args.max_batch_size,
         max_delay_ms=args.max_delay_ms,
         adaptive_delay=args.adaptive_delay,

@@ -14,6 +14,7 @@ import signal
 import time
 from collections.abc import Callable
 
+from modulemesh.grpc.server import GrpcServer, OipService, listen_address
 from modulemesh.httpserver import Server, ServerConfig
 from modulemesh.runtime import model as model_module
 from modulemesh.runtime import source
@@ -112,6 +113,20 @@ async def drain(state: RuntimeState, timeout: float, forced: asyncio.Event) -> N
         log.info("drained; exiting")
 
 
+def grpc_companion(app: RuntimeApp, config: RuntimeConfig) -> GrpcServer | None:
+    """The runtime's gRPC endpoint, answered by the HTTP app (one inference path), bounded
+    like HTTP bodies by ``--max-body-bytes``; ``None`` when it has none."""
+    if config.grpc_uds is not None:
+        address = f"unix:{config.grpc_uds}"
+    elif config.grpc_port:
+        address = listen_address(config.host, config.grpc_port)
+    else:
+        return None
+    return GrpcServer(
+        [OipService(app).handler()], address, max_message_bytes=config.max_body_bytes, grace=1.0
+    )
+
+
 async def serve(config: RuntimeConfig, on_started: Callable[[Server], None] | None = None) -> int:
     """Run the runtime on :mod:`modulemesh.httpserver` until drained; returns the exit code."""
     state = RuntimeState(name=config.name or default_name(config.model))
@@ -134,6 +149,14 @@ async def serve(config: RuntimeConfig, on_started: Callable[[Server], None] | No
         log.error("runtime did not start on %s: %s", server.address, exc)
         return 3
     log.info("listening on %s", server.address)
+    grpc_server = grpc_companion(app, config)
+    if grpc_server is not None:
+        try:
+            await grpc_server.start()
+        except OSError as exc:
+            log.error("runtime did not start: %s", exc)
+            await server.shutdown()
+            return 3
     loader = asyncio.create_task(load_model(state, config), name="load-model")
     stop, forced = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -154,7 +177,10 @@ async def serve(config: RuntimeConfig, on_started: Callable[[Server], None] | No
     try:
         await stop.wait()
         await drain(state, config.drain_timeout, forced)
-        await server.shutdown()
+        if grpc_server is not None:
+            await asyncio.gather(server.shutdown(), grpc_server.stop())
+        else:
+            await server.shutdown()
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

@@ -29,9 +29,16 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Tracer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from modulemesh import audit, headers, oip
+from modulemesh import headers, oip
 from modulemesh.audit import Decision
-from modulemesh.httpserver import ClientDisconnected, Receive, Scope, Send, run_lifespan
+from modulemesh.httpserver import (
+    ClientDisconnected,
+    Companion,
+    Receive,
+    Scope,
+    Send,
+    run_lifespan,
+)
 from modulemesh.privacy import Classifier
 from modulemesh.sidecar.config import SidecarConfig
 from modulemesh.sidecar.guard import Guard
@@ -122,6 +129,28 @@ class SidecarApp:
             await self._respond(send, status, body, content_type)
         elif kind == "lifespan":
             await run_lifespan(receive, send, self.startup, self.shutdown)
+
+    def grpc_companions(self) -> list[Companion]:
+        """The guarded gRPC relay to the runtime's gRPC port, when ``grpc_port`` is set: the
+        same guard, classifier and health as this app's HTTP proxy."""
+        config = self.config
+        if not config.grpc_port:
+            return []
+        from modulemesh.grpc.relay import MAX_MESSAGE_BYTES, GuardedRelay, RelayServer
+        from modulemesh.grpc.server import listen_address
+
+        relay = GuardedRelay(
+            module=config.module,
+            guard=self.guard,
+            classifier=self.classifier,
+            health=self.health,
+            upstream=config.grpc_upstream,
+            timeout=config.upstream_timeout,
+            max_message_bytes=MAX_MESSAGE_BYTES,
+            audit_allow=config.audit_allow,
+        )
+        address = listen_address(config.host, config.grpc_port)
+        return [RelayServer(relay, address, MAX_MESSAGE_BYTES)]
 
     async def startup(self) -> None:
         """Open the upstream pool and start watching the runtime (needs a running loop)."""
@@ -255,14 +284,7 @@ class SidecarApp:
                     traceparent = new_traceparent()
                     lines.append(_TRACEPARENT + b": " + traceparent.encode() + b"\r\n")
                     trace_id = trace_id_from_traceparent(traceparent)
-                audit.emit(
-                    component="sidecar",
-                    module=config.module,
-                    tags=verdict.tags,
-                    decision=verdict.decision,
-                    reason=verdict.reason,
-                    trace_id=trace_id,
-                )
+                self.guard.record(verdict, trace_id)
             health.record_decision(verdict.decision.value, denied)
             if not verdict.forwards:
                 await self._respond(send, 403, _error(verdict.reason))

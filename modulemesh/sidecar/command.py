@@ -43,6 +43,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     add("host", "0.0.0.0", "listen address")
     add("port", "8080", "listen port", type=int)
+    add("grpc-port", "0", "port of the guarded OIP v2 gRPC relay on --host; 0: none (module pods: 8082)", type=int)  # fmt: skip
+    add("grpc-upstream", "127.0.0.1:8083", "the runtime's gRPC endpoint: host:port on loopback, or unix:/path")  # fmt: skip
     add("clearance", "", "comma-separated compliance tags this module may process")
     add("gates", None, "JSON object {name: PrivacyGate spec} of the gates whose header classifiers tag requests, as in the resolved graph")  # fmt: skip
     add("mode", "enforce", "enforce: deny uncleared requests; dryrun: only audit", choices=["enforce", "dryrun"])  # fmt: skip
@@ -65,7 +67,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def build_config(args: argparse.Namespace) -> SidecarConfig:
     """The :class:`~modulemesh.sidecar.config.SidecarConfig` for parsed arguments."""
     from modulemesh.headers import parse_tags
-    from modulemesh.sidecar.config import Mode, SidecarConfig, Thresholds, parse_upstream
+    from modulemesh.sidecar.config import (
+        Mode,
+        SidecarConfig,
+        Thresholds,
+        parse_grpc_upstream,
+        parse_upstream,
+    )
 
     if not args.module:
         raise ValueError("--module (or MODULEMESH_SIDECAR_MODULE) is required")
@@ -110,6 +118,8 @@ def build_config(args: argparse.Namespace) -> SidecarConfig:
         body_timeout=float(args.body_timeout),
         poll_interval=float(args.poll_interval),
         envelope_refresh=float(args.envelope_refresh),
+        grpc_port=int(args.grpc_port),
+        grpc_upstream=parse_grpc_upstream(args.grpc_upstream),
     )
 
 
@@ -149,4 +159,4 @@ def run(args: argparse.Namespace) -> int:
     server = ServerConfig(
         host=config.host, port=config.port, max_body=None, body_timeout=config.body_timeout
     )
-    return serve(app, server)
+    return serve(app, server, companions=app.grpc_companions())

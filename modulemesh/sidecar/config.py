@@ -12,7 +12,14 @@ from urllib.parse import urlsplit
 if TYPE_CHECKING:
     from modulemesh.api.gate import PrivacyGateSpec
 
-__all__ = ["Mode", "SidecarConfig", "Thresholds", "Upstream", "parse_upstream"]
+__all__ = [
+    "Mode",
+    "SidecarConfig",
+    "Thresholds",
+    "Upstream",
+    "parse_grpc_upstream",
+    "parse_upstream",
+]
 
 
 class Mode(StrEnum):
@@ -91,6 +98,20 @@ def parse_upstream(url: str) -> Upstream:
     return Upstream(host=host, port=parts.port or 80)
 
 
+def parse_grpc_upstream(value: str) -> str:
+    """Check a gRPC upstream (``127.0.0.1:8083``, ``localhost:8083`` or ``unix:/path``) as
+    :func:`parse_upstream` checks HTTP's: loopback or a local socket only; returns the target
+    as gRPC writes it."""
+    if value.startswith("unix:"):
+        return parse_upstream(value).url
+    try:
+        upstream = parse_upstream(f"http://{value}")
+    except ValueError as exc:
+        raise ValueError(f"gRPC upstream {value!r}: {exc}") from None
+    host = f"[{upstream.host}]" if ":" in upstream.host else upstream.host
+    return f"{host}:{upstream.port}"
+
+
 @dataclass(frozen=True, slots=True)
 class SidecarConfig:
     """Everything the sidecar needs to run; see ``modulemesh sidecar --help``."""
@@ -120,5 +141,9 @@ class SidecarConfig:
     poll_interval: float = 1.0
     envelope_refresh: float = 0.5
     """Oldest the envelope in response headers may be, in seconds."""
+    grpc_port: int = 0
+    """The OIP v2 gRPC port (0: none), relayed to ``grpc_upstream`` under the same guard."""
+    grpc_upstream: str = "127.0.0.1:8083"
+    """The runtime's gRPC endpoint: ``host:port`` on loopback or ``unix:/path``."""
     audit_allow: bool = True
     """Also audit allowed decisions on tagged requests (untagged requests need no decision)."""

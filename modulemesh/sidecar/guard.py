@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from modulemesh import audit
 from modulemesh.audit import Decision
 from modulemesh.sidecar.config import Mode
 
@@ -50,6 +51,17 @@ class Guard:
                 self._memo.clear()
             self._memo[tags] = verdict
         return verdict
+
+    def record(self, verdict: Verdict, trace_id: str | None) -> None:
+        """The audit record of a decision (HTTP proxy and gRPC relay alike)."""
+        audit.emit(
+            component="sidecar",
+            module=self.module,
+            tags=verdict.tags,
+            decision=verdict.decision,
+            reason=verdict.reason,
+            trace_id=trace_id,
+        )
 
     def _decide(self, tags: frozenset[str]) -> Verdict:
         uncleared = sorted(tags - self.clearance)
