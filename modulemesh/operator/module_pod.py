@@ -1,7 +1,7 @@
 """The Deployment of one module: the runtime on 127.0.0.1 plus the sidecar in front of it.
 
-The sidecar's port is the pod's only containerPort, so nothing reaches the model except
-through the compliance guard. Kubelet probes cannot reach 127.0.0.1 inside the pod, so the
+The sidecar's ports (HTTP and OIP gRPC) are the pod's only containerPorts, so nothing reaches
+the model except through the compliance guard. Kubelet probes cannot reach 127.0.0.1 inside the pod, so the
 runtime's startup and readiness are read through the sidecar's ``/readyz`` (which reports the
 runtime's own readiness). The runtime has no liveness probe: a crashed runtime exits and is
 restarted, and a hung one turns the pod unready via the sidecar, which takes it out of the
@@ -90,6 +90,7 @@ def runtime_container(module: Module, settings: RenderSettings) -> dict[str, Any
         f"--model-version={module.version}",
         "--host=127.0.0.1",
         f"--port={settings.runtime_port}",
+        f"--grpc-port={settings.runtime_grpc_port}",
         f"--max-batch-size={module.batching.max_batch_size}",
         f"--max-delay-ms={number(module.batching.max_delay_ms)}",
         "--adaptive-delay" if module.batching.adaptive else "--no-adaptive-delay",
@@ -154,6 +155,8 @@ def sidecar_container(
         f"--upstream=http://127.0.0.1:{settings.runtime_port}",
         "--host=0.0.0.0",
         f"--port={settings.sidecar_port}",
+        f"--grpc-port={settings.sidecar_grpc_port}",
+        f"--grpc-upstream=127.0.0.1:{settings.runtime_grpc_port}",
         f"--clearance={','.join(sorted(set(module.clearance)))}",
         f"--mode={placement.sidecar_mode(module, gates)}",
         f"--model-version={module.version}",
@@ -180,7 +183,10 @@ def sidecar_container(
         "command": ["modulemesh"],
         "args": args,
         "env": env,
-        "ports": [{"name": "http", "containerPort": settings.sidecar_port, "protocol": "TCP"}],
+        "ports": [
+            {"name": "http", "containerPort": settings.sidecar_port, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": settings.sidecar_grpc_port, "protocol": "TCP"},
+        ],
         "resources": {
             "requests": {
                 "cpu": module.resources.sidecar_cpu or settings.sidecar_cpu,

@@ -152,7 +152,9 @@ def _service(
     module: str | None,
     settings: RenderSettings,
 ) -> dict[str, Any]:
-    port = settings.router_port if component == "router" else settings.sidecar_port
+    router = component == "router"
+    port = settings.router_port if router else settings.sidecar_port
+    grpc_port = settings.router_grpc_port if router else settings.sidecar_grpc_port
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -167,7 +169,14 @@ def _service(
                     "targetPort": "http",
                     "protocol": "TCP",
                     "appProtocol": "http",
-                }
+                },
+                {
+                    "name": "grpc",
+                    "port": grpc_port,
+                    "targetPort": "grpc",
+                    "protocol": "TCP",
+                    "appProtocol": "grpc",
+                },
             ],
         },
     }
@@ -175,10 +184,11 @@ def _service(
 
 def _network_policy(graph: str, namespace: str, settings: RenderSettings) -> dict[str, Any]:
     """Module pods accept traffic only from this graph's router pods (and the scrapers named
-    in ``metrics_from``), on the sidecar port."""
+    in ``metrics_from``), on the sidecar port; the router also on the sidecar's gRPC port."""
     port = {"protocol": "TCP", "port": settings.sidecar_port}
+    grpc = {"protocol": "TCP", "port": settings.sidecar_grpc_port}
     router = {"podSelector": {"matchLabels": naming.selector(graph, "router")}}
-    ingress: list[dict[str, Any]] = [{"from": [router], "ports": [dict(port)]}]
+    ingress: list[dict[str, Any]] = [{"from": [router], "ports": [dict(port), grpc]}]
     if settings.metrics_from:
         scrapers = copy.deepcopy(list(settings.metrics_from))
         ingress.append({"from": scrapers, "ports": [dict(port)]})
@@ -243,9 +253,13 @@ def _router_deployment(
             f"--config={settings.config_mount_dir}/{RESOLVED_KEY}",
             "--host=0.0.0.0",
             f"--port={settings.router_port}",
+            f"--grpc-port={settings.router_grpc_port}",
         ],
         "env": env,
-        "ports": [{"name": "http", "containerPort": settings.router_port, "protocol": "TCP"}],
+        "ports": [
+            {"name": "http", "containerPort": settings.router_port, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": settings.router_grpc_port, "protocol": "TCP"},
+        ],
         "resources": {
             "requests": {"cpu": router.cpu, "memory": router.memory},
             "limits": {"cpu": router.cpu, "memory": router.memory},

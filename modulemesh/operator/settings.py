@@ -52,6 +52,14 @@ class RenderSettings:
     runtime_port: int = 8081
     """Where the runtime listens, on 127.0.0.1 only (never a containerPort)."""
     router_port: int = 8080
+    router_grpc_port: int = 8081
+    """The router's OIP v2 gRPC port (inference.GRPCInferenceService), the protocol's
+    convention (KServe's 8081), on its Service beside HTTP."""
+    sidecar_grpc_port: int = 8082
+    """The sidecar's guarded gRPC port: the module pod's second containerPort (8081 is taken
+    in the pod by the runtime's loopback HTTP port)."""
+    runtime_grpc_port: int = 8083
+    """The runtime's gRPC port, on 127.0.0.1 only, which the sidecar relays to."""
     metrics_from: tuple[dict[str, Any], ...] = ()
     """NetworkPolicy peers (e.g. the monitoring namespace) also admitted to the module pods'
     sidecar port, so Prometheus can scrape ``/metrics``; by default only the graph's router."""

@@ -86,7 +86,9 @@ def test_default_namespace_and_cluster_domain_in_endpoints() -> None:
 
 def test_services_target_the_sidecar_and_router_ports(settings: RenderSettings) -> None:
     services = by_kind(render(graph(TWO), [], settings), "Service")
-    for name, component in (("g-emb", "module"), ("g-router", "router")):
+    # HTTP on 8080 and OIP gRPC beside it: the router's on the convention's 8081, a module's
+    # on its sidecar's 8082 (8081 is the runtime's loopback HTTP port in the pod)
+    for name, component, grpc in (("g-emb", "module", 8082), ("g-router", "router", 8081)):
         spec = services[name]["spec"]
         assert spec["type"] == "ClusterIP"
         assert spec["ports"] == [
@@ -96,7 +98,14 @@ def test_services_target_the_sidecar_and_router_ports(settings: RenderSettings) 
                 "targetPort": "http",
                 "protocol": "TCP",
                 "appProtocol": "http",
-            }
+            },
+            {
+                "name": "grpc",
+                "port": grpc,
+                "targetPort": "grpc",
+                "protocol": "TCP",
+                "appProtocol": "grpc",
+            },
         ]
         assert spec["selector"]["app.kubernetes.io/component"] == component
     assert services["g-emb"]["spec"]["selector"]["modulemesh.io/module"] == "emb"
@@ -114,7 +123,11 @@ def test_router_runs_the_mounted_resolved_graph(settings: RenderSettings) -> Non
     router_command.configure(parser)  # the router's own parser: every flag must exist
     args = parser.parse_args(router["args"][1:])
     assert (args.config, args.host, args.port) == ("/etc/modulemesh/resolved.json", "0.0.0.0", 8080)
-    assert router["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert args.grpc_port == 8081
+    assert router["ports"] == [
+        {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "grpc", "containerPort": 8081, "protocol": "TCP"},
+    ]
     assert router["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     assert router["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert router["resources"]["limits"] == {"cpu": "250m", "memory": "128Mi"}
@@ -165,7 +178,8 @@ def test_network_policy_admits_only_this_graphs_router(settings: RenderSettings)
             }
         }
     ]
-    assert rule["ports"] == [{"protocol": "TCP", "port": 8080}]
+    # the router may call modules over HTTP and over their sidecars' gRPC port
+    assert rule["ports"] == [{"protocol": "TCP", "port": 8080}, {"protocol": "TCP", "port": 8082}]
 
 
 def test_network_policy_also_admits_the_configured_scrapers(settings: RenderSettings) -> None:

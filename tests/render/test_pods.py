@@ -163,13 +163,22 @@ def test_sidecar_gets_the_classifying_gates_and_tags_as_the_router_does(
 # --- ports and probes ----------------------------------------------------------------------
 
 
-def test_sidecar_port_is_the_pods_only_container_port(module_pod: Pod) -> None:
+def test_sidecar_ports_are_the_pods_only_container_ports(module_pod: Pod) -> None:
     pod = module_pod({})
     assert [c["name"] for c in pod["containers"]] == ["runtime", "sidecar"]
     assert "ports" not in container(pod, "runtime")
     assert container(pod, "sidecar")["ports"] == [
-        {"name": "http", "containerPort": 8080, "protocol": "TCP"}
+        {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "grpc", "containerPort": 8082, "protocol": "TCP"},
     ]
+
+
+def test_grpc_goes_through_the_sidecar_to_the_runtime_on_loopback(module_pod: Pod) -> None:
+    pod = module_pod({})
+    runtime = runtime_config(pod)
+    assert (runtime.host, runtime.grpc_port, runtime.grpc_uds) == ("127.0.0.1", 8083, None)
+    sidecar = sidecar_config(pod)
+    assert (sidecar.grpc_port, sidecar.grpc_upstream) == (8082, "127.0.0.1:8083")
 
 
 def test_sidecar_probes_and_runtime_readiness_through_the_sidecar(module_pod: Pod) -> None:
