@@ -212,7 +212,10 @@ class RolloutTolerances(SpecModel):
         description="Two-sample Kolmogorov-Smirnov statistic of the two versions' confidences.",
     )
     min_samples: Annotated[int, Field(ge=1, le=1_000_000, strict=True)] = Field(
-        default=20, description="Calls each version needs in a step's window before it is judged."
+        default=100,
+        description="Calls each version needs in a step's window before it is judged; with "
+        "fewer, two windows of one version fail the default tolerances by chance (1 step in 5 "
+        "at 20 calls).",
     )
 
 

@@ -28,6 +28,11 @@ class ResolvedGraph(SpecModel):
     endpoints: dict[str, str] = Field(
         default_factory=dict, description="Module name -> base URL of its sidecar."
     )
+    canary_endpoints: dict[str, str] = Field(
+        default_factory=dict,
+        description="Module name -> base URL of its canary's sidecar, for each module whose "
+        "canary runs (the router walks its rollout steps).",
+    )
 
     def dumps(self) -> str:
         """Serialise as JSON (camelCase), the form stored in ConfigMaps and files."""
@@ -43,6 +48,7 @@ def resolve(
     graph: ModuleGraph,
     gates: Iterable[PrivacyGate],
     endpoints: Mapping[str, str],
+    canary_endpoints: Mapping[str, str] | None = None,
 ) -> ResolvedGraph:
     """Bind a graph to its gates and module endpoints.
 
@@ -57,6 +63,7 @@ def resolve(
         spec=graph.spec,
         gates={name: by_name[name] for name in graph.spec.gates if name in by_name},
         endpoints=dict(endpoints),
+        canary_endpoints=dict(canary_endpoints or {}),
     )
 
 

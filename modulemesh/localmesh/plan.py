@@ -9,12 +9,13 @@ any other missing model is an error naming the module, the path and how to fix i
 
 from __future__ import annotations
 
+import functools
 import shutil
 import socket
 import sys
 import tempfile
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from modulemesh.api.gate import GateMode, PrivacyGate
@@ -53,6 +54,9 @@ class ModulePlan:
     sidecar_args: list[str]
     sidecar_grpc_port: int = 0
     """The sidecar's gRPC port (relaying to the runtime's gRPC socket, next to its HTTP one)."""
+    canary_of: str | None = field(default=None, kw_only=True)
+    """For ``<module>@canary``, the processes of a module's canary: the module's name (the
+    runtime serves the model under it). None for a module's own version."""
 
     @property
     def url(self) -> str:
@@ -116,6 +120,7 @@ def plan_mesh(
     sockets = socket_dir or Path(tempfile.mkdtemp(prefix="modulemesh-run-"))  # mode 0700
     try:
         modules, missing = _plan_modules(graph, base, sockets, dryrun, classifying, port, python)
+        modules = _with_canaries(graph, modules, missing, base, sockets, port)
     except PlanError:
         if socket_dir is None:
             shutil.rmtree(sockets, ignore_errors=True)
@@ -187,3 +192,85 @@ def _plan_modules(
             )
         )  # fmt: skip
     return modules, missing
+
+
+CANARY_SUFFIX = "@canary"
+"""A canary's processes are ``<module>@canary`` (``@`` is in no module name)."""
+
+
+def _with_canaries(
+    graph: ModuleGraph,
+    modules: list[ModulePlan],
+    missing: list[Path],
+    base: Path,
+    sockets: Path,
+    port: Callable[[], int],
+) -> list[ModulePlan]:
+    """``modules`` with, after each module that declares a canary, the canary's processes:
+    the module's command lines with the canary's model and version, its own sockets (named
+    ``<module>@canary.*``) and its own ports (a new one for each ``--*port`` flag)."""
+    out: list[ModulePlan] = []
+    for plan in modules:
+        out.append(plan)
+        module = graph.spec.module(plan.name)
+        if module is None or module.canary is None:
+            continue
+        model = _model_path(module.model_copy(update={"model": module.canary.model}), base)
+        if not model.exists():
+            missing.append(model)
+        name = module.name + CANARY_SUFFIX
+        stable_prefix, canary_prefix = f"{sockets / module.name}.", f"{sockets / name}."
+        ports: dict[str, str] = {}
+        convert = functools.partial(
+            _convert_args, model=model, version=module.canary.version, ports=ports,
+            port=port, prefixes=(stable_prefix, canary_prefix),
+        )  # fmt: skip
+        runtime_args, sidecar_args = convert(plan.runtime_args), convert(plan.sidecar_args)
+        socket = Path(str(plan.runtime_socket).replace(stable_prefix, canary_prefix))
+        for arg in runtime_args + sidecar_args:
+            path = arg.removeprefix("unix:")
+            if path.startswith(canary_prefix) and len(path.encode()) > _MAX_SOCKET_PATH:
+                raise PlanError(
+                    f"module {module.name!r}: its canary's runtime socket path {path} is longer "
+                    f"than {_MAX_SOCKET_PATH} bytes; set TMPDIR to a shorter directory"
+                )
+        renumbered = {
+            f.name: int(ports[str(value)])
+            for f in fields(plan)
+            if isinstance(value := getattr(plan, f.name), int) and str(value) in ports
+        }
+        out.append(
+            replace(
+                plan, name=name, model=model, runtime_socket=socket,
+                runtime_args=runtime_args, sidecar_args=sidecar_args, canary_of=module.name,
+                **renumbered,
+            )
+        )  # fmt: skip
+    return out
+
+
+def _convert_args(
+    args: list[str],
+    *,
+    model: Path,
+    version: str,
+    ports: dict[str, str],
+    port: Callable[[], int],
+    prefixes: tuple[str, str],
+) -> list[str]:
+    """A stable version's command line made the canary's: its model and version, each
+    ``--*port`` value a new port (the same new one wherever the old one recurs), socket paths
+    under the canary's prefix."""
+    converted: list[str] = []
+    for i, arg in enumerate(args):
+        flag = args[i - 1] if i else ""
+        if flag == "--model":
+            arg = str(model)
+        elif flag == "--model-version":
+            arg = version
+        elif flag.startswith("--") and flag.endswith("port"):
+            arg = ports.setdefault(arg, str(port()))
+        else:
+            arg = arg.replace(*prefixes)
+        converted.append(arg)
+    return converted

@@ -198,6 +198,9 @@ def _print_ready(mesh: Mesh) -> None:
              f"model {name!r})")  # fmt: skip
     _say(f"  metadata:  curl -s {base}")
     _say(f"  envelopes: curl -s http://127.0.0.1:{plan.router_port}/envelopes")
+    for canary in (m for m in plan.modules if m.canary_of is not None):
+        _say(f"  rollout:   module {canary.canary_of!r} canary rolling out; "
+             f"curl -s http://127.0.0.1:{plan.router_port}/rollouts")  # fmt: skip
     status, metadata = _get(base, timeout=5.0)
     inputs = metadata.get("inputs", []) if status == 200 and isinstance(metadata, dict) else []
     if inputs:

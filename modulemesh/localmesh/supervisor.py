@@ -309,8 +309,10 @@ class Mesh:
             time.sleep(0.1)
 
     def _write_config(self) -> None:
-        endpoints = {m.name: m.url for m in self.plan.modules}
-        resolved = resolve(self.plan.graph, self.plan.gates, endpoints)
+        modules = self.plan.modules
+        endpoints = {m.name: m.url for m in modules if m.canary_of is None}
+        canaries = {m.canary_of: m.url for m in modules if m.canary_of is not None}
+        resolved = resolve(self.plan.graph, self.plan.gates, endpoints, canaries)
         self.config_path.write_text(resolved.dumps())
 
     def children(self) -> list[Child]:

@@ -2,7 +2,8 @@
 
 Routes: ``POST /v2/models/{graph}/infer``, ``GET /v2/models/{graph}`` (metadata),
 ``GET /v2/models/{graph}/ready`` (every module reachable), ``GET /v2/health/live|ready``,
-``GET /v2``, ``GET /envelopes`` (every module's latest envelope and breaker state) and
+``GET /v2``, ``GET /envelopes`` (every module's latest envelope and breaker state),
+``GET /rollouts`` (every canary's rollout: phase, step, share, figures) and
 ``GET /metrics`` (Prometheus). A raw ASGI callable rather than a framework because the
 infer route is on every request's path: one pass over the headers, no dependency injection,
 no request object. Every error is ``{"error": "..."}`` with a 4xx/5xx status; nothing a
@@ -135,6 +136,8 @@ class RouterApp:
                 await _respond(send, 200, orjson.dumps(body))
             elif path == "/envelopes":
                 await _respond(send, 200, orjson.dumps(self.envelopes()))
+            elif path == "/rollouts":
+                await _respond(send, 200, orjson.dumps(self.executor.rollouts.snapshot()))
             elif path == "/metrics":
                 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 

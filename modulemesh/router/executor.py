@@ -26,6 +26,7 @@ from modulemesh.api.graph import CascadeNode, Module, Node, SwitchNode, Target, 
 from modulemesh.api.resolved import ResolvedGraph
 from modulemesh.cel import Condition, Environment, compile_condition
 from modulemesh.envelope import State
+from modulemesh.rollout.traffic import Rollouts
 from modulemesh.router.cache import ResultCache, input_digest
 from modulemesh.router.client import ModuleClient
 from modulemesh.router.context import Output, RawAnswer, RequestContext, Tensors
@@ -88,6 +89,8 @@ class Executor:
         self.tracer = tracer
         self.metrics = metrics
         self.background: set[asyncio.Task[Any]] = set()
+        self.rollouts = Rollouts(resolved, self.spawn)
+        """Modules with a running canary: their calls are split by the rollout's step."""
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -96,10 +99,12 @@ class Executor:
         for client in self.clients.values():
             client.start()
         self.envelopes.start(self._fetch_envelope, poll_interval)
+        self.rollouts.start()
 
     async def stop(self) -> None:
         """Stop polling, cancel mirrors, close pools."""
         await self.envelopes.stop()
+        await self.rollouts.stop()
         for task in list(self.background):
             task.cancel()
         for client in self.clients.values():
@@ -245,7 +250,13 @@ class Executor:
     ) -> Output:
         spec = self.modules[module]
         digest: bytes | None = None
-        if self.cache is not None and (not ctx.tags or self.privacy.cacheable(ctx.tags)):
+        rollout = self.rollouts.get(module)
+        measuring = rollout is not None and rollout.controller.recording
+        if (
+            self.cache is not None
+            and not measuring
+            and (not ctx.tags or self.privacy.cacheable(ctx.tags))
+        ):
             digest = input_digest(inputs)
             cached = self.cache.get(module, spec.version, digest)
             if self.metrics is not None:
@@ -255,7 +266,8 @@ class Executor:
                 return Output(cached, module, spec.confidence_output)
         elif self.cache is not None:
             ctx.note("cache", node=node, step=step, module=module, result="bypass",
-                     reason="tagged request; a gate does not allow caching")  # fmt: skip
+                     reason="a rollout measures every call" if measuring
+                     else "tagged request; a gate does not allow caching")  # fmt: skip
         # The module answers in the client's format only when nothing here needs the tensors:
         # explain reports the version, and the cache stores decoded outputs.
         answer_for = ctx.inputs.head if final and digest is None and ctx.explain is None else None
@@ -286,10 +298,17 @@ class Executor:
                     "modulemesh.module": module, "modulemesh.node": node,
                     "modulemesh.step": step, "modulemesh.attempt": attempt,
                 }, kind=SpanKind.CLIENT):  # fmt: skip
-                    outputs, version = await client.infer(
-                        inputs, timeout=timeout, tags=tags,
-                        hop_headers=self._hop_headers(ctx), where=where, final=answer_for,
-                    )  # fmt: skip
+                    if rollout is None:
+                        outputs, version = await client.infer(
+                            inputs, timeout=timeout, tags=tags,
+                            hop_headers=self._hop_headers(ctx), where=where, final=answer_for,
+                        )  # fmt: skip
+                    else:  # split between stable and canary by the trace id
+                        outputs, version = await rollout.infer(
+                            client, inputs, key=_trace_id(ctx) or "", timeout=timeout,
+                            tags=tags, hop_headers=self._hop_headers(ctx), where=where,
+                            final=answer_for,
+                        )  # fmt: skip
             except RouteError as exc:
                 elapsed = time.perf_counter() - started
                 if exc.breaker:

@@ -23,7 +23,7 @@ def test_defaults_are_four_steps_of_a_minute_and_argmax_shadow_agreement() -> No
     assert [(s.percent, s.shadow, s.hold_seconds) for s in policy.steps] == [
         (5, False, 60.0), (25, False, 60.0), (50, False, 60.0), (100, False, 60.0),
     ]  # fmt: skip
-    assert policy.tolerances.min_samples == 20
+    assert policy.tolerances.min_samples == 100
     assert policy.shadow_comparison.agreement is Agreement.ARGMAX
 
 

@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import pytest
 
 from modulemesh.localmesh.plan import free_port
+from tests.localmesh.run_process import Run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,39 +47,6 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return stat[stat.rindex(")") + 2] != "Z"
-
-
-class Run:
-    """A ``modulemesh run`` process with its output collected."""
-
-    def __init__(self, args: list[str], cwd: Path) -> None:
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "modulemesh", "run", *args],
-            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
-        self.lines: list[str] = []
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        assert self.popen.stdout is not None
-        for raw in self.popen.stdout:
-            self.lines.append(raw.decode(errors="replace").rstrip())
-
-    def wait_line(self, text: str, timeout: float = 90) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                if text in line:
-                    return line
-            assert self.popen.poll() is None, "\n".join(self.lines[-40:])
-            time.sleep(0.1)
-        raise AssertionError(f"no {text!r} in output:\n" + "\n".join(self.lines[-40:]))
-
-    def output(self) -> str:
-        self._thread.join(5)
-        return "\n".join(self.lines)
 
 
 @pytest.fixture

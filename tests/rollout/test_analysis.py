@@ -14,6 +14,7 @@ from modulemesh.rollout.analysis import (
     Tolerances,
     Window,
     compare,
+    drift_bins,
     ks_statistic,
     p99,
     psi,
@@ -149,6 +150,27 @@ def test_a_wider_confidence_spread_with_the_same_mean_is_caught_by_drift_alone()
     assert {"confidencePsi", "confidenceKs"} <= set(failed)
 
 
+def test_psi_of_one_distribution_in_small_windows_stays_under_the_alarm() -> None:
+    # Uncorrected, 10-bin PSI of 30 against 150 draws of one distribution is above 0.2 in
+    # most trials (its expectation is 9 * (1/30 + 1/150) = 0.36).
+    rng = np.random.default_rng(8)
+    trials = [(rng.beta(8, 2, 150), rng.beta(8, 2, 30)) for _ in range(300)]
+    raw = [psi(s, c) > 0.2 for s, c in trials]
+    corrected = [psi(s, c, drift_bins(150, 30), corrected=True) > 0.2 for s, c in trials]
+    assert sum(raw) > 200
+    assert sum(corrected) <= 9  # 3 %
+
+
+def test_windows_of_one_distribution_pass_at_the_default_minimum() -> None:
+    rng = np.random.default_rng(9)
+    need = Tolerances().min_samples
+    verdicts = [
+        compare(_window(rng, 5 * need), _window(rng, need), Tolerances()) for _ in range(200)
+    ]
+    failed = [v.reason for v in verdicts if not v.passed]
+    assert len(failed) <= 1, failed
+
+
 def test_too_few_calls_is_no_verdict() -> None:
     rng = np.random.default_rng(6)
     verdict = compare(_window(rng, 400), _window(rng, 19), Tolerances(min_samples=20))
@@ -161,7 +183,7 @@ def test_without_confidences_the_confidence_figures_do_not_decide() -> None:
     for i in range(50):
         stable.record(1.0 + i % 3, True)
         canary.record(1.0 + i % 3, True)
-    verdict = compare(stable, canary, Tolerances())
+    verdict = compare(stable, canary, Tolerances(min_samples=20))
     assert verdict.passed is True
     notes = [f.note for f in verdict.figures if f.name.startswith("confidence")]
     assert notes == ["not measured: confidences of stable 0, canary 0, each needs 20"] * 3

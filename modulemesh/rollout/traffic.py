@@ -1,0 +1,232 @@
+"""The router's side of rollouts: each module with a running canary gets a client for the
+canary's sidecar and a :class:`~modulemesh.rollout.controller.Controller`; every call of that
+module goes through :meth:`ModuleRollout.infer`, which splits it by the current step, measures
+both versions and mirrors shadow copies; a ticker judges the steps.
+
+A canary call that fails is measured (that is the point) and then served by stable within the
+same call's time, so a bad canary costs the client latency, never an error. Stable's failures
+are the client's as ever: the router's retries, breaker and fallbacks act on them as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from modulemesh import oip
+from modulemesh.api.graph import Module
+from modulemesh.api.resolved import ResolvedGraph
+from modulemesh.rollout.controller import Controller, Route
+from modulemesh.rollout.outputs import agree
+from modulemesh.router.client import ModuleClient
+from modulemesh.router.context import Output, RawAnswer, Tensors
+from modulemesh.router.envelopes import ModuleEnvelope
+from modulemesh.router.errors import RouteError
+
+__all__ = ["ModuleRollout", "Rollouts"]
+
+_log = logging.getLogger("modulemesh.router")
+
+MAX_SHADOW_IN_FLIGHT = 64
+"""Shadow copies in flight per module; beyond, a copy is skipped (counted), so a slow canary
+cannot pile up work in the router."""
+
+Spawn = Callable[[Awaitable[Any]], None]
+
+
+class ModuleRollout:
+    """One module's canary: its client, its controller, its shadow copies."""
+
+    def __init__(self, module: Module, endpoint: str, spawn: Spawn) -> None:
+        assert module.canary is not None
+        self.module = module
+        self.client = ModuleClient(module.name, endpoint, ModuleEnvelope(module.name))
+        self.controller = Controller(
+            module.name,
+            module.rollout_policy,
+            stable_version=module.version,
+            canary_version=module.canary.version,
+        )
+        self.comparison = module.rollout_policy.shadow_comparison
+        self.spawn = spawn
+        self.shadow_in_flight = 0
+        self.shadow_skipped = 0
+
+    async def infer(
+        self,
+        stable: ModuleClient,
+        inputs: Tensors,
+        *,
+        key: str,
+        timeout: float,
+        tags: str | None,
+        hop_headers: list[tuple[bytes, bytes]],
+        where: str,
+        final: oip.RequestHead | None,
+    ) -> tuple[Tensors | RawAnswer, str | None]:
+        """One call of the module, to the version the current step picks for ``key``."""
+        controller = self.controller
+        route = controller.route(key)
+        if route is Route.CANARY:
+            started = time.perf_counter()
+            try:
+                answer = await self.client.infer(
+                    inputs, timeout=timeout, tags=tags, hop_headers=hop_headers,
+                    where=where, final=final,
+                )  # fmt: skip
+            except RouteError as exc:
+                elapsed = time.perf_counter() - started
+                controller.record(Route.CANARY, elapsed * 1000.0, False, None)
+                timeout -= elapsed
+                if not controller.recording or timeout <= 0:
+                    raise  # promoted: the canary is the module now; or no time left
+                _log.debug("module %s: canary failed (%s); stable serves", self.module.name, exc)
+            else:
+                elapsed_ms = (time.perf_counter() - started) * 1000.0
+                if controller.recording:
+                    controller.record(Route.CANARY, elapsed_ms, True, self._confidence(answer[0]))
+                return answer
+        started = time.perf_counter()
+        try:
+            answer = await stable.infer(
+                inputs, timeout=timeout, tags=tags, hop_headers=hop_headers,
+                where=where, final=final,
+            )  # fmt: skip
+        except RouteError:
+            controller.record(Route.STABLE, (time.perf_counter() - started) * 1000.0, False, None)
+            raise
+        if controller.recording:
+            elapsed_ms = (time.perf_counter() - started) * 1000.0
+            controller.record(Route.STABLE, elapsed_ms, True, self._confidence(answer[0]))
+            if route is Route.SHADOW and self.shadow_in_flight >= MAX_SHADOW_IN_FLIGHT:
+                self.shadow_skipped += 1
+            elif route is Route.SHADOW:
+                self.shadow_in_flight += 1
+                self.spawn(self._shadow(inputs, answer[0], timeout, tags, hop_headers, where))
+        return answer
+
+    def _confidence(self, outputs: Tensors | RawAnswer) -> float | None:
+        try:
+            if isinstance(outputs, RawAnswer):
+                return Output(None, self.module.name, self.module.confidence_output,
+                              raw=outputs).confidence  # fmt: skip
+            return Output(outputs, self.module.name, self.module.confidence_output).confidence
+        except RouteError:
+            return None
+
+    async def _shadow(
+        self,
+        inputs: Tensors,
+        served: Tensors | RawAnswer,
+        timeout: float,
+        tags: str | None,
+        hop_headers: list[tuple[bytes, bytes]],
+        where: str,
+    ) -> None:
+        """A copy of a served call to the canary: measured, and its answer compared."""
+        controller = self.controller
+        started = time.perf_counter()
+        try:
+            answer, _ = await self.client.infer(
+                inputs, timeout=timeout, tags=tags, hop_headers=hop_headers,
+                where=f"{where} (shadow copy)", final=None,
+            )  # fmt: skip
+        except RouteError:
+            controller.record(Route.CANARY, (time.perf_counter() - started) * 1000.0, False, None)
+            controller.record_agreement(False)
+            return
+        finally:
+            self.shadow_in_flight -= 1
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        assert not isinstance(answer, RawAnswer)
+        controller.record(Route.CANARY, elapsed_ms, True, self._confidence(answer))
+        try:
+            stable = (
+                Output(None, self.module.name, raw=served).tensors
+                if isinstance(served, RawAnswer)
+                else served
+            )
+        except RouteError:
+            return
+        controller.record_agreement(agree(stable, answer, self.comparison.agreement,
+                                          self.comparison.atol))  # fmt: skip
+
+    def snapshot(self) -> dict[str, Any]:
+        """Status of this rollout, with the canary's endpoint and skipped shadow copies."""
+        out = self.controller.snapshot()
+        out["canaryEndpoint"] = self.client.endpoint
+        out["shadowSkipped"] = self.shadow_skipped
+        return out
+
+
+class Rollouts:
+    """Every rollout of one graph (modules with a canary endpoint), and the ticker that judges
+    their steps."""
+
+    def __init__(self, resolved: ResolvedGraph, spawn: Spawn, tick: float = 0.2) -> None:
+        self.graph = resolved.name
+        self.modules: dict[str, ModuleRollout] = {}
+        for module in resolved.spec.modules:
+            endpoint = resolved.canary_endpoints.get(module.name)
+            if module.canary is not None and endpoint is not None:
+                self.modules[module.name] = ModuleRollout(module, endpoint, spawn)
+        self.tick = tick
+        self._task: asyncio.Task[None] | None = None
+
+    def get(self, module: str) -> ModuleRollout | None:
+        """The rollout of ``module``, or None (most modules: the hot path pays one lookup)."""
+        return self.modules.get(module) if self.modules else None
+
+    def start(self) -> None:
+        """Open the canaries' pools and start judging (inside the running loop)."""
+        for rollout in self.modules.values():
+            rollout.client.start()
+            step = rollout.controller.steps[0]
+            _log.info(
+                "rollout of module %s: version %s -> %s, step 1 of %d (%d%%%s)",
+                rollout.module.name, rollout.controller.stable_version,
+                rollout.controller.canary_version, len(rollout.controller.steps),
+                step.percent, " shadow" if step.shadow else "",
+            )  # fmt: skip
+        if self.modules:
+            self._task = asyncio.ensure_future(self._judge())
+
+    async def stop(self) -> None:
+        """Stop judging and close the canaries' pools."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for rollout in self.modules.values():
+            rollout.client.close()
+
+    async def _judge(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick)
+            self.evaluate()
+
+    def evaluate(self) -> None:
+        """Judge every rollout's current step once; log what changed."""
+        for name, rollout in self.modules.items():
+            try:
+                done = rollout.controller.evaluate()
+            except Exception:  # a bug in analysis must not stop the ticker
+                _log.exception("rollout of module %s: evaluation failed", name)
+                continue
+            if done is None:
+                continue
+            level = logging.WARNING if done.kind == "RolledBack" else logging.INFO
+            _log.log(level, "rollout of module %s: %s at step %d (%d%%): %s",
+                     name, done.kind, done.step, done.percent, done.reason)  # fmt: skip
+
+    def snapshot(self) -> dict[str, Any]:
+        """``GET /rollouts``: every rollout's status."""
+        return {
+            "graph": self.graph,
+            "time": time.time(),
+            "rollouts": {name: r.snapshot() for name, r in self.modules.items()},
+        }
