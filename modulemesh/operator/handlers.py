@@ -27,20 +27,26 @@ import asyncio
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import kopf
 
 from modulemesh.api import PrivacyGate
+from modulemesh.operator.cache import GATE_KIND, GRAPH_KIND, POD_KIND, Cache
 from modulemesh.operator.config import OperatorSettings
 from modulemesh.operator.drift import drift
 from modulemesh.operator.events import events_for, post_events
 from modulemesh.operator.kube import (
+    APPLY_ORDER,
+    CHILD_KINDS,
     GATES,
     GRAPHS,
     GROUP,
+    POD,
     VERSION,
     Kube,
     KubeError,
@@ -78,11 +84,113 @@ _known: set[tuple[str, str]] = set()
 _background: list[asyncio.Task[None]] = []
 
 
+CACHE = Cache()
+"""Graphs, gates, children and pods as the watches report them: what reconciles read."""
+_applied_generation: dict[tuple[str, str], Any] = {}
+"""The generation of each graph this process last reconciled (a new one is a spec change)."""
+_spec_gates: dict[tuple[str, str], set[str]] = {}
+"""The gates each graph's spec named when it was last reconciled (a change updates both)."""
+_observed: dict[tuple[str, str], str | None] = {}
+"""The envelope error each graph's status last showed (None: envelopes were read)."""
+_pending: dict[tuple[str, str], asyncio.Task[None]] = {}
+"""Status refreshes waiting out ``STATUS_DEBOUNCE_S``: one per graph however many events."""
+STATUS_DEBOUNCE_S = 1.0
+"""A graph's pods and Deployments change in bursts (a rollout, pods starting): one status
+refresh after the burst instead of one per event."""
+_resyncs: Counter[str] = Counter()
+"""Graphs the refresh loop re-checked (``graphs``) and objects it applied (``applied``)."""
+_http: tuple[asyncio.AbstractEventLoop, httpx.AsyncClient] | None = None
+
+
+def http_client() -> httpx.AsyncClient:
+    """One client for every router (per event loop): a client per request cost a TLS context
+    each (about 10 ms of CPU), per graph per envelope interval."""
+    global _http
+    loop = asyncio.get_running_loop()
+    if _http is None or _http[0] is not loop:
+        _http = (loop, httpx.AsyncClient(timeout=ENVELOPE_TIMEOUT_S))
+    return _http[1]
+
+
+@dataclass
+class _Failing:
+    error: httpx.HTTPError
+    streak: int
+    retry_at: float
+
+
+_failing: dict[str, _Failing] = {}
+"""Router URLs whose last read failed: asked again after 1, 2, 4, then every 8 envelope
+intervals, and meanwhile answered with the same error (a router that is not there does not
+change the status, so a thousand unreachable routers cost no lookups every interval)."""
+MAX_BACKOFF = 8
+
+
+async def get_router(url: str) -> httpx.Response:
+    """GET ``url`` with the shared client, unless it failed recently (then its last error)."""
+    now = time.monotonic()
+    failing = _failing.get(url)
+    if failing is not None and now < failing.retry_at:
+        raise failing.error
+    try:
+        response = await http_client().get(url)
+    except httpx.HTTPError as error:
+        streak = failing.streak + 1 if failing is not None else 1
+        wait = SETTINGS.envelope_interval_s * min(2 ** (streak - 1), MAX_BACKOFF)
+        _failing[url] = _Failing(error, streak, now + wait - 0.5)
+        raise
+    _failing.pop(url, None)
+    return response
+
+
+def prime_cache(kube: Kube) -> None:
+    """List each kind the reconciles read once (in the watched namespaces), before the
+    watches start: from then on their events keep the cache current."""
+    namespaces = SETTINGS.watch_namespaces
+    managed = {MANAGED_BY_LABEL: MANAGED_BY_VALUE}
+    sources = [(GRAPH_KIND, GRAPHS, None), (GATE_KIND, GATES, None), (POD_KIND, POD, managed)]
+    sources += [(kind, CHILD_KINDS[kind], managed) for kind in APPLY_ORDER]
+    for kind, api_kind, labels in sources:
+        if namespaces:
+            listed = [o for ns in namespaces for o in kube.items(api_kind, ns, labels=labels)]
+        else:
+            listed = kube.list_all(api_kind, labels=labels)
+        CACHE.prime(kind, listed)
+    log.info("cache primed: %s", CACHE.sizes())
+
+
+async def graph_body(namespace: str, name: str) -> dict[str, Any] | None:
+    """The graph as the watch last reported it (the API before the cache is primed)."""
+    if CACHE.ready(GRAPH_KIND):
+        return CACHE.graph(namespace, name)
+    return await asyncio.to_thread(reconciler().kube.get, GRAPHS, namespace, name)
+
+
+def refresh_soon(namespace: str, graph: str) -> None:
+    """Refresh the graph's status once ``STATUS_DEBOUNCE_S`` after the first of a burst of
+    pod or Deployment events."""
+    key = (namespace, graph)
+    if key in _pending:
+        return
+
+    async def later() -> None:
+        try:
+            await asyncio.sleep(STATUS_DEBOUNCE_S)
+        finally:
+            _pending.pop(key, None)
+        try:
+            await reconcile_named(namespace, graph, apply=False)
+        except Exception:
+            log.exception("refreshing the status of ModuleGraph %s/%s failed", namespace, graph)
+
+    _pending[key] = asyncio.get_running_loop().create_task(later())
+
+
 def reconciler() -> Reconciler:
     """The process-wide reconciler (created on first use, after settings are final)."""
     global _reconciler
     if _reconciler is None:
-        _reconciler = Reconciler(Kube(load_config(SETTINGS.kubeconfig)), SETTINGS)
+        _reconciler = Reconciler(Kube(load_config(SETTINGS.kubeconfig)), SETTINGS, CACHE)
     return _reconciler
 
 
@@ -97,11 +205,14 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="modulemesh.io", key="last-handled-configuration"
     )
-    settings.posting.level = logging.INFO
+    # Only kopf's own trouble becomes an Event (a handler failing); the operator's news goes
+    # through events.post_events, and "Handler succeeded" per object would be a write each.
+    settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 120
     settings.watching.client_timeout = 150
     settings.execution.max_workers = 16
     settings.networking.request_timeout = 60
+    await asyncio.to_thread(prime_cache, reconciler().kube)
     loop = asyncio.get_running_loop()
     _background.append(loop.create_task(refresh_loop(SETTINGS.envelope_interval_s)))
     hook = SETTINGS.webhook
@@ -117,6 +228,10 @@ async def stop_background(**_: Any) -> None:
         task.cancel()
     await asyncio.gather(*_background, return_exceptions=True)
     _background.clear()
+    global _http
+    if _http is not None:
+        await _http[1].aclose()
+        _http = None
 
 
 async def reconcile_named(
@@ -135,15 +250,26 @@ async def reconcile_named(
     async with _lock(namespace, name):
         rec = reconciler()
         if body is None or not apply:
-            body = await asyncio.to_thread(rec.kube.get, GRAPHS, namespace, name)
+            body = await graph_body(namespace, name)
             if body is None:
                 return None
         envelopes, error = _envelopes.get((namespace, name), (None, None))
+        if (
+            not apply
+            and not announce
+            and envelopes is None
+            and (namespace, name) in _observed
+            and _observed[(namespace, name)] == error
+        ):  # the refresh loop, and nothing new: what the status says still holds
+            return None
+        _observed[(namespace, name)] = error if envelopes is None else None
         outcome = await asyncio.to_thread(
             rec.reconcile, body, apply=apply, envelopes=envelopes, envelope_error=error
         )
         if apply:
             _last_resync[(namespace, name)] = time.monotonic()
+            if not announce:
+                _resyncs.update(graphs=1, applied=outcome.applied)
         await _post_events(body, outcome, applied=apply and (announce or bool(outcome.pruned)))
         return outcome
 
@@ -159,19 +285,49 @@ async def _post_events(body: Mapping[str, Any], outcome: Outcome, *, applied: bo
 # --- graphs ------------------------------------------------------------------------------
 
 
-@kopf.on.resume(GROUP, VERSION, "modulegraphs")
-@kopf.on.create(GROUP, VERSION, "modulegraphs")
-@kopf.on.update(GROUP, VERSION, "modulegraphs", field="spec")
+@kopf.on.event(GROUP, VERSION, "modulegraphs")
 async def graph_changed(
-    body: kopf.Body, name: str, namespace: str | None, old: Any = None, **kwargs: Any
+    event: kopf.RawEvent, name: str, namespace: str | None, **kwargs: Any
 ) -> None:
-    """A graph appeared, changed, or the operator started: make its children match."""
-    _known.add((str(namespace), name))
-    await reconcile_named(str(namespace), name, apply=True, body=dict(body))
-    named = set(body.get("spec", {}).get("gates") or [])
-    if isinstance(old, Mapping):  # an update: gates it no longer names lose it too
-        named |= set(old.get("gates") or [])
-    await refresh_gate_graphs(str(namespace), named, kwargs["graphs_by_gate"])
+    """A graph appeared, its spec changed, or the operator started (the watch lists every
+    graph first): make its children match.
+
+    A watch event rather than kopf's create/update/resume handlers: those record their
+    progress and the last handled spec in annotations, a write per graph and per change. The
+    generation this process last reconciled tells a spec change from the operator's own
+    status patches (which move the resourceVersion, not the generation).
+    """
+    obj = event["object"]
+    key = (str(namespace), name)
+    if event["type"] == "DELETED":
+        CACHE.remove(GRAPH_KIND, obj)
+        for known in (_applied_generation, _spec_gates, _observed):
+            known.pop(key, None)
+        return
+    CACHE.put(GRAPH_KIND, obj)
+    generation = (obj.get("metadata") or {}).get("generation")
+    if _applied_generation.get(key) == generation:
+        return
+    _applied_generation[key] = generation
+    _known.add(key)
+    named = set((obj.get("spec") or {}).get("gates") or [])
+    previous = _spec_gates.get(key, set())
+    _spec_gates[key] = named
+    try:
+        await reconcile_named(key[0], name, apply=True, body=CACHE.graph(*key) or dict(obj))
+    except Exception:
+        _applied_generation.pop(key, None)  # retried by the next event or the refresh loop
+        raise
+    await refresh_gate_graphs(key[0], named | previous, kwargs["graphs_by_gate"])
+
+
+@kopf.on.event(GROUP, VERSION, "privacygates")
+async def gate_seen(event: kopf.RawEvent, **_: Any) -> None:
+    """Keep the gates in the cache (their changes are handled by ``gate_changed``)."""
+    if event["type"] == "DELETED":
+        CACHE.remove(GATE_KIND, event["object"])
+    else:
+        CACHE.put(GATE_KIND, event["object"])
 
 
 @kopf.on.event(GROUP, VERSION, "modulegraphs")
@@ -213,8 +369,7 @@ async def refresh_loop(interval: float) -> None:
     async def one(namespace: str, name: str) -> None:
         async with limit:
             try:
-                rec = reconciler()
-                body = await asyncio.to_thread(rec.kube.get, GRAPHS, namespace, name)
+                body = await graph_body(namespace, name)
                 if body is None:
                     _known.discard((namespace, name))
                     return
@@ -228,7 +383,14 @@ async def refresh_loop(interval: float) -> None:
 
     while True:
         await asyncio.sleep(interval)
+        before = dict(_resyncs)
         await asyncio.gather(*(one(ns, name) for ns, name in sorted(_known)))
+        if _resyncs != before:
+            log.info(
+                "resync: %d graphs checked, %d objects applied",
+                _resyncs["graphs"] - before.get("graphs", 0),
+                _resyncs["applied"] - before.get("applied", 0),
+            )
 
 
 async def fetch_envelopes(endpoint: str | None) -> tuple[dict[str, Any] | None, str | None]:
@@ -237,8 +399,7 @@ async def fetch_envelopes(endpoint: str | None) -> tuple[dict[str, Any] | None, 
         return None, "router endpoint not known yet"
     url = endpoint.rstrip("/") + "/envelopes"
     try:
-        async with httpx.AsyncClient(timeout=ENVELOPE_TIMEOUT_S) as client:
-            response = await client.get(url)
+        response = await get_router(url)
     except httpx.HTTPError as error:
         return None, envelope_fetch_error(url, error)
     if response.status_code != 200:
@@ -348,23 +509,37 @@ async def graph_of(namespace: str, obj: Mapping[str, Any], label: str | None) ->
             return str(ref["name"])
     if not label or len(label) < MAX_NAME:
         return label or None
-    graphs = await asyncio.to_thread(reconciler().kube.items, GRAPHS, namespace)
+    graphs = CACHE.graphs(namespace) if CACHE.ready(GRAPH_KIND) else None
+    if graphs is None:
+        graphs = await asyncio.to_thread(reconciler().kube.items, GRAPHS, namespace)
     names = (str(g["metadata"]["name"]) for g in graphs)
     return next((name for name in names if short_name(name) == label), None)
 
 
+def _cache_event(kind: str, event: Mapping[str, Any]) -> None:
+    obj = event.get("object") or {}
+    if event.get("type") == "DELETED":
+        CACHE.remove(kind, obj)
+    else:
+        CACHE.put(kind, obj)
+
+
 async def _child_event(event: Mapping[str, Any], namespace: str, labels: Mapping[str, str]) -> None:
-    graph = await graph_of(namespace, event.get("object") or {}, labels.get(GRAPH_LABEL))
+    obj = event.get("object") or {}
+    kind = str(obj.get("kind") or "")
+    _cache_event(kind, event)
+    if event.get("type") is None:  # the initial listing, already covered by the graphs'
+        return
+    graph = await graph_of(namespace, obj, labels.get(GRAPH_LABEL))
     if not graph:
         return
-    obj = event.get("object") or {}
     why = "deleted" if event.get("type") == "DELETED" else drift(obj)
-    if why is not None:
-        meta = obj.get("metadata") or {}
-        log.info(
-            "%s %s/%s drifted (%s): reconciling", obj.get("kind"), namespace, meta.get("name"), why
-        )
-    await reconcile_named(namespace, graph, apply=why is not None)
+    if why is None:
+        refresh_soon(namespace, graph)
+        return
+    meta = obj.get("metadata") or {}
+    log.info("%s %s/%s drifted (%s): reconciling", kind, namespace, meta.get("name"), why)
+    await reconcile_named(namespace, graph, apply=True)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
@@ -376,8 +551,6 @@ async def child_changed(
     event: kopf.RawEvent, namespace: str | None, labels: kopf.Labels, **_: Any
 ) -> None:
     """A child changed: correct drift when someone else did it, else refresh status."""
-    if event.get("type") is None:  # the initial listing, already covered by resume
-        return
     await _child_event(event, str(namespace), labels)
 
 
@@ -386,11 +559,12 @@ async def pod_changed(
     event: kopf.RawEvent, namespace: str | None, labels: kopf.Labels, **_: Any
 ) -> None:
     """Pods carry scheduling problems and readiness: refresh the graph's status."""
+    _cache_event(POD_KIND, event)
     if event.get("type") is None:
         return
     graph = await graph_of(str(namespace), event.get("object") or {}, labels.get(GRAPH_LABEL))
     if graph:
-        await reconcile_named(str(namespace), graph, apply=False)
+        refresh_soon(str(namespace), graph)
 
 
 # --- admission (only with the webhook on) ----------------------------------------------------

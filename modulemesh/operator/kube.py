@@ -204,21 +204,23 @@ class Kube:
         self, kind: Kind, namespace: str, *, labels: Mapping[str, str] | None = None
     ) -> list[dict[str, Any]]:
         """Every object of ``kind`` in ``namespace`` matching ``labels``."""
-        query = []
-        if labels:
-            query.append(("labelSelector", ",".join(f"{k}={v}" for k, v in labels.items())))
         items: list[dict[str, Any]] = self._call(
-            "GET", kind.collection(namespace), query=query
+            "GET", kind.collection(namespace), query=_selector(labels)
         ).get("items", [])
         for item in items:
             item.setdefault("kind", kind.kind)
             item.setdefault("apiVersion", kind.api_version)
         return items
 
-    def list_all(self, kind: Kind) -> list[dict[str, Any]]:
-        """Every object of ``kind`` in every namespace."""
+    def list_all(
+        self, kind: Kind, *, labels: Mapping[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Every object of ``kind`` in every namespace (matching ``labels``)."""
         prefix = "/api/v1" if kind.api_version == "v1" else f"/apis/{kind.api_version}"
-        items: list[dict[str, Any]] = self._call("GET", f"{prefix}/{kind.plural}").get("items", [])
+        query = _selector(labels)
+        items: list[dict[str, Any]] = self._call("GET", f"{prefix}/{kind.plural}", query=query).get(
+            "items", []
+        )
         return items
 
     def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
@@ -244,9 +246,9 @@ class Kube:
 
     def patch_status(
         self, kind: Kind, namespace: str, name: str, status: Mapping[str, Any]
-    ) -> None:
-        """Merge-patch the status subresource."""
-        self._call(
+    ) -> dict[str, Any]:
+        """Merge-patch the status subresource; return the object as it now is."""
+        return self._call(
             "PATCH",
             f"{kind.collection(namespace)}/{name}/status",
             body={"status": dict(status)},
@@ -258,6 +260,13 @@ class Kube:
         labels = graph_selector(graph)
         for name in APPLY_ORDER:
             yield from self.items(CHILD_KINDS[name], namespace, labels=labels)
+
+
+def _selector(labels: Mapping[str, str] | None) -> list[tuple[str, str]]:
+    """The ``labelSelector`` query of a LIST (none without labels)."""
+    if not labels:
+        return []
+    return [("labelSelector", ",".join(f"{k}={v}" for k, v in labels.items()))]
 
 
 def _api_message(body: Any, reason: Any) -> str:

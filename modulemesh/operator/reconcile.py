@@ -23,10 +23,20 @@ from modulemesh.api import (
 from modulemesh.api.errors import issues_from_pydantic
 from modulemesh.api.validation import validate_graph
 from modulemesh.operator import conditions, drift
+from modulemesh.operator.cache import GATE_KIND, POD_KIND, Cache
 from modulemesh.operator.conditions import ConditionUpdate
 from modulemesh.operator.config import OperatorSettings
-from modulemesh.operator.kube import CHILD_KINDS, GATES, GRAPHS, NODES, POD, Kube, KubeError
-from modulemesh.operator.naming import graph_selector
+from modulemesh.operator.kube import (
+    APPLY_ORDER,
+    CHILD_KINDS,
+    GATES,
+    GRAPHS,
+    NODES,
+    POD,
+    Kube,
+    KubeError,
+)
+from modulemesh.operator.naming import graph_selector, short_name
 from modulemesh.operator.observe import Observation, compute_status, unschedulable_reason
 from modulemesh.operator.render import graph_endpoint, render
 
@@ -71,15 +81,32 @@ def owner_reference(body: Mapping[str, Any]) -> dict[str, Any]:
 class Reconciler:
     """Reconciles graphs against one cluster with one configuration."""
 
-    def __init__(self, kube: Kube, settings: OperatorSettings) -> None:
+    def __init__(self, kube: Kube, settings: OperatorSettings, cache: Cache | None = None) -> None:
         self.kube = kube
         self.settings = settings
         self.render_settings = settings.render
+        self.cache = cache
+        """Read instead of the API once primed (the operator's watches keep it current)."""
+
+    def _cached(self, *kinds: str) -> Cache | None:
+        return self.cache if self.cache is not None and self.cache.ready(*kinds) else None
+
+    def _owned(self, namespace: str, graph: str, *kinds: str) -> list[dict[str, Any]]:
+        """The graph's objects of ``kinds`` (children or pods), from the cache or the API."""
+        cache = self._cached(*kinds)
+        if cache is not None:
+            return cache.owned(namespace, short_name(graph), *kinds)
+        if kinds == (POD_KIND,):
+            return self.kube.items(POD, namespace, labels=graph_selector(graph))
+        labels = graph_selector(graph)
+        return [o for k in kinds for o in self.kube.items(CHILD_KINDS[k], namespace, labels=labels)]
 
     def gates(self, namespace: str) -> list[PrivacyGate]:
         """The namespace's PrivacyGates that parse; broken ones are logged and left out."""
         gates: list[PrivacyGate] = []
-        for body in self.kube.items(GATES, namespace):
+        cache = self._cached(GATE_KIND)
+        bodies = cache.gates(namespace) if cache else self.kube.items(GATES, namespace)
+        for body in bodies:
             try:
                 gates.append(PrivacyGate.model_validate(without_status(body)))
             except ValidationError as error:
@@ -125,7 +152,7 @@ class Reconciler:
             owner = owner_reference(body)
             live = {
                 (str(child["kind"]), str(child["metadata"]["name"])): child
-                for child in self.kube.owned_children(namespace, name)
+                for child in self._owned(namespace, name, *APPLY_ORDER)
             }
             keep: set[tuple[str, str]] = set()
             for obj in desired:
@@ -142,22 +169,25 @@ class Reconciler:
                 if why is None:  # what it holds is what we applied: an apply would be a no-op
                     continue
                 learnt = self.kube.apply(obj, dry_run=True)
-                self.kube.apply(drift.with_fields(obj, learnt))
+                applied = self.kube.apply(drift.with_fields(obj, learnt))
+                if self.cache is not None:  # the next reconcile must not apply it again
+                    self.cache.put(key[0], applied)
                 log.info("applied %s/%s/%s: %s", namespace, key[0], key[1], why)
                 outcome.applied += 1
             for key in live:
                 if key not in keep:
                     self.kube.delete(CHILD_KINDS[key[0]], namespace, key[1])
+                    if self.cache is not None:
+                        self.cache.remove(key[0], live[key])
                     outcome.pruned.append(f"{key[0]}/{key[1]}")
 
-        labels = graph_selector(name)
-        pods = self.kube.items(POD, namespace, labels=labels)
+        pods = self._owned(namespace, name, POD_KIND)
         observation = Observation(
             graph=graph,
             spec_issues=spec_issues,
             privacy_issues=privacy,
             missing_gates=missing,
-            deployments=self.kube.items(CHILD_KINDS["Deployment"], namespace, labels=labels),
+            deployments=self._owned(namespace, name, "Deployment"),
             pods=pods,
             nodes=self._nodes() if any(unschedulable_reason(p) for p in pods) else None,
             envelopes=envelopes,
@@ -200,8 +230,17 @@ class Reconciler:
         outcome.transitions = conditions.transitions(previous.get("conditions") or [], merged)
         if _comparable(status) != _comparable(previous):
             try:
-                self.kube.patch_status(GRAPHS, str(meta["namespace"]), str(meta["name"]), status)
+                patched = self.kube.patch_status(
+                    GRAPHS, str(meta["namespace"]), str(meta["name"]), status
+                )
                 outcome.status_changed = True
+                if self.cache is not None:  # what the graph's next reconcile compares with
+                    self.cache.set_status(
+                        str(meta["namespace"]),
+                        str(meta["name"]),
+                        patched.get("status") or status,
+                        (patched.get("metadata") or {}).get("resourceVersion"),
+                    )
             except KubeError as error:
                 if error.status != 404:  # deleted meanwhile: nothing to report on
                     raise

@@ -1,5 +1,5 @@
 """Which Events a reconcile posts: Warnings only for what needs a person (a new graph whose
-pods are starting posts no Warning), Recovered after Degraded, Reconciled only when something
+pods are starting posts no Warning, and no NotReady either), Recovered after Degraded, Reconciled only when something
 was applied or pruned, and the core v1 Event the operator's own client posts."""
 
 from __future__ import annotations
@@ -46,10 +46,14 @@ def test_a_new_graph_whose_pods_start_posts_no_warning() -> None:
         applied=7,
     )
     events = events_for(first, applied=True)
-    assert [e.type for e in events] == ["Normal", "Normal"]
-    assert [e.reason for e in events] == ["NotReady", "Reconciled"]
-    assert events[0].message == "Ready is False"
-    assert events[1].message == "applied 7 objects as modulemesh-operator"
+    assert [(e.type, e.reason) for e in events] == [("Normal", "Reconciled")]
+    assert events[0].message == "applied 7 objects as modulemesh-operator"
+
+
+def test_a_new_graph_ready_at_its_first_reconcile_says_so() -> None:
+    """Only Ready is news at a first reconcile (NotReady then is a graph starting)."""
+    events = events_for(_outcome([("Ready", None, "True")]), applied=False)
+    assert events == [Event("Normal", "Ready", "Ready is True")]
 
 
 def test_ready_then_not_ready_is_normal_progress() -> None:
