@@ -536,6 +536,159 @@ def compare_delays(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+async def _grpc_closed_loop(
+    target: str, payload: bytes, concurrency: int, warmup: float, duration: float
+) -> Point:
+    """The HTTP closed loop's twin over gRPC: one channel (HTTP/2 streams multiplexed on one
+    connection, as gRPC clients do), N callers, each sending its next ModelInfer (serialized
+    once, sent as bytes) as soon as the previous answer arrives."""
+    import grpc
+
+    latencies: list[float] = []
+    errors = 0
+    started = time.perf_counter()
+    measure_from = started + warmup
+    stop_at = measure_from + duration
+    async with grpc.aio.insecure_channel(target) as channel:
+        infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+
+        async def caller() -> None:
+            nonlocal errors
+            while True:
+                t0 = time.perf_counter()
+                if t0 >= stop_at:
+                    return
+                ok = True
+                try:
+                    await infer(payload, timeout=30)
+                except grpc.aio.AioRpcError:
+                    ok = False
+                t1 = time.perf_counter()
+                if measure_from <= t1 <= stop_at:
+                    if ok:
+                        latencies.append(t1 - t0)
+                    else:
+                        errors += 1
+
+        cpu0 = time.process_time()
+        await asyncio.gather(*(caller() for _ in range(concurrency)))
+        cpu = time.process_time() - cpu0
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    if not latencies:
+        return Point(0, errors, duration, 0.0, 0.0, cpu / elapsed)
+    return Point(
+        requests=len(latencies),
+        errors=errors,
+        seconds=duration,
+        p50=latencies[len(latencies) // 2],
+        p99=latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+        client_cpu=cpu / elapsed,
+    )
+
+
+def compare_grpc(args: argparse.Namespace) -> str:
+    """gRPC vs REST on the same requests, one runtime serving both, rounds alternating.
+
+    Model ``zoo.small_mlp()`` (issue 17's small submodule), the runtime's defaults. The same
+    one-row input goes as REST JSON, as REST with the binary tensor extension (tritonclient's
+    default) and as a gRPC ModelInfer with raw_input_contents; each round measures the three
+    in turn (starting with another each round) at each concurrency, against the same process,
+    so load drift hits them alike; ratios are medians of per-round ratios.
+    """
+    import numpy as np
+
+    from modulemesh import oip, zoo
+    from modulemesh.grpc import inference_pb2 as pb
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-grpc-"))
+    model_path = zoo.save(zoo.small_mlp(), workdir / "mlp.onnx")
+    x = np.random.default_rng(0).standard_normal((1, 256)).astype(np.float32)
+    body, _ = oip.encode_request({"input": x})
+    binary, length = oip.encode_request({"input": x}, binary=True, binary_data_output=True)
+    binary_head = (
+        "POST /v2/models/mlp/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Content-Type: application/octet-stream\r\n"
+        f"Inference-Header-Content-Length: {length}\r\nContent-Length: {len(binary)}\r\n\r\n"
+    )
+    message = pb.ModelInferRequest(model_name="mlp")
+    message.inputs.add(name="input", datatype="FP32", shape=[1, 256])
+    message.raw_input_contents.append(x.tobytes())
+    payload = message.SerializeToString()
+    requests = {
+        "rest-json": _http_request("POST", "/v2/models/mlp/infer", body),
+        "rest-binary": binary_head.encode() + binary,
+    }
+    conc = [int(c) for c in args.concurrency.split(",")]
+    port, grpc_port = _free_port(), _free_port()
+    command = [
+        sys.executable, "-m", "modulemesh", "runtime", "--model", str(model_path),
+        "--name", "mlp", "--port", str(port), "--grpc-port", str(grpc_port),
+        "--log-level", "warning", *shlex.split(args.runtime_flags),
+    ]  # fmt: skip
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    names = ["rest-json", "rest-binary", "grpc"]
+    points: dict[tuple[str, int], list[tuple[Point, float]]] = {}
+    try:
+        _wait_ready(port, "/v2/models/mlp/ready", proc)
+        import uvloop
+
+        for r in range(args.rounds):
+            for c in conc:
+                for t in names[r % len(names) :] + names[: r % len(names)]:
+                    before = _stats(port)
+                    cpu0 = _proc_cpu(proc.pid)
+                    if t == "grpc":
+                        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                            point = runner.run(_grpc_closed_loop(
+                                f"127.0.0.1:{grpc_port}", payload, c, args.warmup, args.duration
+                            ))  # fmt: skip
+                    else:
+                        point = measure(port, requests[t], c, args.warmup, args.duration)
+                    cpu = _proc_cpu(proc.pid) - cpu0
+                    rows = _stats(port)["rows"] - before["rows"]
+                    per_request = cpu / max(1, rows)
+                    points.setdefault((t, c), []).append((point, per_request))
+                    print(
+                        f"round {r} {t} c={c}: {point.rps:.0f} req/s p50 "
+                        f"{point.p50 * 1000:.2f} ms p99 {point.p99 * 1000:.2f} ms errors "
+                        f"{point.errors} server CPU/request {per_request * 1e6:.0f} us "
+                        f"client cpu {point.client_cpu * 100:.0f}%",
+                        flush=True,
+                    )
+    finally:
+        _stop(proc)
+
+    lines = [
+        f"Model zoo.small_mlp(), runtime defaults, one process serving REST and gRPC; "
+        f"{args.rounds} rounds of {args.duration:g} s per point (median round).",
+        "",
+        "| protocol | concurrency | req/s | p50 ms | p99 ms | errors | server CPU/request us "
+        "| client CPU |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for c in conc:
+        for t in names:
+            rounds = sorted(points[(t, c)], key=lambda p: p[0].rps)
+            point, per_request = rounds[len(rounds) // 2]
+            lines.append(
+                f"| {t} | {c} | {point.rps:.0f} | {point.p50 * 1000:.2f} | "
+                f"{point.p99 * 1000:.2f} | {point.errors} | {per_request * 1e6:.0f} | "
+                f"{point.client_cpu * 100:.0f}% |"
+            )
+    lines += ["", "Median over rounds of the ratio within each round:"]
+    for c in conc:
+        for rest in ("rest-json", "rest-binary"):
+            pairs = list(zip(points[("grpc", c)], points[(rest, c)], strict=True))
+            throughput = sorted(_ratio(g.rps, h.rps) for (g, _), (h, _) in pairs)
+            cpu = sorted(_ratio(gc, hc) for (_, gc), (_, hc) in pairs)
+            lines.append(
+                f"c={c} grpc/{rest}: throughput {throughput[len(pairs) // 2]:.2f}x, "
+                f"server CPU per request {cpu[len(pairs) // 2]:.2f}x"
+            )
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--serve-kserve", metavar="MODEL", help=argparse.SUPPRESS)
@@ -562,12 +715,21 @@ def main() -> int:
         help="instead: fixed delay 0 vs fixed 1 ms vs adaptive (bound --max-delay-ms) on the "
         "small zoo.small_mlp()",
     )
+    parser.add_argument(
+        "--compare-grpc",
+        action="store_true",
+        help="instead: the same requests as REST (JSON, binary) and gRPC to one runtime serving "
+        "zoo.small_mlp() with its defaults",
+    )
     args, _ = parser.parse_known_args()
     if args.serve_kserve:
         serve_kserve(args.serve_kserve, args.port, "mlp", args.spinning)
         return 0
     sys.path.insert(0, str(ROOT))
-    table = compare_delays(args) if args.compare_delays else run(args)
+    if args.compare_grpc:
+        table = compare_grpc(args)
+    else:
+        table = compare_delays(args) if args.compare_delays else run(args)
     print()
     print(table)
     return 0

@@ -74,6 +74,21 @@ def test_runtime_delay_comparison_prints_every_target_and_ratio() -> None:
     assert "(envelope " in out, out  # the achieved batch size from /stats, per round
 
 
+def test_runtime_grpc_comparison_prints_every_protocol_and_ratio() -> None:
+    out = run_bench(
+        "runtime.py", "--compare-grpc", "--duration", "0.5", "--warmup", "0.1",
+        "--concurrency", "1,8",
+    )  # fmt: skip
+    assert "one process serving REST and gRPC" in out, out
+    for c in (1, 8):
+        for protocol in ("rest-json", "rest-binary", "grpc"):
+            assert f"| {protocol} | {c} |" in out, out
+        for rest in ("rest-json", "rest-binary"):
+            assert f"c={c} grpc/{rest}: throughput" in out, out
+    rounds = [line for line in out.splitlines() if line.startswith("round ")]
+    assert len(rounds) == 6 and all(" errors 0 " in line for line in rounds), out
+
+
 def test_privacy_bench_prints_detector_costs_and_router_on_off() -> None:
     out = run_bench("privacy.py", *two_cpus())
     assert "detector cost, us per KB of text" in out, out
