@@ -313,6 +313,13 @@ def ensure_cluster(timeout: float = UP_TIMEOUT_S, *, keep: bool = False) -> Clus
     except BaseException:
         users_lock.release()
         raise
+    return cluster_from(settings, started_here=started_here, users_lock=users_lock)
+
+
+def cluster_from(
+    settings: Mapping[str, str], *, started_here: bool, users_lock: UsersLock | None = None
+) -> Cluster:
+    """The Cluster that hack/cluster/env's ``settings`` describe."""
     return Cluster(
         kubeconfig=Path(settings["KUBECONFIG"]),
         kubectl_path=Path(settings["KUBECTL"]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import socket
@@ -39,8 +40,12 @@ class OperatorProcess:
         kubeconfig: Path | None = None,
         namespaces: tuple[str, ...] = (),
         env: Mapping[str, str] | None = None,
+        envelope_interval_s: float = 3,
+        resync_interval_s: float = 60,
     ) -> None:
         self.cluster = cluster
+        self.envelope_interval_s = envelope_interval_s
+        self.resync_interval_s = resync_interval_s
         self.log_path = log_path
         self.kubeconfig = kubeconfig or cluster.kubeconfig
         self.namespaces = namespaces
@@ -61,9 +66,9 @@ class OperatorProcess:
             "--log-format",
             "plain",
             "--envelope-interval",
-            "3",
+            f"{self.envelope_interval_s:g}",
             "--resync-interval",
-            "60",
+            f"{self.resync_interval_s:g}",
             "--liveness",
             f"http://127.0.0.1:{self.port}/healthz",
         ]
@@ -105,6 +110,41 @@ class OperatorProcess:
         if self._log is not None:
             self._log.close()
         self.proc = None
+
+
+def service_account_kubeconfig(
+    cluster: Cluster, namespace: str, account: str, path: Path, *, duration: str = "1h"
+) -> Path:
+    """A kubeconfig holding only a token of ServiceAccount ``namespace/account`` (what an
+    operator running in the cluster under it would be allowed), written to ``path``."""
+    token = cluster.kubectl(
+        "-n", namespace, "create", "token", account, f"--duration={duration}"
+    ).stdout.strip()
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    server = admin["clusters"][0]["cluster"]
+    ca = (
+        server.get("certificate-authority-data")
+        or base64.b64encode(Path(server["certificate-authority"]).read_bytes()).decode()
+    )
+    user = {"name": "operator", "user": {"token": token}}
+    context = {"name": "operator", "context": {"cluster": "local", "user": "operator"}}
+    cluster_entry = {
+        "name": "local",
+        "cluster": {"server": server["server"], "certificate-authority-data": ca},
+    }
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [cluster_entry],
+                "users": [user],
+                "contexts": [context],
+                "current-context": "operator",
+            }
+        )
+    )
+    return path
 
 
 def install_crds(cluster: Cluster) -> None:

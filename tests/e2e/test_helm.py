@@ -35,6 +35,7 @@ from e2e.operator_process import (
     ca_bundles_set,
     install_webhook_configuration,
     local_webhook_env,
+    service_account_kubeconfig,
 )
 
 CHART = REPO_ROOT / "charts" / "modulemesh"
@@ -96,35 +97,7 @@ def helm_install(
 
 def sa_kubeconfig(cluster: Cluster, release: Release, path: Path) -> Path:
     """A kubeconfig holding only a token of the release's ServiceAccount."""
-    token = cluster.kubectl(
-        "-n", release.namespace, "create", "token", release.fullname, "--duration=1h"
-    ).stdout.strip()
-    admin = yaml.safe_load(cluster.kubeconfig.read_text())
-    server = admin["clusters"][0]["cluster"]
-    ca = (
-        server.get("certificate-authority-data")
-        or base64.b64encode(Path(server["certificate-authority"]).read_bytes()).decode()
-    )
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "local",
-                        "cluster": {"server": server["server"], "certificate-authority-data": ca},
-                    }
-                ],
-                "users": [{"name": "operator", "user": {"token": token}}],
-                "contexts": [
-                    {"name": "operator", "context": {"cluster": "local", "user": "operator"}}
-                ],
-                "current-context": "operator",
-            }
-        )
-    )
-    return path
+    return service_account_kubeconfig(cluster, release.namespace, release.fullname, path)
 
 
 def crd_state(cluster: Cluster) -> dict[str, tuple[int, Any]]:
