@@ -321,7 +321,9 @@ class GrpcServer:
 
     async def start(self) -> None:
         """Listen; raises ``OSError`` naming the address when it cannot be bound."""
-        server = grpc.aio.server(options=self._options)
+        # No SO_REUSEPORT (grpcio's default): a second server on a taken port must fail, as
+        # the HTTP port does, instead of silently sharing it with the first.
+        server = grpc.aio.server(options=[*self._options, ("grpc.so_reuseport", 0)])
         server.add_generic_rpc_handlers(tuple(self._handlers))
         try:
             port = server.add_insecure_port(self.address)

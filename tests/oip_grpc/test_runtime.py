@@ -202,3 +202,20 @@ def test_sigterm_closes_the_grpc_port_too(model: Path, tmp_path: Path) -> None:
             assert info.value.status() in ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED")
     finally:
         rt.stop()
+
+
+def test_a_taken_grpc_port_stops_the_start_naming_it(model: Path, tmp_path: Path) -> None:
+    first = GrpcRuntime(["--model", str(model)], tmp_path)
+    try:
+        first.wait_ready()
+        # Another runtime on the same gRPC port (the first holds it): it must not share it.
+        second = Runtime(["--model", str(model), "--grpc-port", str(first.grpc_port)], tmp_path)
+        try:
+            assert second.proc.wait(30) == 3, second.log
+            assert f"gRPC cannot listen on 127.0.0.1:{first.grpc_port}" in second.log
+        finally:
+            second.stop()
+        with triton.InferenceServerClient(first.target) as c:
+            assert c.is_server_ready()
+    finally:
+        first.stop()
