@@ -13,14 +13,17 @@ import logging
 import signal
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from modulemesh.grpc.server import GrpcServer, OipService, listen_address
 from modulemesh.httpserver import Server, ServerConfig
 from modulemesh.runtime import model as model_module
 from modulemesh.runtime import source
 from modulemesh.runtime.app import RuntimeApp, RuntimeState, default_name
 from modulemesh.runtime.batching import Batcher
 from modulemesh.runtime.config import RuntimeConfig
+
+if TYPE_CHECKING:
+    from modulemesh.grpc.server import GrpcServer
 
 log = logging.getLogger("modulemesh.runtime")
 
@@ -116,12 +119,16 @@ async def drain(state: RuntimeState, timeout: float, forced: asyncio.Event) -> N
 def grpc_companion(app: RuntimeApp, config: RuntimeConfig) -> GrpcServer | None:
     """The runtime's gRPC endpoint, answered by the HTTP app (one inference path), bounded
     like HTTP bodies by ``--max-body-bytes``; ``None`` when it has none."""
-    if config.grpc_uds is not None:
-        address = f"unix:{config.grpc_uds}"
-    elif config.grpc_port:
-        address = listen_address(config.host, config.grpc_port)
-    else:
+    if config.grpc_uds is None and not config.grpc_port:
         return None
+    # grpcio is imported only by a runtime that serves gRPC
+    from modulemesh.grpc.server import GrpcServer, OipService, listen_address
+
+    address = (
+        f"unix:{config.grpc_uds}"
+        if config.grpc_uds is not None
+        else listen_address(config.host, config.grpc_port)
+    )
     return GrpcServer(
         [OipService(app).handler()], address, max_message_bytes=config.max_body_bytes, grace=1.0
     )

@@ -219,3 +219,21 @@ def test_a_taken_grpc_port_stops_the_start_naming_it(model: Path, tmp_path: Path
             assert c.is_server_ready()
     finally:
         first.stop()
+
+
+def test_grpcio_loads_only_in_a_runtime_that_serves_grpc() -> None:
+    # Start-up cost and memory of a runtime without --grpc-port stay what they were.
+    script = (
+        "import sys\n"
+        "from modulemesh.runtime import server\n"
+        "from modulemesh.runtime.app import RuntimeApp, RuntimeState\n"
+        "from modulemesh.runtime.config import RuntimeConfig\n"
+        "config = RuntimeConfig(model='m.onnx')\n"
+        "assert server.grpc_companion(RuntimeApp(config, RuntimeState('m')), config) is None\n"
+        "print('grpc' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
