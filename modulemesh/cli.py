@@ -51,6 +51,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "modulemesh.audit_command",
         "Check privacy audit logs (modulemesh audit verify FILE...).",
     ),
+    "replay": (
+        "modulemesh.rollout.replay_command",
+        "Replay captured requests against a graph; report how its answers differ.",
+    ),
     "webhook-configuration": (
         "modulemesh.operator.webhook_command",
         "Print the admission webhook's configuration for an operator outside the cluster.",

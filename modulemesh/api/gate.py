@@ -128,6 +128,11 @@ class GateTag(SpecModel):
         default=False,
         description="Whether router results for requests with this tag may be cached.",
     )
+    capturable: bool = Field(
+        default=False,
+        description="Whether requests with this tag (and their answers) may be written to a "
+        "graph's capture file (spec.capture); never when unset.",
+    )
     action: TagAction = Field(
         default=TagAction.TAG,
         description="What a content classifier's hit does: tag (the request gets this tag and "

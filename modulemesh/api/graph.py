@@ -683,6 +683,31 @@ class RouterSettings(SpecModel):
     )
 
 
+class CapturePolicy(SpecModel):
+    """A bounded sample of the graph's requests and answers, for ``modulemesh replay``. A
+    tagged request is captured only when every gate defining each of its tags marks the tag
+    ``capturable`` (a tag no gate defines, never)."""
+
+    rate: Annotated[float, Field(gt=0, le=1)] = Field(
+        description="Share of requests captured, chosen by a hash of the trace id (the same "
+        "trace id is always in or out)."
+    )
+    path: Annotated[str, Field(min_length=1, max_length=4096)] = Field(
+        default="capture.jsonl",
+        description="JSON-lines file the router appends to (modulemesh run: relative to the "
+        "graph file's directory).",
+    )
+    max_requests: Annotated[int, Field(ge=1, le=10_000_000, strict=True)] = Field(
+        default=1000, description="Records written at most; then capturing stops."
+    )
+    max_bytes: Annotated[int, Field(ge=1024, le=1 << 34, strict=True)] = Field(
+        default=64 << 20, description="Size the file may reach at most; then capturing stops."
+    )
+    max_record_bytes: Annotated[int, Field(ge=256, le=64 << 20, strict=True)] = Field(
+        default=1 << 20, description="A larger request and answer are not captured (counted)."
+    )
+
+
 class ModuleGraphSpec(SpecModel):
     """The spec of a ``ModuleGraph``."""
 
@@ -693,6 +718,11 @@ class ModuleGraphSpec(SpecModel):
     )
     policy: GraphPolicy = Field(default_factory=GraphPolicy)
     router: RouterSettings = Field(default_factory=RouterSettings)
+    capture: CapturePolicy | None = Field(
+        default=None,
+        description="Capture a sample of requests and answers for modulemesh replay "
+        "(docs/operations.md, capture and replay); none when unset.",
+    )
 
     def module(self, name: str) -> Module | None:
         """The module called ``name``, or None."""

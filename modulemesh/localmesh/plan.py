@@ -113,6 +113,11 @@ def plan_mesh(
     """Command lines for every process of ``graph`` (sidecar ports, and the router's gRPC port
     unless given, from ``port``; runtime sockets in ``socket_dir``, by default a new private
     temporary directory)."""
+    capture = graph.spec.capture
+    if capture is not None and not Path(capture.path).is_absolute():
+        # The router appends to it: relative to the graph file, as model paths are.
+        where = capture.model_copy(update={"path": str((base / capture.path).resolve())})
+        graph = graph.model_copy(update={"spec": graph.spec.model_copy(update={"capture": where})})
     named = {g.metadata.name: g for g in gates}
     used = [named[n] for n in graph.spec.gates if n in named]
     dryrun = bool(used) and all(g.spec.mode is GateMode.DRYRUN for g in used)

@@ -3,7 +3,8 @@
 Routes: ``POST /v2/models/{graph}/infer``, ``GET /v2/models/{graph}`` (metadata),
 ``GET /v2/models/{graph}/ready`` (every module reachable), ``GET /v2/health/live|ready``,
 ``GET /v2``, ``GET /envelopes`` (every module's latest envelope and breaker state),
-``GET /rollouts`` (every canary's rollout: phase, step, share, figures) and
+``GET /rollouts`` (every canary's rollout: phase, step, share, figures), ``GET /capture``
+(what ``spec.capture`` wrote and left out) and
 ``GET /metrics`` (Prometheus). A raw ASGI callable rather than a framework because the
 infer route is on every request's path: one pass over the headers, no dependency injection,
 no request object. Every error is ``{"error": "..."}`` with a 4xx/5xx status; nothing a
@@ -35,6 +36,7 @@ from modulemesh.httpserver import (
     run_lifespan,
 )
 from modulemesh.privacy import Inspection
+from modulemesh.rollout.capture import Capture
 from modulemesh.router.client import rename_answer
 from modulemesh.router.context import RequestContext
 from modulemesh.router.errors import RouteError
@@ -85,6 +87,8 @@ class RouterApp:
         self._model_path = f"/v2/models/{self.graph}"
         self._timeout_ms = float(resolved.spec.policy.timeout_ms)
         self._propagate = frozenset(h.encode() for h in resolved.spec.policy.propagate_headers)
+        self.capture = Capture.of(resolved)
+        """A sample of answered requests for ``modulemesh replay`` (``spec.capture``)."""
 
     # -- ASGI entry ---------------------------------------------------------------------------
 
@@ -136,6 +140,9 @@ class RouterApp:
                 await _respond(send, 200, orjson.dumps(body))
             elif path == "/envelopes":
                 await _respond(send, 200, orjson.dumps(self.envelopes()))
+            elif path == "/capture":
+                capture = self.capture.snapshot() if self.capture is not None else None
+                await _respond(send, 200, orjson.dumps({"graph": self.graph, "capture": capture}))
             elif path == "/rollouts":
                 await _respond(send, 200, orjson.dumps(self.executor.rollouts.snapshot()))
             elif path == "/metrics":
@@ -355,6 +362,9 @@ class RouterApp:
                     send, started, 500, _error(f"internal error in node {where!r}: {exc!r}")
                 )
                 return
+        if self.capture is not None:
+            trace_id = trace_id_from_traceparent(trace_headers[0][1]) or ""
+            self.capture.offer(trace_id, ctx.tags, request, head.parameters, output)
         extra = None if length is None else [(_HEADER_LENGTH, b"%d" % length)]
         content_type = _JSON if length is None else b"application/octet-stream"
         await self._finish(

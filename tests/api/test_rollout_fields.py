@@ -1,5 +1,6 @@
-"""A module's canary and rollout policy (issue 16): the defaults, what a valid policy reads as,
-and each mistake refused by `modulemesh validate`'s loader with the field path and what to do."""
+"""A module's canary and rollout policy and a graph's capture (issue 16): the defaults, what a
+valid policy reads as, and each mistake refused by `modulemesh validate`'s loader with the
+field path and what to do."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from modulemesh.api.graph import Agreement, Module, RolloutPolicy
+from modulemesh.api.gate import GateTag
+from modulemesh.api.graph import Agreement, CapturePolicy, Module, RolloutPolicy
 from tests.api.graph_builders import check, graph, module, one_error
 
 CANARY = {"model": {"path": "classifier-v2.onnx"}, "version": "2"}
@@ -115,3 +117,29 @@ def test_mistakes_are_refused_naming_the_field(
     fields: dict[str, Any], path: str, words: list[str]
 ) -> None:
     one_error(check(_with(**fields)), path, *words)
+
+
+def test_capture_defaults_and_bounds() -> None:
+    assert check(graph(capture={"rate": 0.1})) == []
+    policy = CapturePolicy.model_validate({"rate": 0.1})
+    assert (policy.path, policy.max_requests, policy.max_bytes, policy.max_record_bytes) == (
+        "capture.jsonl", 1000, 64 << 20, 1 << 20,
+    )  # fmt: skip
+    assert GateTag.model_validate({"name": "phi"}).capturable is False
+
+
+@pytest.mark.parametrize(
+    ("capture", "path", "words"),
+    [
+        ({}, "spec.capture.rate", ["required"]),
+        ({"rate": 0}, "spec.capture.rate", ["greater than 0"]),
+        ({"rate": 1.5}, "spec.capture.rate", ["less than or equal to 1"]),
+        ({"rate": 1, "maxBytes": 10}, "spec.capture.maxBytes", ["greater than or equal to 1024"]),
+        ({"rate": 1, "maxRequests": 0}, "spec.capture.maxRequests", ["greater than or equal to 1"]),
+        ({"rate": 1, "path": ""}, "spec.capture.path", ["at least 1 character"]),
+    ],
+)
+def test_capture_mistakes_are_refused_naming_the_field(
+    capture: dict[str, Any], path: str, words: list[str]
+) -> None:
+    one_error(check(graph(capture=capture)), path, *words)
