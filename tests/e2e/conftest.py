@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from e2e.cluster import UP_TIMEOUT_S, Cluster, binaries_built, cluster_running, ensure_cluster
-from e2e.real_node import RealNode, running_real_node
+from e2e.real_node import RealNode, running_real_node, start_real_node
 
 E2E_DIR = Path(__file__).resolve().parent
 
@@ -53,6 +53,10 @@ def cluster() -> Iterator[Cluster]:
     """The local control plane: kubeconfig, kubectl/helm paths and helpers."""
     keep = os.environ.get("MODULEMESH_KEEP_CLUSTER", "") in ("1", "true")
     c = ensure_cluster(keep=keep)
+    if os.environ.get("MODULEMESH_E2E_REAL_NODE", "") == "1":
+        # bash hack/test: real-0 for the whole session (stopped with the cluster when the
+        # session started it; the realnode modules then leave it running).
+        start_real_node(c)
     yield c
     c.release(stop_if_ours=not keep)
 
