@@ -154,7 +154,9 @@ def _current_chain() -> Chain:
 
 class Decision(StrEnum):
     """What a guard did: let it through, refuse it, or would have refused it (dry-run); for
-    content detectors also: tagged the request, redacted it, or would have redacted it."""
+    content detectors also: tagged the request, redacted it, or would have redacted it; for
+    differential privacy: spent a principal's budget on a noisy answer, or refused one that
+    would have exceeded it."""
 
     ALLOW = "allow"
     DENY = "deny"
@@ -162,6 +164,8 @@ class Decision(StrEnum):
     TAG = "tag"
     REDACT = "redact"
     DRYRUN_REDACT = "dryrun-redact"
+    BUDGET_SPEND = "budget-spend"
+    BUDGET_REFUSE = "budget-refuse"
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,8 @@ MODELS: dict[str, Callable[[], onnx.ModelProto]] = {
         temperature=0.25,
         seed=40,
     ),
+    # Text: echoes its input (what reached it, redacted or not) and counts its words.
+    "text-stats": lambda: zoo.text_stats(),
 }
 """File stem (``<stem>.onnx``) -> builder."""
 

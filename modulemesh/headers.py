@@ -19,6 +19,12 @@ EXPLAIN = "x-modulemesh-explain"
 ENVELOPE = "x-modulemesh-envelope"
 """Compact health envelope, set by the sidecar on every response."""
 
+BUDGET_REMAINING = "x-modulemesh-budget-remaining"
+"""On a 429 for an exhausted privacy budget: ``epsilon=E;delta=D`` left in the window."""
+
+BUDGET_RESET = "x-modulemesh-budget-reset"
+"""On a 429 for an exhausted privacy budget: when the window resets (RFC 3339, UTC)."""
+
 QUEUE_DEPTH = "x-modulemesh-queue-depth"
 BATCH_SIZE = "x-modulemesh-batch-size"
 PROVIDER = "x-modulemesh-provider"

@@ -44,12 +44,13 @@ def _model(
     outputs: list[onnx.ValueInfoProto],
     initializers: list[onnx.TensorProto],
     version: str,
+    opset: int = OPSET,
 ) -> onnx.ModelProto:
     graph = helper.make_graph(nodes, name, inputs, outputs, initializer=initializers)
     model = helper.make_model(
         graph,
         producer_name="modulemesh.zoo",
-        opset_imports=[helper.make_opsetid("", OPSET)],
+        opset_imports=[helper.make_opsetid("", opset)],
     )
     model.ir_version = IR_VERSION
     model.model_version = int(version) if version.isdigit() else 1
@@ -270,6 +271,29 @@ def identity(
         [_tensor("output", width, elem_type)],
         [],
         version,
+    )
+
+
+def text_stats(*, name: str = "text-stats", version: str = "1") -> onnx.ModelProto:
+    """A text module: ``echo`` is the ``text`` input (STRING ``[batch, 1]``) as received, and
+    ``word_count`` (FP32 ``[batch, 1]``) its number of space-separated words.
+
+    The echo shows what reached the model (a redacted address arrives as ``<EMAIL>``); the
+    count is a number a gate can noise. ``StringSplit`` needs opset 20.
+    """
+    nodes = [
+        helper.make_node("Identity", ["text"], ["echo"]),
+        helper.make_node("StringSplit", ["text"], ["words", "count"], delimiter=" "),
+        helper.make_node("Cast", ["count"], ["word_count"], to=TensorProto.FLOAT),
+    ]
+    return _model(
+        name,
+        nodes,
+        [_tensor("text", 1, TensorProto.STRING)],
+        [_tensor("echo", 1, TensorProto.STRING), _tensor("word_count", 1)],
+        [],
+        version,
+        opset=20,
     )
 
 

@@ -94,6 +94,10 @@ KINDS: tuple[Kind, ...] = (
             {"name": "Mode", "type": "string", "jsonPath": ".spec.mode"},
             {"name": "Tags", "type": "string", "jsonPath": ".status.tags"},
             {"name": "Graphs", "type": "integer", "jsonPath": ".status.graphCount"},
+            {"name": "Hits", "type": "integer", "jsonPath": ".status.hits"},
+            {"name": "Redacted", "type": "integer", "jsonPath": ".status.redactions"},
+            {"name": "Denied", "type": "integer", "jsonPath": ".status.denials"},
+            {"name": "Budget", "type": "string", "jsonPath": ".status.budgetUsed"},
             _AGE,
         ),
         description="Data classes (compliance tags), how requests are classified into them, "

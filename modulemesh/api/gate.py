@@ -164,12 +164,128 @@ class AuditSettings(SpecModel):
     )
 
 
+class Mechanism(StrEnum):
+    """How noise is drawn for a differentially private output (OpenDP's samplers)."""
+
+    LAPLACE = "laplace"
+    GAUSSIAN = "gaussian"
+
+
+PositiveFinite = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Delta = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
+
+
+class DpOutput(SpecModel):
+    """One module output that leaves the mesh only with calibrated noise."""
+
+    module: Annotated[str, Field(min_length=1, max_length=63)] = Field(
+        description="The module whose answer is noised (in each graph naming the gate that has "
+        "a module of this name)."
+    )
+    output: Annotated[str, Field(min_length=1, max_length=256)] | None = Field(
+        default=None,
+        description="The output tensor to noise; every output of the module when unset (all "
+        "must then be numeric).",
+    )
+    mechanism: Mechanism = Field(
+        description="laplace (pure epsilon-DP, noise scale sensitivity/epsilon) or gaussian "
+        "((epsilon, delta)-DP, scale calibrated by OpenDP)."
+    )
+    sensitivity: PositiveFinite = Field(
+        description="How much one person's data can change the output tensor as a whole: its "
+        "L1 norm for laplace, its L2 norm for gaussian. Declared by the graph's author; the "
+        "guarantee holds only if it is true."
+    )
+    epsilon: PositiveFinite = Field(description="Privacy loss epsilon spent per answer.")
+    delta: Delta | None = Field(
+        default=None, description="Privacy loss delta spent per answer (gaussian only)."
+    )
+
+    @model_validator(mode="after")
+    def _delta_fits_mechanism(self) -> DpOutput:
+        """Gaussian noise needs a delta; Laplace noise is pure epsilon-DP and takes none."""
+        gaussian = self.mechanism is Mechanism.GAUSSIAN
+        if gaussian and self.delta is None:
+            raise ValueError("a gaussian output needs delta (0 < delta < 1)")
+        if not gaussian and self.delta is not None:
+            raise ValueError("delta is for gaussian outputs; laplace noise is pure epsilon-DP")
+        return self
+
+
+class Principal(SpecModel):
+    """Who pays for an answer: the header naming the caller (set by an authenticating proxy
+    in front of the router, which must strip it from clients)."""
+
+    header: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9-]+$")]
+
+
+class PrivacyBudget(SpecModel):
+    """The privacy loss one principal may accumulate per window, across every router replica."""
+
+    epsilon: PositiveFinite
+    delta: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.0
+    window_seconds: Annotated[int, Field(ge=1, le=366 * 86400)] = Field(
+        default=86400,
+        description="Length of the budget window; windows are aligned to the Unix epoch and "
+        "the budget resets at the start of each.",
+    )
+
+
+class DifferentialPrivacy(SpecModel):
+    """Noise on module outputs under a per-principal privacy budget."""
+
+    principal: Principal
+    budget: PrivacyBudget
+    outputs: Annotated[list[DpOutput], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _outputs_fit_budget(self) -> DifferentialPrivacy:
+        """Each answer fits the budget, and no output is declared twice."""
+        seen: set[tuple[str, str | None]] = set()
+        for i, out in enumerate(self.outputs):
+            key = (out.module, out.output)
+            if (
+                key in seen
+                or (out.module, None) in seen
+                or (out.output is None and any(m == out.module for m, _ in seen))
+            ):
+                raise ValueError(
+                    f"outputs[{i}]: module {out.module!r} output "
+                    f"{out.output or '(all)'!r} is declared more than once"
+                )
+            seen.add(key)
+        by_module: dict[str, tuple[float, float]] = {}
+        for out in self.outputs:
+            eps, delta = by_module.get(out.module, (0.0, 0.0))
+            by_module[out.module] = (eps + out.epsilon, delta + (out.delta or 0.0))
+        for module, (eps, delta) in sorted(by_module.items()):
+            if eps > self.budget.epsilon or delta > self.budget.delta:
+                raise ValueError(
+                    f"one answer of module {module!r} costs epsilon {eps:g}, delta {delta:g}, "
+                    f"more than the whole budget (epsilon {self.budget.epsilon:g}, delta "
+                    f"{self.budget.delta:g}): no request could be answered"
+                )
+        return self
+
+
 class PrivacyGateSpec(SpecModel):
     """The spec of a ``PrivacyGate``."""
 
     mode: GateMode = GateMode.ENFORCE
-    tags: Annotated[list[GateTag], Field(min_length=1)]
+    tags: list[GateTag] = Field(default_factory=list)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    differential_privacy: DifferentialPrivacy | None = Field(
+        default=None,
+        description="Module outputs that leave the mesh only with calibrated noise, paid for "
+        "from a privacy budget per principal and window (enforced in every mode).",
+    )
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> PrivacyGateSpec:
+        """A gate declares tags, differential privacy or both: an empty one is a mistake."""
+        if not self.tags and self.differential_privacy is None:
+            raise ValueError("a gate needs tags, differentialPrivacy or both")
+        return self
 
 
 class PrivacyGate(SpecModel):

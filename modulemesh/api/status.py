@@ -73,6 +73,19 @@ class ModuleGraphStatus(SpecModel):
     gpus: int | None = None
 
 
+class BudgetWindow(SpecModel):
+    """A differential privacy budget's current window, as the graphs' ledgers show it."""
+
+    epsilon: float = Field(description="The budget per principal and window.")
+    window_start: str | None = Field(default=None, description="RFC 3339.")
+    reset_at: str | None = Field(default=None, description="When the window ends (RFC 3339).")
+    principals: int = Field(default=0, description="Principals that spent in this window.")
+    spent_epsilon: float = Field(default=0.0, description="Epsilon spent, all principals.")
+    max_spent_epsilon: float = Field(
+        default=0.0, description="The most epsilon any one principal spent."
+    )
+
+
 class PrivacyGateStatus(SpecModel):
     """The ``status`` of a ``PrivacyGate``."""
 
@@ -85,4 +98,29 @@ class PrivacyGateStatus(SpecModel):
         default=None,
         description="The gate's tag names, comma-separated (for `kubectl get pgate`: a "
         "printer column shows only the first value of a list).",
+    )
+    detector_hits: dict[str, int] | None = Field(
+        default=None,
+        description="Content detector matches by tag/detector, summed over the routers of the "
+        "graphs naming the gate (each since it started).",
+    )
+    hits: int | None = Field(default=None, description="All detector matches (for kubectl).")
+    redactions: int | None = Field(default=None, description="Spans redacted.")
+    denials: int | None = Field(
+        default=None, description="Requests or module calls the gate refused."
+    )
+    dp_answers: int | None = Field(
+        default=None, description="Noisy answers paid from a principal's budget."
+    )
+    dp_refusals: int | None = Field(
+        default=None, description="Answers refused because a budget would be exceeded (429)."
+    )
+    budget: BudgetWindow | None = None
+    budget_used: str | None = Field(
+        default=None,
+        description="The most any principal spent of the budget in this window, e.g. "
+        "0.75/1 (for kubectl).",
+    )
+    counted_at: str | None = Field(
+        default=None, description="When the routers' counts last changed (RFC 3339)."
     )

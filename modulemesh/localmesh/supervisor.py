@@ -15,6 +15,7 @@ failed starts in a row (its port taken, say) with an error naming the port and i
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import threading
@@ -97,6 +98,23 @@ def _get(url: str, timeout: float = 2.0) -> tuple[int, Any]:
         return 0, None
 
 
+DP_LEDGER_ENV = "MODULEMESH_ROUTER_DP_LEDGER"
+
+
+def with_dp_ledger(plan: MeshPlan, env: dict[str, str] | None) -> dict[str, str] | None:
+    """``env`` plus, when a gate of the graph declares differential privacy and neither
+    ``env`` nor this process names a ledger, the router's budget ledger file under
+    ``$XDG_STATE_HOME/modulemesh/`` (``~/.local/state`` by default): it outlives the run, so
+    neither a router restart nor a new ``modulemesh run`` resets what principals spent."""
+    if not any(g.spec.differential_privacy for g in plan.gates):
+        return env
+    if (env and DP_LEDGER_ENV in env) or os.environ.get(DP_LEDGER_ENV):
+        return env
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    ledger = Path(state) / "modulemesh" / f"{plan.graph.metadata.name}.dp-ledger.json"
+    return {**(env or {}), DP_LEDGER_ENV: str(ledger)}
+
+
 class Mesh:
     """The processes of one graph on loopback."""
 
@@ -113,7 +131,7 @@ class Mesh:
         self.plan = plan
         self.log_dir = log_dir
         self.echo = echo
-        self.env = env
+        self.env = with_dp_ledger(plan, env)
         """Added to every child's environment (e.g. ``OTEL_*``), over this process's own."""
         self.restart = restart or RestartPolicy()
         self.say = say or _print

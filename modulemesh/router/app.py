@@ -36,6 +36,7 @@ from modulemesh.httpserver import (
     run_lifespan,
 )
 from modulemesh.privacy import Inspection
+from modulemesh.privacy.ledger import Ledger
 from modulemesh.rollout.capture import Capture
 from modulemesh.router.client import rename_answer
 from modulemesh.router.context import RequestContext
@@ -44,6 +45,7 @@ from modulemesh.router.executor import Executor
 from modulemesh.router.metadata import GraphMetadata
 from modulemesh.router.metrics import RouterMetrics
 from modulemesh.router.payload import ClientInputs
+from modulemesh.router.privacy import BudgetRefused
 from modulemesh.router.shedding import Shedder, parse_priority
 from modulemesh.telemetry import extract, new_traceparent, trace_id_from_traceparent
 
@@ -69,12 +71,17 @@ class RouterApp:
     """ASGI app serving one resolved graph."""
 
     def __init__(
-        self, resolved: ResolvedGraph, *, tracer: Tracer | None = None, poll_interval: float = 2.0
+        self,
+        resolved: ResolvedGraph,
+        *,
+        tracer: Tracer | None = None,
+        poll_interval: float = 2.0,
+        ledger: Ledger | None = None,
     ) -> None:
         self.resolved = resolved
         self.graph = resolved.name
         self.metrics = RouterMetrics(resolved.name)
-        self.executor = Executor(resolved, tracer=tracer, metrics=self.metrics)
+        self.executor = Executor(resolved, tracer=tracer, metrics=self.metrics, ledger=ledger)
         self.shedder = Shedder(resolved.spec.policy.shedding)
         shedder = self.shedder
         self.metrics.in_flight.labels(self.graph).set_function(lambda: shedder.in_flight)
@@ -347,10 +354,11 @@ class RouterApp:
                     # A module refused forwarded client bytes: if the client's tensors are
                     # malformed, say so as the router would have had it decoded them first.
                     exc = request.problem() or exc
-                body_bytes = _error(exc.message, ctx.explain)
+                body_bytes = _error(exc.message, ctx.explain, _budget_of(exc))
                 await self._finish(
-                    send, started, exc.status, body_bytes, retry_after=exc.retry_after
-                )
+                    send, started, exc.status, body_bytes, retry_after=exc.retry_after,
+                    extra=_budget_headers(exc),
+                )  # fmt: skip
                 return
             except oip.ProtocolError as exc:
                 await self._finish(send, started, exc.status, _error(exc.message))
@@ -413,6 +421,7 @@ class RouterApp:
             "generation": self.resolved.generation,
             "time": time.time(),
             "modules": snapshot,
+            "compliance": self.executor.privacy.compliance(),
         }
 
     async def _model_ready(self, send: Send) -> None:
@@ -440,11 +449,33 @@ def _trace_headers(request_headers: dict[str, str]) -> list[tuple[bytes, bytes]]
     return out
 
 
-def _error(message: str, explain: list[dict[str, Any]] | None = None) -> bytes:
+def _error(
+    message: str,
+    explain: list[dict[str, Any]] | None = None,
+    budget: dict[str, Any] | None = None,
+) -> bytes:
     body: dict[str, Any] = {"error": message}
+    if budget is not None:
+        body["budget"] = budget
     if explain is not None:
         body["explain"] = explain
     return orjson.dumps(body)
+
+
+def _budget_of(exc: RouteError) -> dict[str, Any] | None:
+    return exc.budget if isinstance(exc, BudgetRefused) else None
+
+
+def _budget_headers(exc: RouteError) -> list[tuple[bytes, bytes]] | None:
+    """A budget refusal's remaining budget and reset time as headers (``retry-after`` too)."""
+    if not isinstance(exc, BudgetRefused):
+        return None
+    remaining = exc.budget["remaining"]
+    return [
+        (headers.BUDGET_REMAINING.encode(),
+         f"epsilon={remaining['epsilon']:g};delta={remaining['delta']:g}".encode()),
+        (headers.BUDGET_RESET.encode(), exc.budget["resetAt"].encode()),
+    ]  # fmt: skip
 
 
 async def _respond(

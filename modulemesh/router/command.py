@@ -35,6 +35,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--body-timeout", type=positive_seconds, default=env(_PREFIX + "BODY_TIMEOUT", "30"),
                         help="seconds a client has to send a request body once its head is in, plus 1 s per "
                              f"64 KiB received; then 408 and the connection closes [env {_PREFIX}BODY_TIMEOUT]")  # fmt: skip
+    parser.add_argument("--dp-ledger", default=env(_PREFIX + "DP_LEDGER"), metavar="FILE",
+                        help="privacy budget ledger (a JSON file every replica of the router shares, "
+                             "locked per charge); needed when a gate declares differentialPrivacy "
+                             f"[env {_PREFIX}DP_LEDGER] (default: none)")  # fmt: skip
     parser.add_argument("--log-level", default=env(_PREFIX + "LOG_LEVEL", "info"), help="log level")
 
 
@@ -67,14 +71,23 @@ def run(args: argparse.Namespace) -> int:
         return 2
     telemetry.setup_logging(args.log_level)
     from modulemesh.httpserver import ServerConfig, serve
+    from modulemesh.privacy.ledger import FileLedger, LedgerError
     from modulemesh.router.app import MAX_BODY, RouterApp
     from modulemesh.router.metrics import register_otel
 
+    ledger = None
+    if args.dp_ledger:
+        try:
+            ledger = FileLedger(args.dp_ledger)
+        except LedgerError as exc:
+            print(f"modulemesh router: --dp-ledger: {exc}", file=sys.stderr)
+            return 2
     tel = telemetry.setup(f"modulemesh-router-{resolved.name}", component="router")
     try:
         app = RouterApp(
-            resolved, tracer=tel.tracer if tel.tracing else None, poll_interval=args.poll_interval
-        )
+            resolved, tracer=tel.tracer if tel.tracing else None,
+            poll_interval=args.poll_interval, ledger=ledger,
+        )  # fmt: skip
     except (ValueError, CelError) as exc:
         print(f"modulemesh router: graph {resolved.name!r}: {exc}", file=sys.stderr)
         return 2

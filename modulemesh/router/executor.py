@@ -26,6 +26,8 @@ from modulemesh.api.graph import CascadeNode, Module, Node, SwitchNode, Target, 
 from modulemesh.api.resolved import ResolvedGraph
 from modulemesh.cel import Condition, Environment, compile_condition
 from modulemesh.envelope import State
+from modulemesh.privacy.dp import NoiseError
+from modulemesh.privacy.ledger import Ledger
 from modulemesh.rollout.traffic import Rollouts
 from modulemesh.router.cache import ResultCache, input_digest
 from modulemesh.router.client import ModuleClient
@@ -58,6 +60,7 @@ class Executor:
         *,
         tracer: Tracer | None = None,
         metrics: RouterMetrics | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         from modulemesh.router.nodes import HANDLERS
 
@@ -81,7 +84,10 @@ class Executor:
         }
         self.breakers = {name: Breaker(self.policy.circuit_breaker) for name in self.modules}
         self.budgets = {name: RetryBudget(self.policy.retries) for name in self.modules}
-        self.privacy = Privacy(resolved.gates, self.modules, resolved.name)
+        self.privacy = Privacy(
+            resolved.gates, self.modules, resolved.name,
+            namespace=resolved.namespace, ledger=ledger,
+        )  # fmt: skip
         cache = self.policy.cache
         self.cache = ResultCache(cache.max_entries, cache.ttl_seconds) if cache.enabled else None
         self.conditions = _compile_conditions(spec.routing.nodes)
@@ -252,7 +258,13 @@ class Executor:
         digest: bytes | None = None
         rollout = self.rollouts.get(module)
         measuring = rollout is not None and rollout.controller.recording
-        if (
+        noised = self.privacy.dp.get(module)
+        if noised:
+            # Never cached: a cached answer is the module's, before noise.
+            if self.cache is not None:
+                ctx.note("cache", node=node, step=step, module=module, result="bypass",
+                         reason="a gate noises this module's outputs")  # fmt: skip
+        elif (
             self.cache is not None
             and not measuring
             and (not ctx.tags or self.privacy.cacheable(ctx.tags))
@@ -270,7 +282,9 @@ class Executor:
                      else "tagged request; a gate does not allow caching")  # fmt: skip
         # The module answers in the client's format only when nothing here needs the tensors:
         # explain reports the version, and the cache stores decoded outputs.
-        answer_for = ctx.inputs.head if final and digest is None and ctx.explain is None else None
+        # Noised outputs are decoded here: the module's own bytes must not leave the router.
+        raw_ok = final and digest is None and ctx.explain is None and not noised
+        answer_for = ctx.inputs.head if raw_ok else None
         client = self.clients[module]
         breaker = self.breakers[module]
         budget = self.budgets[module]
@@ -278,6 +292,14 @@ class Executor:
         call_timeout = (spec.timeout_ms or self.policy.call_timeout_ms) / 1000.0
         tags = ",".join(sorted(ctx.tags)) if ctx.tags else None
         budget.call()
+        if noised:
+            # Reserve before answer: the budget is spent (durably) before the module is
+            # called, so no noisy answer can leave unaccounted, even if this process dies.
+            for dp_gate, charge in await self.privacy.reserve(module, ctx.headers, _trace_id(ctx)):
+                ctx.note("budget", module=module, gate=dp_gate.gate,
+                         spentEpsilon=charge.spent_epsilon,
+                         remainingEpsilon=charge.remaining_epsilon,
+                         noise=dp_gate.noiser.scales())  # fmt: skip
         attempt = 0
         while True:
             attempt += 1
@@ -347,6 +369,13 @@ class Executor:
                          outcome="ok", version=version, ms=round(elapsed * 1000, 3))  # fmt: skip
             if isinstance(outputs, RawAnswer):
                 return Output(None, module, spec.confidence_output, raw=outputs)
+            for dp_gate in noised or ():
+                try:
+                    outputs = dp_gate.noiser.apply(outputs)
+                except NoiseError as exc:
+                    raise RouteError(502, f"{where}: {exc} (gate {dp_gate.gate!r}); the answer "
+                                     "is withheld", node=node, module=module,
+                                     fallback=False) from None  # fmt: skip
             if digest is not None and self.cache is not None:
                 self.cache.put(module, spec.version, digest, outputs)
             return Output(outputs, module, spec.confidence_output)

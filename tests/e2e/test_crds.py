@@ -296,13 +296,22 @@ class TestStatusAndColumns:
         }
         crds.apply(gate, namespace=namespace)
         header, row = crds.kubectl("get", "pgate", "phi", "-n", namespace).stdout.splitlines()
-        assert header.split() == ["NAME", "MODE", "TAGS", "GRAPHS", "AGE"]
+        assert header.split() == [
+            "NAME", "MODE", "TAGS", "GRAPHS", "HITS", "REDACTED", "DENIED", "BUDGET", "AGE",
+        ]  # fmt: skip
         assert row.split()[:2] == ["phi", "enforce"]  # mode defaulted by the schema
-        # Tags and graph count come from status (the operator writes them; here, by hand).
-        status = {"status": {"tags": "phi,pii", "graphCount": 2, "graphs": ["a", "b"]}}
+        # Tags, graph count, detector counts and budget come from status (the operator writes
+        # them from the kopf index and the routers' reports; here, by hand).
+        status = {"status": {
+            "tags": "phi,pii", "graphCount": 2, "graphs": ["a", "b"],
+            "detectorHits": {"pii/email": 7}, "hits": 7, "redactions": 5, "denials": 2,
+            "dpAnswers": 3, "dpRefusals": 1, "budgetUsed": "1.5/2",
+            "budget": {"epsilon": 2, "principals": 1, "spentEpsilon": 1.5,
+                       "maxSpentEpsilon": 1.5, "resetAt": "2026-12-07T00:00:00Z"},
+        }}  # fmt: skip
         crds.kubectl(
             "patch", "pgate", "phi", "-n", namespace, "--subresource=status", "--type=merge",
             "-p", json.dumps(status),
         )  # fmt: skip
         _, row = crds.kubectl("get", "pgate", "phi", "-n", namespace).stdout.splitlines()
-        assert row.split()[:4] == ["phi", "enforce", "phi,pii", "2"]
+        assert row.split()[:8] == ["phi", "enforce", "phi,pii", "2", "7", "5", "2", "1.5/2"]

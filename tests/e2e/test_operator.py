@@ -429,7 +429,9 @@ def test_gate_change_re_renders_affinity(
 
     wait_until(gate_lists_graph, timeout=30, message="the gate's status to list the graph")
     listing = cluster.kubectl("-n", namespace, "get", "pgate", "phi").stdout.split("\n")
-    assert listing[0].split() == ["NAME", "MODE", "TAGS", "GRAPHS", "AGE"], listing
+    assert listing[0].split() == [
+        "NAME", "MODE", "TAGS", "GRAPHS", "HITS", "REDACTED", "DENIED", "BUDGET", "AGE",
+    ], listing  # fmt: skip
     assert listing[1].split()[:4] == ["phi", "enforce", "phi", "1"], listing
 
     # The gate's graph list follows graphs that start naming it, are deleted, or stop naming it.
