@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, NoReturn
 
@@ -333,6 +334,9 @@ class GrpcServer:
             self.address = f"{self.address.rsplit(':', 1)[0]}:{port}"
         await server.start()
         self._server = server
+        if self.address.startswith("unix:"):
+            # owner-only, as the HTTP socket (httpserver.bind_unix); its directory is too
+            os.chmod(self.address.removeprefix("unix:"), 0o600)
         _log.info("gRPC (%s) listening on %s", SERVICE, self.address)
 
     async def stop(self) -> None:

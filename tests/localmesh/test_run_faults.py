@@ -116,12 +116,17 @@ def test_runtimes_have_no_port_and_admit_only_their_owner(mesh: tuple[Run, int])
     for module in ("embedder", "classifier"):
         runtime, sidecar = child(run, module, "runtime"), child(run, module, "sidecar")
         assert tcp_listening_ports(runtime) == set(), f"{module}'s runtime listens on TCP"
-        assert tcp_listening_ports(sidecar) == {int(flag(sidecar, "--port"))}
-        path = flag(runtime, "--uds")
+        # the sidecar's HTTP and gRPC ports; the runtime's gRPC is a socket beside its HTTP one
+        ports = {int(flag(sidecar, "--port")), int(flag(sidecar, "--grpc-port"))}
+        assert tcp_listening_ports(sidecar) == ports
+        path, grpc_path = flag(runtime, "--uds"), flag(runtime, "--grpc-uds")
         assert flag(sidecar, "--upstream") == f"unix:{path}"
-        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert flag(sidecar, "--grpc-upstream") == f"unix:{grpc_path}"
+        assert os.path.dirname(grpc_path) == os.path.dirname(path)
+        for socket_path in (path, grpc_path):
+            assert stat.S_IMODE(os.stat(socket_path).st_mode) == 0o600, socket_path
+            assert connect_as(NOBODY, socket_path) == "refused"
         assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
-        assert connect_as(NOBODY, path) == "refused"
         assert http_over_unix(path, "/v2/health/ready") == b"HTTP/1.1 200 OK"  # the owner can
     assert serves(port)
 
