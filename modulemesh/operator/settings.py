@@ -73,7 +73,9 @@ class RenderSettings:
     """CPU request of every sidecar (no CPU limit: a throttled proxy adds latency to every
     call). The sidecar costs ~35-120 us of CPU per request (docs/benchmarks.md), so a module
     serving 5 000 requests per second needs about 0.2-0.6 CPU for it."""
-    sidecar_memory: str = "128Mi"
+    sidecar_memory: str = "96Mi"
+    """Memory request of every sidecar: about 50 MiB measured at 140 requests per second
+    (docs/operations.md, "Memory"), twice that for bursts and larger bodies."""
     sidecar_memory_limit: str = "256Mi"
     tmp_size_limit: str = "64Mi"
     model_cache_dir: str = "/var/cache/modulemesh/models"

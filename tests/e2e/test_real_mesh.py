@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -356,6 +357,67 @@ class TestReadmeOnTheNode:
             assert name in rows, status.stdout
             assert "Healthy" in rows[name], status.stdout
         assert "CPUExecutionProvider" in rows["classifier"], status.stdout
+
+    def test_every_container_uses_less_memory_than_it_requests(
+        self, cluster: Cluster, real_node: RealNode, release: str, router_port: int
+    ) -> None:
+        """After concurrent traffic (8 clients, 64-row requests), each container's peak
+        memory in its cgroup (runtime, sidecar, router, operator) is within its request; the
+        figures are in docs/operations.md ("Memory")."""
+        x = np.repeat(X, 16, axis=0)
+        deadline = time.monotonic() + 5
+
+        def load(_: int) -> int:
+            sent = 0
+            while time.monotonic() < deadline:
+                infer_json(f"http://127.0.0.1:{router_port}", "quickstart", {"input": x})
+                sent += 1
+            return sent
+
+        with ThreadPoolExecutor(8) as pool:
+            assert sum(pool.map(load, range(8))) > 8
+        pods = graph_pods(cluster, GRAPH_NAMESPACE, "quickstart")
+        pods += cluster.kubectl_json("-n", release, "get", "pods")["items"]
+        seen = []
+        for pod in pods:
+            requests = {
+                c["name"]: c["resources"]["requests"]["memory"] for c in pod["spec"]["containers"]
+            }
+            for status in pod["status"]["containerStatuses"]:
+                peak, rss = container_memory(real_node, status["containerID"])
+                request = memory_bytes(requests[status["name"]])
+                seen.append((pod["metadata"]["name"], status["name"], peak // MEBI, rss // MEBI,
+                             request // MEBI))  # fmt: skip
+        assert sorted(c for _, c, *_ in seen) == [
+            "operator", "router", "runtime", "runtime", "sidecar", "sidecar"
+        ], seen  # fmt: skip
+        print("pod container peak_MiB rss_MiB request_MiB", *seen, sep="\n")
+        over = [row for row in seen if row[2] > row[4]]
+        assert over == [], over
+
+
+MEBI = 1024 * 1024
+UNITS = {"Ki": 1024, "Mi": MEBI, "Gi": 1024 * MEBI, "K": 1000, "M": 1000**2, "G": 1000**3}
+
+
+def memory_bytes(quantity: str) -> int:
+    """A Kubernetes memory quantity (256Mi, 1G, 1048576) in bytes."""
+    for suffix in sorted(UNITS, key=len, reverse=True):
+        if quantity.endswith(suffix):
+            return int(float(quantity[: -len(suffix)]) * UNITS[suffix])
+    return int(quantity)
+
+
+def container_memory(node: RealNode, container_id: str) -> tuple[int, int]:
+    """(peak, rss) bytes of one container on real-0, from its cgroup v1 memory controller:
+    memory.max_usage_in_bytes (peak charge, page cache included) and memory.stat total_rss."""
+    root = Path("/sys/fs/cgroup/memory", node.cgroup, "kubepods")
+    cid = container_id.removeprefix("containerd://")
+    found = [d for d in root.rglob(cid) if d.is_dir()]
+    assert len(found) == 1, (cid, found)
+    peak = int((found[0] / "memory.max_usage_in_bytes").read_text())
+    stat = dict(line.split() for line in (found[0] / "memory.stat").read_text().splitlines())
+    return peak, int(stat["total_rss"])
 
 
 # From a busybox pod: the first line of GET /v2/health/live on HOST:PORT for each port, three tries each
