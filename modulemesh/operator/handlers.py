@@ -40,6 +40,7 @@ from modulemesh.operator.cache import GATE_KIND, GRAPH_KIND, POD_KIND, Cache
 from modulemesh.operator.config import OperatorSettings
 from modulemesh.operator.drift import drift
 from modulemesh.operator.events import events_for, post_events
+from modulemesh.operator.gate_status import ComplianceBook
 from modulemesh.operator.kube import (
     APPLY_ORDER,
     CHILD_KINDS,
@@ -82,6 +83,10 @@ _reconciler: Reconciler | None = None
 _known: set[tuple[str, str]] = set()
 """Graphs seen by create/update/resume and not deleted since: what the refresh loop visits."""
 _background: list[asyncio.Task[None]] = []
+_compliance = ComplianceBook()
+"""What each graph's router replicas last reported about its gates (for gate status)."""
+_gate_counts: dict[tuple[str, str], dict[str, Any]] = {}
+"""The count fields last written to each gate's status, so unchanged ones are not rewritten."""
 
 
 CACHE = Cache()
@@ -345,6 +350,8 @@ async def graph_event(
     _known.discard(key)
     for cache in (_locks, _envelopes, _last_resync):
         cache.pop(key, None)
+    _compliance.forget(*key)
+    _gates_named.pop(key, None)
     named = set((event["object"].get("spec") or {}).get("gates") or [])
     await refresh_gate_graphs(str(namespace), named, kwargs["graphs_by_gate"])
 
@@ -373,8 +380,12 @@ async def refresh_loop(interval: float) -> None:
                 if body is None:
                     _known.discard((namespace, name))
                     return
+                gates = (body.get("spec") or {}).get("gates") or []
+                _gates_named[(namespace, name)] = tuple(str(g) for g in gates)
                 endpoint = (body.get("status") or {}).get("endpoint")
-                _envelopes[(namespace, name)] = await fetch_envelopes(endpoint)
+                payload, error = await fetch_router(endpoint)
+                _envelopes[(namespace, name)] = envelopes_of(payload, error, endpoint)
+                _compliance.record(namespace, name, payload)
                 last = _last_resync.get((namespace, name), 0.0)
                 due = time.monotonic() - last >= SETTINGS.resync_interval_s
                 await reconcile_named(namespace, name, apply=due, body=body, announce=False)
@@ -391,10 +402,42 @@ async def refresh_loop(interval: float) -> None:
                 _resyncs["graphs"] - before.get("graphs", 0),
                 _resyncs["applied"] - before.get("applied", 0),
             )
+        try:
+            await refresh_gate_counts(gate_graphs())
+        except Exception:
+            log.exception("refreshing PrivacyGate counts failed")
 
 
-async def fetch_envelopes(endpoint: str | None) -> tuple[dict[str, Any] | None, str | None]:
-    """The router's ``GET /envelopes`` as ``module -> envelope``, or None and why not."""
+def gate_graphs() -> dict[tuple[str, str], set[str]]:
+    """``(namespace, gate) -> graphs`` naming it, among the graphs the loop knows (from the
+    specs their last reconcile read)."""
+    out: dict[tuple[str, str], set[str]] = {}
+    for namespace, graph in sorted(_known):
+        for gate in _gates_named.get((namespace, graph), ()):
+            out.setdefault((namespace, gate), set()).add(graph)
+    return out
+
+
+_gates_named: dict[tuple[str, str], tuple[str, ...]] = {}
+"""``(namespace, graph) -> gates`` its spec names, as last seen by the refresh loop."""
+
+
+async def refresh_gate_counts(named: Mapping[tuple[str, str], set[str]]) -> None:
+    """Write each gate's counts and budget window (what its graphs' routers report) into its
+    status, when they changed."""
+    for (namespace, gate), graphs in sorted(named.items()):
+        status = _compliance.gate_status(namespace, gate, sorted(graphs))
+        if status is None:
+            continue
+        comparable = {k: v for k, v in status.items() if k != "countedAt"}
+        if _gate_counts.get((namespace, gate)) == comparable:
+            continue
+        await _patch_gate_status(namespace, gate, status)
+        _gate_counts[(namespace, gate)] = comparable
+
+
+async def fetch_router(endpoint: str | None) -> tuple[Any, str | None]:
+    """The router's ``GET /envelopes`` document, or None and why not."""
     if not endpoint:
         return None, "router endpoint not known yet"
     url = endpoint.rstrip("/") + "/envelopes"
@@ -409,15 +452,34 @@ async def fetch_envelopes(endpoint: str | None) -> tuple[dict[str, Any] | None, 
             "operator's version"
         )
     try:
-        modules = parse_envelopes(response.json())
+        return response.json(), None
     except ValueError:
-        modules = None
+        return None, _unexpected(url)
+
+
+def _unexpected(url: str) -> str:
+    return (
+        f"router envelopes at {url} are not in the expected form (JSON with a "
+        "'modules' map); check that the router runs the operator's version"
+    )
+
+
+def envelopes_of(
+    payload: Any, error: str | None, endpoint: str | None
+) -> tuple[dict[str, Any] | None, str | None]:
+    """``module -> envelope`` from a :func:`fetch_router` result, or None and why not."""
+    if error is not None:
+        return None, error
+    modules = parse_envelopes(payload)
     if modules is None:
-        return None, (
-            f"router envelopes at {url} are not in the expected form (JSON with a "
-            "'modules' map); check that the router runs the operator's version"
-        )
+        return None, _unexpected(str(endpoint).rstrip("/") + "/envelopes")
     return modules, None
+
+
+async def fetch_envelopes(endpoint: str | None) -> tuple[dict[str, Any] | None, str | None]:
+    """The router's ``GET /envelopes`` as ``module -> envelope``, or None and why not."""
+    payload, error = await fetch_router(endpoint)
+    return envelopes_of(payload, error, endpoint)
 
 
 ENVELOPE_TIMEOUT_S = 3.0
