@@ -724,6 +724,17 @@ class ModuleGraphSpec(SpecModel):
         "(docs/operations.md, capture and replay); none when unset.",
     )
 
+    @model_validator(mode="after")
+    def _canary_names_free(self) -> ModuleGraphSpec:
+        names = {m.name for m in self.modules}
+        for m in self.modules:
+            if m.canary is not None and f"{m.name}-canary" in names:
+                raise ValueError(
+                    f"module {m.name!r} has a canary, whose Deployment and Service are named "
+                    f"like those of module '{m.name}-canary'; rename that module"
+                )
+        return self
+
     def module(self, name: str) -> Module | None:
         """The module called ``name``, or None."""
         return next((m for m in self.modules if m.name == name), None)

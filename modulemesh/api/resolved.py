@@ -28,10 +28,11 @@ class ResolvedGraph(SpecModel):
     endpoints: dict[str, str] = Field(
         default_factory=dict, description="Module name -> base URL of its sidecar."
     )
-    canary_endpoints: dict[str, str] = Field(
-        default_factory=dict,
+    canary_endpoints: dict[str, str] | None = Field(
+        default=None,
         description="Module name -> base URL of its canary's sidecar, for each module whose "
-        "canary runs (the router walks its rollout steps).",
+        "canary runs (the router walks its rollout steps). Left out when there is none, so a "
+        "graph without a canary resolves to the same document (and config hash) as before.",
     )
 
     def dumps(self) -> str:
@@ -63,7 +64,7 @@ def resolve(
         spec=graph.spec,
         gates={name: by_name[name] for name in graph.spec.gates if name in by_name},
         endpoints=dict(endpoints),
-        canary_endpoints=dict(canary_endpoints or {}),
+        canary_endpoints=dict(canary_endpoints) if canary_endpoints else None,
     )
 
 

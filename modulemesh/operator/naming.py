@@ -18,6 +18,8 @@ __all__ = [
     "MAX_NAME",
     "MODULE_LABEL",
     "NAME_LABEL",
+    "canary_label",
+    "canary_name",
     "config_map_name",
     "graph_selector",
     "labels",
@@ -51,6 +53,17 @@ def short_name(*parts: str) -> str:
 def module_name(graph: str, module: str) -> str:
     """Deployment and Service of one module."""
     return short_name(graph, module)
+
+
+def canary_name(graph: str, module: str) -> str:
+    """Deployment and Service of a module's canary (``spec.modules[].canary``)."""
+    return short_name(graph, module, "canary")
+
+
+def canary_label(module: str) -> str:
+    """The module label of a canary's pods: ``<module>.canary`` (no module name has a dot), so
+    the module's own Service and Deployment, which select ``<module>``, never take them."""
+    return f"{module}.canary"
 
 
 def router_name(graph: str) -> str:

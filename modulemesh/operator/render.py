@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from modulemesh.api.gate import PrivacyGate
-from modulemesh.api.graph import ModuleGraph
+from modulemesh.api.graph import Module, ModuleGraph
 from modulemesh.api.resolved import resolve
 from modulemesh.operator import naming
 from modulemesh.operator.module_pod import module_deployment
@@ -42,6 +42,8 @@ from modulemesh.operator.settings import RenderSettings
 __all__ = [
     "CONFIG_HASH_ANNOTATION",
     "RESOLVED_KEY",
+    "canary_deployment",
+    "canary_endpoint",
     "disruption_budget",
     "graph_endpoint",
     "module_endpoint",
@@ -75,6 +77,16 @@ def module_endpoint(graph: ModuleGraph, module: str, settings: RenderSettings) -
     )
 
 
+def canary_endpoint(graph: ModuleGraph, module: str, settings: RenderSettings) -> str:
+    """Base URL of a module's canary Service, as the router calls it during a rollout."""
+    return _service_url(
+        naming.canary_name(graph.metadata.name, module),
+        namespace_of(graph, settings),
+        settings.sidecar_port,
+        settings,
+    )
+
+
 def graph_endpoint(graph: ModuleGraph, settings: RenderSettings) -> str:
     """Base URL of the graph's router Service (the graph is served at ``/v2/models/<graph>``)."""
     return _service_url(
@@ -94,7 +106,12 @@ def resolved_json(
         update={"metadata": graph.metadata.model_copy(update={"namespace": namespace})}
     )
     endpoints = {m.name: module_endpoint(graph, m.name, settings) for m in graph.spec.modules}
-    return resolve(placed, gates, endpoints).dumps()
+    canaries = {
+        m.name: canary_endpoint(graph, m.name, settings)
+        for m in graph.spec.modules
+        if m.canary is not None
+    }
+    return resolve(placed, gates, endpoints, canaries).dumps()
 
 
 def render(
@@ -106,11 +123,23 @@ def render(
     named = gates_of(graph, gates)
     content = resolved_json(graph, named, settings)
     modules = graph.spec.modules
+    canaries = [m for m in modules if m.canary is not None]
     return [
         _config_map(name, namespace, content),
         *(
             _service(naming.module_name(name, m.name), namespace, name, "module", m.name, settings)
             for m in modules
+        ),
+        *(
+            _service(
+                naming.canary_name(name, m.name),
+                namespace,
+                name,
+                "module",
+                naming.canary_label(m.name),
+                settings,
+            )
+            for m in canaries
         ),
         _service(naming.router_name(name), namespace, name, "router", None, settings),
         _network_policy(name, namespace, settings),
@@ -125,8 +154,37 @@ def render(
             else []
         ),
         *(module_deployment(name, namespace, m, named, settings) for m in modules),
+        *(canary_deployment(name, namespace, m, named, settings) for m in canaries),
         _router_deployment(graph, namespace, content, settings),
     ]
+
+
+def canary_deployment(
+    graph: str,
+    namespace: str,
+    module: Module,
+    gates: Sequence[PrivacyGate],
+    settings: RenderSettings,
+) -> dict[str, Any]:
+    """The Deployment of a module's canary: the module's own pods (resources, placement,
+    clearance, sidecar) with the canary's model and version, named ``<graph>-<module>-canary``
+    and labelled ``<module>.canary``, beside the module's Deployment; the router splits the
+    module's calls between the two by its rollout policy. No disruption budget: a canary is
+    short-lived."""
+    assert module.canary is not None
+    version = module.model_copy(
+        update={"model": module.canary.model, "version": module.canary.version}
+    )
+    deployment = module_deployment(graph, namespace, version, gates, settings)
+    deployment["metadata"]["name"] = naming.canary_name(graph, module.name)
+    spec = deployment["spec"]
+    for labels in (
+        deployment["metadata"]["labels"],
+        spec["selector"]["matchLabels"],
+        spec["template"]["metadata"]["labels"],
+    ):
+        labels[naming.MODULE_LABEL] = naming.canary_label(module.name)
+    return deployment
 
 
 def _metadata(name: str, namespace: str, labels: dict[str, str]) -> dict[str, Any]:

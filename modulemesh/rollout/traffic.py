@@ -171,7 +171,7 @@ class Rollouts:
         self.graph = resolved.name
         self.modules: dict[str, ModuleRollout] = {}
         for module in resolved.spec.modules:
-            endpoint = resolved.canary_endpoints.get(module.name)
+            endpoint = (resolved.canary_endpoints or {}).get(module.name)
             if module.canary is not None and endpoint is not None:
                 self.modules[module.name] = ModuleRollout(module, endpoint, spawn)
         self.tick = tick

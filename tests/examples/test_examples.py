@@ -49,7 +49,8 @@ def test_example_loads_validates_and_renders(path: Path) -> None:
     for graph in docs.graphs:
         objects = render(graph, docs.gates, RenderSettings())
         deployments = [o for o in objects if o["kind"] == "Deployment"]
-        assert len(deployments) == len(graph.spec.modules) + 1
+        canaries = sum(m.canary is not None for m in graph.spec.modules)
+        assert len(deployments) == len(graph.spec.modules) + canaries + 1
         for module in graph.spec.modules:
             if module.model.path is not None:
                 model = Path(module.model.path)
