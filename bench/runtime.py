@@ -113,6 +113,23 @@ class Point:
         return self.requests / self.seconds
 
 
+def _point(
+    latencies: list[float], errors: int, duration: float, cpu: float, elapsed: float
+) -> Point:
+    """A closed loop's answers as a Point (the HTTP and the gRPC loop alike)."""
+    latencies.sort()
+    if not latencies:
+        return Point(0, errors, duration, 0.0, 0.0, cpu / elapsed)
+    return Point(
+        requests=len(latencies),
+        errors=errors,
+        seconds=duration,
+        p50=latencies[len(latencies) // 2],
+        p99=latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+        client_cpu=cpu / elapsed,
+    )
+
+
 async def _read_response(reader: asyncio.StreamReader) -> int:
     status_line = await reader.readline()
     if not status_line:
@@ -163,18 +180,7 @@ async def _closed_loop(
     await asyncio.sleep(0)
     await asyncio.gather(*(connection() for _ in range(concurrency)))
     cpu = time.process_time() - cpu0
-    elapsed = time.perf_counter() - started
-    latencies.sort()
-    if not latencies:
-        return Point(0, errors, duration, 0.0, 0.0, cpu / elapsed)
-    return Point(
-        requests=len(latencies),
-        errors=errors,
-        seconds=duration,
-        p50=latencies[len(latencies) // 2],
-        p99=latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
-        client_cpu=cpu / elapsed,
-    )
+    return _point(latencies, errors, duration, cpu, time.perf_counter() - started)
 
 
 def _http_request(method: str, path: str, body: bytes = b"") -> bytes:
@@ -573,18 +579,7 @@ async def _grpc_closed_loop(
         cpu0 = time.process_time()
         await asyncio.gather(*(caller() for _ in range(concurrency)))
         cpu = time.process_time() - cpu0
-    elapsed = time.perf_counter() - started
-    latencies.sort()
-    if not latencies:
-        return Point(0, errors, duration, 0.0, 0.0, cpu / elapsed)
-    return Point(
-        requests=len(latencies),
-        errors=errors,
-        seconds=duration,
-        p50=latencies[len(latencies) // 2],
-        p99=latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
-        client_cpu=cpu / elapsed,
-    )
+    return _point(latencies, errors, duration, cpu, time.perf_counter() - started)
 
 
 def compare_grpc(args: argparse.Namespace) -> str:
