@@ -708,3 +708,85 @@ class TestPrivacyOnTheNode:
         down = [(s, reason, message) for s, reason, message in seen if s == "False"]
         assert any("classifier-us" in message for _, _, message in down), down
         assert module_pod(cluster, "phi-triage", "classifier-us")["metadata"]["name"] != victim
+
+
+def small_graph(name: str) -> dict[str, Any]:
+    """The quickstart's shape at 100m CPU per container, for many graphs at once."""
+    small = {"cpu": "100m", "memory": "128Mi"}
+    return {
+        "apiVersion": "modulemesh.io/v1alpha1",
+        "kind": "ModuleGraph",
+        "metadata": {"name": name},
+        "spec": {
+            "modules": [
+                {"name": "embedder", "model": {"path": "models/embedder.onnx"}, "resources": small},
+                {"name": "classifier", "model": {"path": "models/classifier-a.onnx"},
+                 "resources": small},
+            ],
+            "router": small,
+            "routing": {
+                "entry": "main",
+                "nodes": [{"name": "main", "type": "sequence", "steps": [
+                    {"module": "embedder", "inputs": {"input": "request.input"}},
+                    {"module": "classifier", "inputs": {"input": "embedder.embedding"}},
+                ]}],
+            },
+        },
+    }  # fmt: skip
+
+
+class TestOperatorRestartInTheCluster:
+    """The chart's operator pod (on real-0) is deleted while 20 graphs are being applied: its
+    Deployment brings a new one, which converges every graph with no duplicate and no orphan.
+    The graphs' own pods go to the kwok nodes (their namespace is not bound to real-0)."""
+
+    @pytest.mark.timeout(600)
+    def test_operator_pod_deleted_mid_apply_converges(
+        self, cluster: Cluster, real_node: RealNode, release: str, namespace: str
+    ) -> None:
+        [old] = cluster.kubectl_json("-n", release, "get", "pods")["items"]
+        names = [f"g{i:02d}" for i in range(20)]
+        cluster.apply([small_graph(n) for n in names], namespace)
+        time.sleep(2.0)
+        cluster.kubectl("-n", release, "delete", "pod", old["metadata"]["name"], "--wait=false")
+
+        def replaced() -> bool:
+            pods = cluster.kubectl_json("-n", release, "get", "pods")["items"]
+            fresh = [p for p in pods if p["metadata"]["uid"] != old["metadata"]["uid"]]
+            return any(
+                all(c["ready"] for c in p["status"].get("containerStatuses", [{"ready": False}]))
+                for p in fresh
+            )
+
+        wait_until(replaced, timeout=180, interval=1.0, message="a new operator pod ready")
+
+        def converged() -> list[str] | None:
+            graphs = cluster.kubectl_json("-n", namespace, "get", "mg")["items"]
+            ready = [
+                g["metadata"]["name"]
+                for g in graphs
+                if condition(g, "Ready").get("status") == "True"
+                and g["status"].get("observedGeneration") == g["metadata"]["generation"]
+            ]
+            return ready if sorted(ready) == names else None
+
+        try:
+            wait_until(converged, timeout=360, interval=3.0, message="20 graphs Ready")
+        except TimeoutError:
+            listing = cluster.kubectl("-n", namespace, "get", "mg", check=False).stdout
+            raise AssertionError(f"not every graph converged:\n{listing}") from None
+        [new] = cluster.kubectl_json("-n", release, "get", "pods")["items"]
+        assert new["spec"]["nodeName"] == real_node.name
+
+        deployments = cluster.kubectl_json("-n", namespace, "get", "deployments")["items"]
+        deployment_names = [d["metadata"]["name"] for d in deployments]
+        assert len(deployment_names) == len(set(deployment_names)) == 60
+        for d in deployments:
+            refs = d["metadata"].get("ownerReferences", [])
+            assert len(refs) == 1 and refs[0]["kind"] == "ModuleGraph", d["metadata"]
+        for kind in ("services", "configmaps", "networkpolicies"):
+            items = cluster.kubectl_json("-n", namespace, "get", kind, "-l", GRAPH_LABEL)["items"]
+            owners = [i["metadata"]["labels"][GRAPH_LABEL] for i in items]
+            assert set(owners) == set(names), (kind, sorted(owners))
+        replicasets = cluster.kubectl_json("-n", namespace, "get", "replicasets")["items"]
+        assert len(replicasets) == 60, "a re-applied template must not roll a new ReplicaSet"
