@@ -4,7 +4,8 @@ module goes through :meth:`ModuleRollout.infer`, which splits it by the current 
 both versions and mirrors shadow copies; a ticker judges the steps.
 
 A canary call that fails is measured (that is the point) and then served by stable within the
-same call's time, so a bad canary costs the client latency, never an error. Stable's failures
+same call's time (the canary gets half of it), so a bad canary, even a hung one, costs the
+client latency, never an error. Stable's failures
 are the client's as ever: the router's retries, breaker and fallbacks act on them as before.
 """
 
@@ -72,10 +73,13 @@ class ModuleRollout:
         controller = self.controller
         route = controller.route(key)
         if route is Route.CANARY:
+            # While the rollout judges, the canary gets half the call's time: one that hangs is
+            # measured as failing and stable still answers within the other half.
+            budget = timeout / 2 if controller.recording else timeout
             started = time.perf_counter()
             try:
                 answer = await self.client.infer(
-                    inputs, timeout=timeout, tags=tags, hop_headers=hop_headers,
+                    inputs, timeout=budget, tags=tags, hop_headers=hop_headers,
                     where=where, final=final,
                 )  # fmt: skip
             except RouteError as exc:

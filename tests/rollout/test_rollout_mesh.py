@@ -6,7 +6,9 @@ step, with the figure and numbers in the reason; not one client request fails me
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -108,7 +110,12 @@ class RolloutMesh:
         return version
 
 
-def rollout_graph(stable: Path, canary: Path) -> ModuleGraph:
+def rollout_graph(
+    stable: Path,
+    canary: Path,
+    steps: list[dict[str, Any]] = STEPS,
+    policy: dict[str, Any] | None = None,
+) -> ModuleGraph:
     return ModuleGraph.model_validate({
         "apiVersion": "modulemesh.io/v1alpha1", "kind": "ModuleGraph",
         "metadata": {"name": "ro"},
@@ -116,25 +123,29 @@ def rollout_graph(stable: Path, canary: Path) -> ModuleGraph:
             "modules": [{
                 "name": "clf", "model": {"path": str(stable)}, "version": "1",
                 "canary": {"model": {"path": str(canary)}, "version": "2"},
-                "rollout": {"steps": STEPS, "tolerances": TOLERANCES},
+                "rollout": {"steps": steps, "tolerances": TOLERANCES},
             }],
             "routing": {"entry": "main",
                         "nodes": [{"name": "main", "type": "sequence",
                                    "steps": [{"module": "clf"}]}]},
+            "policy": policy or {},
         },
     })  # fmt: skip
+
+
+def _start(graph: ModuleGraph, tmp_path: Path) -> Mesh:
+    mesh = Mesh(plan_mesh(graph, [], tmp_path, router_port=free_port()), log_dir=tmp_path / "logs")
+    mesh.start(ready_timeout=120)
+    return mesh
 
 
 @pytest.fixture
 def rollout_mesh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RolloutMesh]:
     stable = zoo.save(zoo.classifier(features=8, classes=3, seed=1), tmp_path / "v1.onnx")
     canary = zoo.save(CANARIES[request.param](), tmp_path / "v2.onnx")
-    graph = rollout_graph(stable, canary)
-    plan = plan_mesh(graph, [], tmp_path, router_port=free_port())
-    mesh = Mesh(plan, log_dir=tmp_path / "logs")
-    mesh.start(ready_timeout=120)
+    mesh = _start(rollout_graph(stable, canary), tmp_path)
     try:
-        yield RolloutMesh(mesh, f"http://127.0.0.1:{plan.router_port}", "ro")
+        yield RolloutMesh(mesh, f"http://127.0.0.1:{mesh.plan.router_port}", "ro")
     finally:
         mesh.stop()
 
@@ -224,3 +235,26 @@ def test_a_worse_canary_is_rolled_back_at_the_first_step_with_the_numbers(
     _no_request_failed(load)
     router_log = "\n".join(rollout_mesh.mesh.router.lines)  # type: ignore[union-attr]
     assert "rollout of module clf: RolledBack at step 1 (50%)" in router_log
+
+
+def test_a_hung_canary_is_rolled_back_and_no_request_fails(tmp_path: Path) -> None:
+    # The canary's runtime is stopped (SIGSTOP) for real: each call the canary serves hangs
+    # until its half of the 1 s call time, is measured as failed, and stable answers it.
+    stable = zoo.save(zoo.classifier(features=8, classes=3, seed=1), tmp_path / "v1.onnx")
+    canary = zoo.save(CANARIES["equal"](), tmp_path / "v2.onnx")
+    steps = [{"percent": 30, "holdRequests": 100}, {"percent": 100, "holdRequests": 100}]
+    graph = rollout_graph(stable, canary, steps, {"callTimeoutMs": 1000})
+    mesh = _start(graph, tmp_path)
+    runtime = mesh.modules["clf" + CANARY_SUFFIX].runtime
+    os.kill(runtime.pid, signal.SIGSTOP)
+    try:
+        ro = RolloutMesh(mesh, f"http://127.0.0.1:{mesh.plan.router_port}", "ro")
+        status, load = _run_rollout(ro)
+    finally:
+        os.kill(runtime.pid, signal.SIGCONT)
+        mesh.stop()
+    assert status["phase"] == "RolledBack", status
+    assert status["reason"].startswith("step 1 of 2 (30%): error rate 1 is above its limit")
+    latency = {f["name"]: f for f in status["history"][0]["figures"]}["p99LatencyMs"]
+    assert 450 < latency["canary"] < 1000  # the half budget, not the whole second
+    _no_request_failed(load)
