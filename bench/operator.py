@@ -29,6 +29,7 @@ import json
 import math
 import os
 import re
+import signal
 import sys
 import tempfile
 import time
@@ -121,11 +122,12 @@ def delta(after: Counter[str], before: Counter[str]) -> Counter[str]:
 def writes_only(counts: Counter[str]) -> Counter[str]:
     """The operator's writes: applies to its children, graph and gate patches, deletes of
     children. Not its dry runs (nothing stored), nor the controllers' and kwok's writes to pods,
-    bindings and Deployment status, nor Events (counted from the Events themselves)."""
+    bindings, node heartbeats and Deployment status, nor Events (counted from the Events
+    themselves)."""
     out: Counter[str] = Counter()
     for key, value in counts.items():
         verb, resource = key.split()[0], key.split()[1].split("/")[0]
-        if verb not in WRITE_VERBS or "(dry run)" in key or resource in ("pods", "events"):
+        if verb not in WRITE_VERBS or "(dry run)" in key or resource in ("pods", "events", "nodes"):
             continue
         if verb == "PUT" and key.split()[1].endswith("/status"):
             continue  # Deployment and PodDisruptionBudget status: their controllers
@@ -383,6 +385,8 @@ def main() -> int:
     if args.resync_interval >= args.idle and args.idle > 0:
         parser.error("--resync-interval must be shorter than --idle so a resync falls in it")
 
+    # Stopped with SIGTERM (or SIGINT, ignored in a background job), still stop the operator.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     cluster = start_cluster(args.cluster_dir)
     print(f"cluster {cluster.server} (state {cluster.state_dir}); load {os.getloadavg()}")
     install_crds(cluster)

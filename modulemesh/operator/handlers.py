@@ -126,8 +126,9 @@ class _Failing:
 
 _failing: dict[str, _Failing] = {}
 """Router URLs whose last read failed: asked again after 1, 2, 4, then every 8 envelope
-intervals, and meanwhile answered with the same error (a router that is not there does not
-change the status, so a thousand unreachable routers cost no lookups every interval)."""
+intervals, and meanwhile answered with the streak's first error (a router that is not there
+does not change the status, so a thousand unreachable routers cost no lookups and no status
+writes every interval)."""
 MAX_BACKOFF = 8
 
 
@@ -136,16 +137,20 @@ async def get_router(url: str) -> httpx.Response:
     now = time.monotonic()
     failing = _failing.get(url)
     if failing is not None and now < failing.retry_at:
-        raise failing.error
+        raise failing.error.with_traceback(None)  # no frames piling up on the kept error
     try:
         response = await http_client().get(url)
     except httpx.HTTPError as error:
         streak = failing.streak + 1 if failing is not None else 1
         wait = SETTINGS.envelope_interval_s * min(2 ** (streak - 1), MAX_BACKOFF)
-        _failing[url] = _Failing(error, streak, now + wait - 0.5)
-        raise
-    _failing.pop(url, None)
-    return response
+        # The streak's first error stands for it: a lookup that fails or times out under load
+        # is the same news, and a status flapping between them was a write per graph each time.
+        first = failing.error if failing is not None else error
+        _failing[url] = _Failing(first, streak, now + wait - 0.5)
+    else:
+        _failing.pop(url, None)
+        return response
+    raise first.with_traceback(None)
 
 
 def prime_cache(kube: Kube) -> None:
@@ -314,6 +319,7 @@ async def graph_changed(
     if _applied_generation.get(key) == generation:
         return
     _applied_generation[key] = generation
+    _last_resync[key] = time.monotonic()  # not due in the refresh loop while this one runs
     _known.add(key)
     named = set((obj.get("spec") or {}).get("gates") or [])
     previous = _spec_gates.get(key, set())
@@ -322,6 +328,7 @@ async def graph_changed(
         await reconcile_named(key[0], name, apply=True, body=CACHE.graph(*key) or dict(obj))
     except Exception:
         _applied_generation.pop(key, None)  # retried by the next event or the refresh loop
+        _last_resync[key] = 0.0
         raise
     await refresh_gate_graphs(key[0], named | previous, kwargs["graphs_by_gate"])
 
