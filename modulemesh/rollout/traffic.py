@@ -13,20 +13,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from prometheus_client import Gauge
+
 from modulemesh import oip
 from modulemesh.api.graph import Module
 from modulemesh.api.resolved import ResolvedGraph
-from modulemesh.rollout.controller import Controller, Route
+from modulemesh.rollout.controller import Controller, Phase, Route
 from modulemesh.rollout.outputs import agree
 from modulemesh.router.client import ModuleClient
 from modulemesh.router.context import Output, RawAnswer, Tensors
 from modulemesh.router.envelopes import ModuleEnvelope
 from modulemesh.router.errors import RouteError
+from modulemesh.router.metrics import RouterMetrics
 
 __all__ = ["ModuleRollout", "Rollouts"]
 
@@ -171,7 +175,13 @@ class Rollouts:
     """Every rollout of one graph (modules with a canary endpoint), and the ticker that judges
     their steps."""
 
-    def __init__(self, resolved: ResolvedGraph, spawn: Spawn, tick: float = 0.2) -> None:
+    def __init__(
+        self,
+        resolved: ResolvedGraph,
+        spawn: Spawn,
+        tick: float = 0.2,
+        metrics: RouterMetrics | None = None,
+    ) -> None:
         self.graph = resolved.name
         self.modules: dict[str, ModuleRollout] = {}
         for module in resolved.spec.modules:
@@ -180,6 +190,33 @@ class Rollouts:
                 self.modules[module.name] = ModuleRollout(module, endpoint, spawn)
         self.tick = tick
         self._task: asyncio.Task[None] | None = None
+        if metrics is not None and self.modules:
+            self._gauges(metrics)
+
+    def _gauges(self, metrics: RouterMetrics) -> None:
+        """Each rollout's step, canary share and phase on ``/metrics``, read when scraped."""
+        step = Gauge(
+            "modulemesh_router_rollout_step", "Current step of a module's rollout (1-based).",
+            ["graph", "module"], registry=metrics.registry,
+        )  # fmt: skip
+        share = Gauge(
+            "modulemesh_router_rollout_canary_share",
+            "Percent of a module's calls its canary serves now.",
+            ["graph", "module"], registry=metrics.registry,
+        )  # fmt: skip
+        phase = Gauge(
+            "modulemesh_router_rollout_phase",
+            "1 for the phase a module's rollout is in (Progressing, Promoted, RolledBack).",
+            ["graph", "module", "phase"], registry=metrics.registry,
+        )  # fmt: skip
+        for name, rollout in self.modules.items():
+            c = rollout.controller
+            step.labels(self.graph, name).set_function(functools.partial(_step, c))
+            share.labels(self.graph, name).set_function(functools.partial(_share, c))
+            for p in Phase:
+                phase.labels(self.graph, name, p.value).set_function(
+                    functools.partial(_in_phase, c, p)
+                )
 
     def get(self, module: str) -> ModuleRollout | None:
         """The rollout of ``module``, or None (most modules: the hot path pays one lookup)."""
@@ -234,3 +271,15 @@ class Rollouts:
             "time": time.time(),
             "rollouts": {name: r.snapshot() for name, r in self.modules.items()},
         }
+
+
+def _step(controller: Controller) -> float:
+    return float(controller.step + 1)
+
+
+def _share(controller: Controller) -> float:
+    return float(controller.canary_share)
+
+
+def _in_phase(controller: Controller, phase: Phase) -> float:
+    return float(controller.phase is phase)

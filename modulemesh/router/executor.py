@@ -95,7 +95,7 @@ class Executor:
         self.tracer = tracer
         self.metrics = metrics
         self.background: set[asyncio.Task[Any]] = set()
-        self.rollouts = Rollouts(resolved, self.spawn)
+        self.rollouts = Rollouts(resolved, self.spawn, metrics=metrics)
         """Modules with a running canary: their calls are split by the rollout's step."""
 
     # -- lifecycle ------------------------------------------------------------------------------

@@ -88,6 +88,16 @@ class RolloutMesh:
         data: dict[str, Any] = httpx.get(f"{self.base}/rollouts", timeout=10).json()
         return data["rollouts"]["clf"]
 
+    def metrics(self) -> dict[str, float]:
+        """The rollout gauges on ``/metrics``: ``name{labels}`` -> value."""
+        text = httpx.get(f"{self.base}/metrics", timeout=10).text
+        return {
+            key: float(value)
+            for line in text.splitlines()
+            if line.startswith("modulemesh_router_rollout_")
+            for key, value in [line.rsplit(" ", 1)]
+        }
+
     def wait_done(self, timeout: float = 120.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -204,6 +214,12 @@ def test_an_equal_canary_is_promoted_through_every_step(rollout_mesh: RolloutMes
                      history[3]["reason"]), history[3]["reason"]  # fmt: skip
     assert status["canaryShare"] == 100
     assert rollout_mesh.version_served() == "2"
+    metrics = rollout_mesh.metrics()
+    labels = 'graph="ro",module="clf"'
+    assert metrics[f"modulemesh_router_rollout_canary_share{{{labels}}}"] == 100.0
+    assert metrics[f"modulemesh_router_rollout_step{{{labels}}}"] == 4.0
+    assert metrics[f'modulemesh_router_rollout_phase{{{labels},phase="Promoted"}}'] == 1.0
+    assert metrics[f'modulemesh_router_rollout_phase{{{labels},phase="Progressing"}}'] == 0.0
     _no_request_failed(load)
     router_log = "\n".join(rollout_mesh.mesh.router.lines)  # type: ignore[union-attr]
     assert "rollout of module clf: Promoted at step 4 (100%)" in router_log
@@ -232,6 +248,10 @@ def test_a_worse_canary_is_rolled_back_at_the_first_step_with_the_numbers(
     assert figures[figure]["canary"] is not None and figures[figure]["limit"] is not None
     assert status["canaryShare"] == 0
     assert rollout_mesh.version_served() == "1"
+    metrics = rollout_mesh.metrics()
+    labels = 'graph="ro",module="clf"'
+    assert metrics[f"modulemesh_router_rollout_canary_share{{{labels}}}"] == 0.0
+    assert metrics[f'modulemesh_router_rollout_phase{{{labels},phase="RolledBack"}}'] == 1.0
     _no_request_failed(load)
     router_log = "\n".join(rollout_mesh.mesh.router.lines)  # type: ignore[union-attr]
     assert "rollout of module clf: RolledBack at step 1 (50%)" in router_log
