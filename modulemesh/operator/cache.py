@@ -6,8 +6,8 @@ of API traffic after everything was Ready. The operator already watches every ki
 (kopf's watches feed the handlers), so the handlers put each object they are told about here
 and a reconcile reads from here instead; the startup lists each kind once to prime it.
 
-Objects are kept slim, only the fields a reconcile reads (no ``managedFields`` but the
-operator's own entry, no pod specs but container resources), so memory per graph is bounded by
+Objects are kept slim, only the fields a reconcile reads (of ``managedFields`` the hash of the
+operator's field set and the other writers' names, of pod specs the container resources), so memory per graph is bounded by
 the graph's own children and pods, not by copies of whole objects per event. Writes the
 operator makes (applies, status patches) are put back from the API's answer at once, so the
 next reconcile does not see the state from before its own write. Last-writer order by
@@ -21,6 +21,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from modulemesh.operator import drift
 from modulemesh.operator.kube import APPLY_ORDER, FIELD_MANAGER
 from modulemesh.operator.naming import GRAPH_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE
 
@@ -45,9 +46,12 @@ def _meta(obj: Mapping[str, Any], *, managed_fields: bool = False) -> dict[str, 
     slim = {k: meta[k] for k in keep if k in meta}
     if "ownerReferences" in meta:
         slim["ownerReferences"] = meta["ownerReferences"]
-    if managed_fields:  # drift reads only the operator's own server-side apply entry
+    if managed_fields:  # drift reads the hash of the operator's field set, and who else wrote
+        slim[drift.DIGEST_KEY] = drift.owned_digest(obj)
         slim["managedFields"] = [
-            e for e in meta.get("managedFields") or [] if e.get("manager") == FIELD_MANAGER
+            {"manager": e.get("manager")}
+            for e in meta.get("managedFields") or []
+            if e.get("manager") != FIELD_MANAGER
         ]
     return slim
 

@@ -81,14 +81,30 @@ def fields_hash(live: Mapping[str, Any]) -> str:
     return _digest(owned_fields(live))
 
 
+DIGEST_KEY = "modulemesh.io/owned-fields-digest"
+"""Where a slimmed copy of an object (the operator's cache) keeps :func:`owned_digest` in its
+``metadata``, instead of the operator's whole field set (kilobytes per Deployment)."""
+
+
+def owned_digest(live: Mapping[str, Any]) -> str | None:
+    """The hash of the operator's field set on ``live`` (precomputed on a slimmed copy), or
+    None when the operator has no field set there."""
+    meta = live.get("metadata") or {}
+    if DIGEST_KEY in meta:
+        digest = meta[DIGEST_KEY]
+        return None if digest is None else str(digest)
+    return None if owned_fields(live) is None else fields_hash(live)
+
+
 def drift(live: Mapping[str, Any]) -> str | None:
     """Why ``live`` no longer holds what the operator applied, or None when it does."""
     recorded = _annotations(live).get(FIELDS_ANNOTATION)
     if recorded is None or recorded == PENDING:
         return "applied before field tracking"
-    if owned_fields(live) is None:
+    digest = owned_digest(live)
+    if digest is None:
         return "the operator's fields were taken over"
-    if fields_hash(live) != recorded:
+    if digest != recorded:
         others = sorted(
             {
                 str(e.get("manager"))

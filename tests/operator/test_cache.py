@@ -39,16 +39,19 @@ def deployment(name: str, rv: str, ready: int = 0) -> dict[str, Any]:
 
 def test_a_child_keeps_only_what_drift_and_status_read() -> None:
     kept = slim("Deployment", deployment("g-a", "5", ready=1))
-    assert kept["metadata"]["managedFields"] == [
-        {"manager": FIELD_MANAGER, "operation": "Apply", "fieldsV1": {"f:spec": {}}}
-    ]
+    # the operator's field set as its hash, the other writers by name
+    assert kept["metadata"][drift.DIGEST_KEY] == drift.fields_hash(deployment("g-a", "5"))
+    assert kept["metadata"]["managedFields"] == [{"manager": "kube-controller-manager"}]
     assert kept["status"] == {"readyReplicas": 1, "replicas": 1}
     assert kept["spec"] == {"replicas": 1}  # no pod template
     # drift reads the same from it: holding what was applied, or not
     full = deployment("g-a", "5")
     full["metadata"]["annotations"][drift.FIELDS_ANNOTATION] = drift.fields_hash(full)
     assert drift.drift(slim("Deployment", full)) is None and drift.drift(full) is None
-    assert drift.drift(kept) is not None and drift.drift(deployment("g-a", "5")) is not None
+    assert drift.drift(kept) == drift.drift(deployment("g-a", "5")) is not None
+    taken = deployment("g-a", "6")
+    taken["metadata"]["managedFields"] = taken["metadata"]["managedFields"][1:]
+    assert drift.drift(slim("Deployment", taken)) == "the operator's fields were taken over"
 
 
 def test_a_pod_keeps_its_labels_conditions_and_requests() -> None:
