@@ -9,7 +9,9 @@ Warnings are for conditions that need a person (invalid spec, unschedulable, non
 a missing gate, degraded). ``NotReady`` is Normal: a rollout or a restarted pod are progress,
 and whatever keeps a graph from Ready for a reason a person must fix has a Warning of its own.
 A new graph posts ``Reconciled`` and, once it is, ``Ready``: no ``NotReady`` while its pods
-start (each Event is an API write, and at 1,000 graphs those were 1,000 writes of no news).
+start, no ``Scheduled`` when they are placed (a condition leaving ``Unknown`` for a good state
+is no news; leaving ``False`` is). Each Event is an API write: at 1,000 graphs those were
+thousands of writes of no news.
 """
 
 from __future__ import annotations
@@ -76,9 +78,9 @@ def events_for(outcome: Outcome, *, applied: bool) -> list[Event]:
         chosen = CONDITION_EVENTS.get((condition, new))
         if condition == "Degraded" and old == "True" and new == "False":
             chosen = ("Normal", "Recovered")
-        first_normal = old is None and chosen is not None and chosen[0] == "Normal"
-        if chosen is None or (first_normal and (condition, new) != ("Ready", "True")):
-            continue  # a new graph's first Normal news is its Reconciled event (and Ready)
+        settling = old in (None, "Unknown") and chosen is not None and chosen[0] == "Normal"
+        if chosen is None or (settling and (condition, new) != ("Ready", "True")):
+            continue  # a condition settling for the first time (pods scheduled) is no news
         now = _condition(outcome.status.get("conditions"), condition) or {}
         events.append(Event(chosen[0], chosen[1], str(now.get("message", ""))[:MAX_MESSAGE]))
     if applied and outcome.valid and (outcome.applied or outcome.pruned):

@@ -50,6 +50,13 @@ def test_a_new_graph_whose_pods_start_posts_no_warning() -> None:
     assert events[0].message == "applied 7 objects as modulemesh-operator"
 
 
+def test_pods_placed_for_the_first_time_are_no_news_but_placed_again_are() -> None:
+    assert events_for(_outcome([("Scheduled", "Unknown", "True")]), applied=False) == []
+    assert events_for(_outcome([("Scheduled", "False", "True")]), applied=False) == [
+        Event("Normal", "Scheduled", "Scheduled is True")
+    ]
+
+
 def test_a_new_graph_ready_at_its_first_reconcile_says_so() -> None:
     """Only Ready is news at a first reconcile (NotReady then is a graph starting)."""
     events = events_for(_outcome([("Ready", None, "True")]), applied=False)
