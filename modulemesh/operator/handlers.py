@@ -24,11 +24,13 @@ Triggers:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
 from collections import Counter
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +104,8 @@ _pending: dict[tuple[str, str], asyncio.Task[None]] = {}
 STATUS_DEBOUNCE_S = 1.0
 """A graph's pods and Deployments change in bursts (a rollout, pods starting): one status
 refresh after the burst instead of one per event."""
+_status_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="status")
+"""Threads for status-only reconciles (applies use the loop's default executor)."""
 _resyncs: Counter[str] = Counter()
 """Graphs the refresh loop re-checked (``graphs``) and objects it applied (``applied``)."""
 _http: tuple[asyncio.AbstractEventLoop, httpx.AsyncClient] | None = None
@@ -273,9 +277,13 @@ async def reconcile_named(
         ):  # the refresh loop, and nothing new: what the status says still holds
             return None
         _observed[(namespace, name)] = error if envelopes is None else None
-        outcome = await asyncio.to_thread(
+        run = functools.partial(
             rec.reconcile, body, apply=apply, envelopes=envelopes, envelope_error=error
         )
+        # Status refreshes read only the cache (and patch at most once): their own threads, so
+        # a large apply's slow API calls do not hold back telling that graphs became Ready.
+        pool = None if apply else _status_pool
+        outcome = await asyncio.get_running_loop().run_in_executor(pool, run)
         if apply:
             _last_resync[(namespace, name)] = time.monotonic()
             if not announce:
