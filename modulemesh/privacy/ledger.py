@@ -31,7 +31,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-__all__ = ["Charge", "FileLedger", "Ledger", "LedgerError", "Usage", "window_of"]
+__all__ = [
+    "Charge",
+    "ConfigMapLedger",
+    "FileLedger",
+    "Ledger",
+    "LedgerError",
+    "Usage",
+    "window_of",
+]
 
 _SLACK = 1e-9
 """Relative tolerance when comparing a sum of spends with the budget, so ten charges of 0.1
@@ -241,4 +249,132 @@ class FileLedger:
                 accounts = self._read()
         except OSError as exc:
             raise LedgerError(f"privacy budget ledger {self.path}: {exc.strerror or exc}") from exc
+        return _usage(accounts, prefix, window_seconds, now)
+
+
+class ConfigMapLedger:
+    """A ledger in a Kubernetes ConfigMap (key ``ledger.json``), for router replicas on
+    different nodes: each charge reads the ConfigMap, and writes it back with the
+    ``resourceVersion`` it read, so the API server refuses the write (409 Conflict) if another
+    replica charged in between; the charge is then computed again from the new state. A
+    charge that returned is in etcd. The ConfigMap is created on first use."""
+
+    KEY = "ledger.json"
+    ATTEMPTS = 50
+    """Conflicts in a row before a charge gives up (refused as unavailable, never granted)."""
+    MAX_BYTES = 900 * 1024
+    """A ConfigMap holds at most 1 MiB: beyond this the ledger refuses new principals."""
+
+    def __init__(self, api: Any, namespace: str, name: str) -> None:
+        from kubernetes import client
+
+        self._core = client.CoreV1Api(api)
+        self.namespace = namespace
+        self.name = name
+        self._read()  # refuse an unreachable or unreadable ledger at start
+
+    def describe(self) -> str:
+        """``configmap:<namespace>/<name>``."""
+        return f"configmap:{self.namespace}/{self.name}"
+
+    def _fail(self, what: str, exc: Exception) -> LedgerError:
+        status = getattr(exc, "status", None)
+        reason = getattr(exc, "reason", None) or exc
+        detail = f"HTTP {status} {reason}" if status else str(reason)
+        return LedgerError(f"privacy budget ledger {self.describe()}: {what}: {detail}")
+
+    def _read(self) -> tuple[dict[str, Any], str | None]:
+        """The accounts and the resourceVersion they were read at (None: no ConfigMap yet)."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            cm = self._core.read_namespaced_config_map(self.name, self.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return {}, None
+            raise self._fail("cannot read it", exc) from exc
+        except Exception as exc:  # connection errors: the API server is not reachable
+            raise self._fail("cannot read it", exc) from exc
+        version = str(cm.metadata.resource_version) if cm.metadata is not None else None
+        if version is None:
+            raise LedgerError(f"privacy budget ledger {self.describe()} has no resourceVersion")
+        text = (cm.data or {}).get(self.KEY)
+        if text is None:
+            return {}, version
+        try:
+            accounts = json.loads(text)["accounts"]
+            if not isinstance(accounts, dict):
+                raise TypeError("accounts is not an object")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise LedgerError(
+                f"privacy budget ledger {self.describe()} is not a ledger ({exc}); refusing "
+                "to answer rather than forget what was spent"
+            ) from exc
+        return accounts, version
+
+    def _write(self, accounts: dict[str, Any], version: str | None) -> bool:
+        """Write ``accounts`` if the ConfigMap is still at ``version``; False on a conflict."""
+        from kubernetes.client.exceptions import ApiException
+
+        text = json.dumps({"version": 1, "accounts": accounts}, separators=(",", ":"))
+        if len(text) > self.MAX_BYTES:
+            raise LedgerError(
+                f"privacy budget ledger {self.describe()} would exceed {self.MAX_BYTES} bytes "
+                f"({len(accounts)} accounts this window); use a longer-lived principal or a "
+                "shorter window"
+            )
+        from kubernetes import client
+
+        meta = client.V1ObjectMeta(
+            name=self.name, namespace=self.namespace, resource_version=version
+        )
+        body = client.V1ConfigMap(metadata=meta, data={self.KEY: text})
+        try:
+            if version is None:
+                self._core.create_namespaced_config_map(self.namespace, body)
+            else:
+                self._core.replace_namespaced_config_map(self.name, self.namespace, body)
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise self._fail("cannot write it", exc) from exc
+        except Exception as exc:
+            raise self._fail("cannot write it", exc) from exc
+        return True
+
+    def charge(
+        self,
+        account: str,
+        epsilon: float,
+        delta: float,
+        budget_epsilon: float,
+        budget_delta: float,
+        window_seconds: int,
+        now: float | None = None,
+    ) -> Charge:
+        """See :meth:`Ledger.charge`: read, decide, write at the version read; again on 409."""
+        import random
+
+        for attempt in range(self.ATTEMPTS):
+            at = time.time() if now is None else now
+            window = window_of(at, window_seconds)
+            accounts, version = self._read()
+            charge, entry = _entry_charge(
+                accounts.get(account), epsilon, delta, budget_epsilon, budget_delta, window
+            )
+            if entry is None:
+                return charge
+            accounts[account] = entry
+            accounts = {k: v for k, v in accounts.items() if float(v["end"]) > at}
+            if self._write(accounts, version):
+                return charge
+            time.sleep(random.uniform(0, 0.005 * (attempt + 1)))  # another replica charged
+        raise LedgerError(
+            f"privacy budget ledger {self.describe()}: {self.ATTEMPTS} conflicting writes in a "
+            "row; too many replicas charging at once"
+        )
+
+    def usage(self, prefix: str, window_seconds: int, now: float | None = None) -> Usage:
+        """See :meth:`Ledger.usage`."""
+        accounts, _ = self._read()
         return _usage(accounts, prefix, window_seconds, now)

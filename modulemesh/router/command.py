@@ -8,10 +8,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from modulemesh.cli_types import positive_seconds
 
-__all__ = ["configure", "run"]
+if TYPE_CHECKING:
+    from modulemesh.privacy.ledger import Ledger
+
+__all__ = ["configure", "open_ledger", "run"]
 
 _PREFIX = "MODULEMESH_ROUTER_"
 
@@ -35,9 +39,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--body-timeout", type=positive_seconds, default=env(_PREFIX + "BODY_TIMEOUT", "30"),
                         help="seconds a client has to send a request body once its head is in, plus 1 s per "
                              f"64 KiB received; then 408 and the connection closes [env {_PREFIX}BODY_TIMEOUT]")  # fmt: skip
-    parser.add_argument("--dp-ledger", default=env(_PREFIX + "DP_LEDGER"), metavar="FILE",
-                        help="privacy budget ledger (a JSON file every replica of the router shares, "
-                             "locked per charge); needed when a gate declares differentialPrivacy "
+    parser.add_argument("--dp-ledger", default=env(_PREFIX + "DP_LEDGER"), metavar="FILE|configmap:NS/NAME",
+                        help="privacy budget ledger every replica of the router shares: a JSON file "
+                             "(locked per charge) or a ConfigMap (written with resourceVersion "
+                             "compare-and-swap); needed when a gate declares differentialPrivacy "
                              f"[env {_PREFIX}DP_LEDGER] (default: none)")  # fmt: skip
     parser.add_argument("--log-level", default=env(_PREFIX + "LOG_LEVEL", "info"), help="log level")
 
@@ -71,14 +76,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     telemetry.setup_logging(args.log_level)
     from modulemesh.httpserver import ServerConfig, serve
-    from modulemesh.privacy.ledger import FileLedger, LedgerError
+    from modulemesh.privacy.ledger import LedgerError
     from modulemesh.router.app import MAX_BODY, RouterApp
     from modulemesh.router.metrics import register_otel
 
     ledger = None
     if args.dp_ledger:
         try:
-            ledger = FileLedger(args.dp_ledger)
+            ledger = open_ledger(args.dp_ledger)
         except LedgerError as exc:
             print(f"modulemesh router: --dp-ledger: {exc}", file=sys.stderr)
             return 2
@@ -105,3 +110,26 @@ def run(args: argparse.Namespace) -> int:
             GrpcServer([OipService(app).handler()], address, max_message_bytes=MAX_BODY)
         )
     return serve(app, config, companions=companions)
+
+
+def open_ledger(spec: str) -> Ledger:
+    """The ledger a ``--dp-ledger`` value names: ``configmap:NAMESPACE/NAME`` (the API server
+    from the pod's service account, else ``$KUBECONFIG``) or a file path; raises
+    :class:`~modulemesh.privacy.ledger.LedgerError`."""
+    from modulemesh.privacy.ledger import LedgerError
+
+    if spec.startswith("configmap:"):
+        namespace, sep, name = spec[len("configmap:") :].partition("/")
+        if not sep or not namespace or not name:
+            raise LedgerError(f"{spec!r}: write configmap:NAMESPACE/NAME")
+        from modulemesh.operator.kube import KubeConfigError, load_config
+        from modulemesh.privacy.ledger import ConfigMapLedger
+
+        try:
+            api = load_config()
+        except KubeConfigError as exc:
+            raise LedgerError(f"{spec}: {exc}") from exc
+        return ConfigMapLedger(api, namespace, name)
+    from modulemesh.privacy.ledger import FileLedger
+
+    return FileLedger(spec)

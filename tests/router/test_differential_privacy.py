@@ -68,9 +68,15 @@ def dp_gate(
 
 @contextlib.contextmanager
 def dp_router(
-    pool: Pool, tmp: Path, name: str, gate: PrivacyGate, ledger: Path | None = None
+    pool: Pool,
+    tmp: Path,
+    name: str,
+    gate: PrivacyGate,
+    ledger: Path | str | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Router]:
-    """A router over ``ident`` with ``gate``, charging the ledger file ``ledger``."""
+    """A router over ``ident`` with ``gate``, charging ``ledger`` (a file, or
+    ``configmap:NS/NAME``; a file in ``tmp`` by default)."""
     graph = make_graph(
         name,
         [pool.spec("ident")],
@@ -78,7 +84,7 @@ def dp_router(
         gates=[gate.metadata.name],
     )
     path = ledger or tmp / f"{name}-ledger.json"
-    with router(tmp, graph, pool.urls, [gate], args=["--dp-ledger", str(path)]) as r:
+    with router(tmp, graph, pool.urls, [gate], args=["--dp-ledger", str(path)], env=env) as r:
         yield r
 
 
@@ -276,65 +282,84 @@ class TestBudget:
             pass
 
 
+def replicas_with_a_kill(
+    pool: Pool,
+    tmp: Path,
+    name: str,
+    ledger: str,
+    spent: Callable[[], float],
+    env: dict[str, str] | None = None,
+) -> None:
+    """Two routers charging ``ledger`` under concurrent load, one SIGKILLed mid-run and
+    restarted, until the budget runs out; then the answers, refusals and what the ledger
+    says it spent (``spent()``) must agree with the budget. Shared by the file ledger here
+    and the ConfigMap ledger's test against the API server (tests/e2e)."""
+    eps, budget = 0.1, 3.0
+    gate = dp_gate(
+        name, budget=budget, output={"mechanism": "laplace", "sensitivity": 1, "epsilon": eps}
+    )
+    x = np.zeros((1, WIDTH), dtype=np.float32)
+    answered: list[int] = []
+    refused: list[int] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def hammer(r: Router) -> None:
+        with httpx.Client(timeout=10) as client:
+            while not stop.is_set():
+                try:
+                    resp = client.post(
+                        r.infer_url, headers={PRINCIPAL: "carol"},
+                        json={"inputs": [{"name": "input", "datatype": "FP32",
+                                          "shape": [1, WIDTH], "data": x.ravel().tolist()}]},
+                    )  # fmt: skip
+                except httpx.HTTPError:  # the killed replica: in-flight answers never arrive
+                    time.sleep(0.05)
+                    continue
+                with lock:
+                    (answered if resp.status_code == 200 else refused).append(resp.status_code)
+
+    with (
+        dp_router(pool, tmp, name, gate, ledger, env=env) as a,
+        dp_router(pool, tmp, name, gate, ledger, env=env) as b,
+    ):
+        threads = [threading.Thread(target=hammer, args=(r,)) for r in (a, a, b, b)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 40
+        while len(answered) < 8 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(b.child.pid, signal.SIGKILL)  # mid-run: requests are in flight
+        b.child.popen.wait(10)
+        with dp_router(pool, tmp, name, gate, ledger, env=env) as b2:
+            restarted = [threading.Thread(target=hammer, args=(b2,)) for _ in range(2)]
+            for t in restarted:
+                t.start()
+            while not refused and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.3)  # let both replicas meet the exhausted budget
+            stop.set()
+            for t in threads + restarted:
+                t.join(15)
+    total = spent()
+    assert refused and set(refused) == {429}
+    assert len(answered) * eps <= budget + 1e-9
+    assert total <= budget + 1e-9
+    # Answers delivered are at most what the ledger recorded; the difference is what the
+    # killed replica reserved and never delivered (at most its in-flight requests).
+    assert len(answered) * eps <= total + 1e-9
+    assert total - len(answered) * eps <= 2 * eps + 1e-9
+
+
 class TestReplicasAndRestart:
     """Two router processes sharing one ledger file, one killed with SIGKILL mid-run and
     restarted, never answer more than the budget pays for."""
 
     def test_two_replicas_and_a_kill_never_overspend(self, idents: Pool, tmp_path: Path) -> None:
-        eps, budget = 0.1, 3.0
-        gate = dp_gate(
-            "shared", budget=budget,
-            output={"mechanism": "laplace", "sensitivity": 1, "epsilon": eps},
-        )  # fmt: skip
         ledger = tmp_path / "shared-ledger.json"
-        x = np.zeros((1, WIDTH), dtype=np.float32)
-        answered: list[int] = []
-        refused: list[int] = []
-        lock = threading.Lock()
-        stop = threading.Event()
 
-        def hammer(r: Router) -> None:
-            with httpx.Client(timeout=10) as client:
-                while not stop.is_set():
-                    try:
-                        resp = client.post(
-                            r.infer_url, headers={PRINCIPAL: "carol"},
-                            json={"inputs": [{"name": "input", "datatype": "FP32",
-                                              "shape": [1, WIDTH], "data": x.ravel().tolist()}]},
-                        )  # fmt: skip
-                    except httpx.HTTPError:  # the killed replica: in-flight answers never arrive
-                        time.sleep(0.05)
-                        continue
-                    with lock:
-                        (answered if resp.status_code == 200 else refused).append(resp.status_code)
+        def spent() -> float:
+            accounts = json.loads(ledger.read_text())["accounts"]
+            return float(accounts["default/shared/carol"]["epsilon"])
 
-        with (
-            dp_router(idents, tmp_path, "shared", gate, ledger) as a,
-            dp_router(idents, tmp_path, "shared", gate, ledger) as b,
-        ):
-            threads = [threading.Thread(target=hammer, args=(r,)) for r in (a, a, b, b)]
-            for t in threads:
-                t.start()
-            deadline = time.monotonic() + 20
-            while len(answered) < 8 and time.monotonic() < deadline:
-                time.sleep(0.01)
-            os.kill(b.child.pid, signal.SIGKILL)  # mid-run: requests are in flight
-            b.child.popen.wait(10)
-            with dp_router(idents, tmp_path, "shared", gate, ledger) as b2:
-                restarted = [threading.Thread(target=hammer, args=(b2,)) for _ in range(2)]
-                for t in restarted:
-                    t.start()
-                while not refused and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                time.sleep(0.3)  # let both replicas meet the exhausted budget
-                stop.set()
-                for t in threads + restarted:
-                    t.join(15)
-        spent = json.loads(ledger.read_text())["accounts"]["default/shared/carol"]["epsilon"]
-        assert refused and set(refused) == {429}
-        assert len(answered) * eps <= budget + 1e-9
-        assert spent <= budget + 1e-9
-        # Answers delivered are at most what the ledger recorded; the difference is what the
-        # killed replica reserved and never delivered (at most its in-flight requests).
-        assert len(answered) * eps <= spent + 1e-9
-        assert spent - len(answered) * eps <= 2 * eps + 1e-9
+        replicas_with_a_kill(idents, tmp_path, "shared", str(ledger), spent)
