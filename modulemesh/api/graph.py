@@ -694,8 +694,18 @@ class CapturePolicy(SpecModel):
     )
     path: Annotated[str, Field(min_length=1, max_length=4096)] = Field(
         default="capture.jsonl",
-        description="JSON-lines file the router appends to (modulemesh run: relative to the "
-        "graph file's directory).",
+        description="JSON-lines file the router appends to; {hostname} in it becomes the "
+        "router's host (pod) name, one file per replica. Relative: modulemesh run resolves it "
+        "against the graph file's directory, a cluster against claimName's volume (or the "
+        "router pod's /tmp, lost with the pod, without one).",
+    )
+    claim_name: Annotated[
+        str | None,
+        Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253),
+    ] = Field(
+        default=None,
+        description="A PersistentVolumeClaim (the graph's namespace) mounted into the router "
+        "pods at /var/lib/modulemesh/capture, where a relative path is written.",
     )
     max_requests: Annotated[int, Field(ge=1, le=10_000_000, strict=True)] = Field(
         default=1000, description="Records written at most; then capturing stops."

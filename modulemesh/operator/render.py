@@ -53,6 +53,8 @@ __all__ = [
 ]
 
 RESOLVED_KEY = "resolved.json"
+CAPTURE_MOUNT = "/var/lib/modulemesh/capture"
+"""Where a graph's ``capture.claimName`` volume is mounted in its router pods."""
 CONFIG_HASH_ANNOTATION = "modulemesh.io/config-hash"
 """On the router's pod template: a changed graph changes the hash, which rolls the router."""
 
@@ -105,6 +107,14 @@ def resolved_json(
     placed = graph.model_copy(
         update={"metadata": graph.metadata.model_copy(update={"namespace": namespace})}
     )
+    capture = graph.spec.capture
+    if capture is not None and not capture.path.startswith("/"):
+        # A relative capture file lives on the claim's volume, else in the pod's scratch /tmp
+        # (the router's root file system is read-only).
+        root = CAPTURE_MOUNT if capture.claim_name is not None else "/tmp"
+        where = capture.model_copy(update={"path": f"{root}/{capture.path}"})
+        spec = graph.spec.model_copy(update={"capture": where})
+        placed = placed.model_copy(update={"spec": spec})
     endpoints = {m.name: module_endpoint(graph, m.name, settings) for m in graph.spec.modules}
     canaries = {
         m.name: canary_endpoint(graph, m.name, settings)
@@ -301,6 +311,12 @@ def _router_deployment(
         volumes.append(key[0])
         mounts.append(key[1])
         env.append(key[2])
+    capture = graph.spec.capture
+    if capture is not None and capture.claim_name is not None:
+        volumes.append(
+            {"name": "capture", "persistentVolumeClaim": {"claimName": capture.claim_name}}
+        )
+        mounts.append({"name": "capture", "mountPath": CAPTURE_MOUNT})
     container = {
         "name": "router",
         "image": settings.router_image,

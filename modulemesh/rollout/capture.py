@@ -12,6 +12,7 @@ text.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -64,7 +65,7 @@ class Capture:
         self.graph = graph
         self.policy = policy
         self.gates = gates
-        self.path = Path(policy.path)
+        self.path = Path(policy.path.replace("{hostname}", socket.gethostname()))
         self.captured = 0
         self.skipped: dict[str, int] = {"notSampled": 0, "tagged": 0, "tooLarge": 0, "full": 0}
         self.size = self.path.stat().st_size if self.path.exists() else 0

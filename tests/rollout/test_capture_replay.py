@@ -7,6 +7,7 @@ onnxruntime computes for the same inputs; the capture's bounds hold; bad files a
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -174,6 +175,13 @@ def test_the_capture_stops_at_its_bounds(tmp_path: Path) -> None:
     written = [c.offer(f"{i:032x}", frozenset(), small, {}, Answer()) for i in range(10)]
     assert 0 < written.count(True) < 10 and c.size <= 1024
     assert (tmp_path / "c.jsonl").stat().st_size == c.size
+
+
+def test_hostname_in_the_path_gives_each_router_its_own_file(tmp_path: Path) -> None:
+    policy = CapturePolicy.model_validate({"rate": 1, "path": str(tmp_path / "c-{hostname}.jsonl")})
+    spec = _graph("g", tmp_path / "m.onnx", None).spec.model_copy(update={"capture": policy})
+    made = Capture.of(ResolvedGraph(name="g", spec=spec))
+    assert made is not None and made.path == tmp_path / f"c-{socket.gethostname()}.jsonl"
 
 
 # -- replay ---------------------------------------------------------------------------------
