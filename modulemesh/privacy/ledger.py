@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from modulemesh.api.gate import PrivacyBudget
+
 __all__ = [
     "Charge",
     "ConfigMapLedger",
@@ -100,12 +102,10 @@ class Ledger(Protocol):
         account: str,
         epsilon: float,
         delta: float,
-        budget_epsilon: float,
-        budget_delta: float,
-        window_seconds: int,
+        budget: PrivacyBudget,
         now: float | None = None,
     ) -> Charge:
-        """Spend ``epsilon``/``delta`` from ``account`` if it fits its budget in the current
+        """Spend ``epsilon``/``delta`` from ``account`` if it fits ``budget`` in the current
         window (durably, before returning); otherwise spend nothing and say so."""
         ...
 
@@ -118,28 +118,31 @@ class Ledger(Protocol):
         ...
 
 
-def _entry_charge(
-    entry: dict[str, Any] | None,
+def _decide(
+    accounts: dict[str, Any],
+    account: str,
     epsilon: float,
     delta: float,
-    budget_epsilon: float,
-    budget_delta: float,
-    window: tuple[float, float],
+    budget: PrivacyBudget,
+    now: float | None,
 ) -> tuple[Charge, dict[str, Any] | None]:
-    """Apply one charge to an account entry (``{"start", "end", "epsilon", "delta"}``):
-    the outcome and the new entry (None: unchanged). Shared by every backend."""
-    start, end = window
+    """One charge against the accounts (``name -> {"start", "end", "epsilon", "delta"}``):
+    the outcome, and the accounts to write (with windows that have ended dropped, so the
+    ledger stays small), or None when nothing is spent. Every backend decides here."""
+    at = time.time() if now is None else now
+    start, end = window_of(at, budget.window_seconds)
+    entry = accounts.get(account)
     if entry is None or float(entry.get("start", -1)) != start:
         spent_eps, spent_delta = 0.0, 0.0
     else:
         spent_eps, spent_delta = float(entry["epsilon"]), float(entry["delta"])
     new_eps, new_delta = spent_eps + epsilon, spent_delta + delta
-    fits = new_eps <= budget_epsilon * (1 + _SLACK) and new_delta <= budget_delta * (1 + _SLACK)
-    if not fits:
-        charge = Charge(False, spent_eps, spent_delta, budget_epsilon, budget_delta, start, end)
-        return charge, None
-    charge = Charge(True, new_eps, new_delta, budget_epsilon, budget_delta, start, end)
-    return charge, {"start": start, "end": end, "epsilon": new_eps, "delta": new_delta}
+    limit_eps, limit_delta = budget.epsilon, budget.delta
+    if new_eps > limit_eps * (1 + _SLACK) or new_delta > limit_delta * (1 + _SLACK):
+        return Charge(False, spent_eps, spent_delta, limit_eps, limit_delta, start, end), None
+    kept = {k: v for k, v in accounts.items() if float(v["end"]) > at and k != account}
+    kept[account] = {"start": start, "end": end, "epsilon": new_eps, "delta": new_delta}
+    return Charge(True, new_eps, new_delta, limit_eps, limit_delta, start, end), kept
 
 
 def _usage(accounts: dict[str, Any], prefix: str, window_seconds: int, now: float | None) -> Usage:
@@ -219,24 +222,14 @@ class FileLedger:
         account: str,
         epsilon: float,
         delta: float,
-        budget_epsilon: float,
-        budget_delta: float,
-        window_seconds: int,
+        budget: PrivacyBudget,
         now: float | None = None,
     ) -> Charge:
         """See :meth:`Ledger.charge`; raises :class:`LedgerError` if the file fails."""
-        at = time.time() if now is None else now
-        window = window_of(at, window_seconds)
         try:
             with self._locked():
-                accounts = self._read()
-                charge, entry = _entry_charge(
-                    accounts.get(account), epsilon, delta, budget_epsilon, budget_delta, window
-                )
-                if entry is not None:
-                    accounts[account] = entry
-                    # Windows that have ended are dropped, so the file stays small.
-                    accounts = {k: v for k, v in accounts.items() if float(v["end"]) > at}
+                charge, accounts = _decide(self._read(), account, epsilon, delta, budget, now)
+                if accounts is not None:
                     self._write(accounts)
         except OSError as exc:
             raise LedgerError(f"privacy budget ledger {self.path}: {exc.strerror or exc}") from exc
@@ -347,25 +340,17 @@ class ConfigMapLedger:
         account: str,
         epsilon: float,
         delta: float,
-        budget_epsilon: float,
-        budget_delta: float,
-        window_seconds: int,
+        budget: PrivacyBudget,
         now: float | None = None,
     ) -> Charge:
         """See :meth:`Ledger.charge`: read, decide, write at the version read; again on 409."""
         import random
 
         for attempt in range(self.ATTEMPTS):
-            at = time.time() if now is None else now
-            window = window_of(at, window_seconds)
-            accounts, version = self._read()
-            charge, entry = _entry_charge(
-                accounts.get(account), epsilon, delta, budget_epsilon, budget_delta, window
-            )
-            if entry is None:
+            current, version = self._read()
+            charge, accounts = _decide(current, account, epsilon, delta, budget, now)
+            if accounts is None:
                 return charge
-            accounts[account] = entry
-            accounts = {k: v for k, v in accounts.items() if float(v["end"]) > at}
             if self._write(accounts, version):
                 return charge
             time.sleep(random.uniform(0, 0.005 * (attempt + 1)))  # another replica charged

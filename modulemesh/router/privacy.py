@@ -297,8 +297,7 @@ class Privacy:
             try:
                 charge = await asyncio.to_thread(
                     self.ledger.charge, dp_gate.account(self.namespace, principal),
-                    noiser.epsilon, noiser.delta, budget.epsilon, budget.delta,
-                    budget.window_seconds,
+                    noiser.epsilon, noiser.delta, budget,
                 )  # fmt: skip
             except LedgerError as exc:
                 raise RouteError(

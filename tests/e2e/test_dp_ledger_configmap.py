@@ -21,12 +21,15 @@ from router.test_differential_privacy import WIDTH, replicas_with_a_kill
 
 from e2e.cluster import Cluster
 from modulemesh import zoo
+from modulemesh.api.gate import PrivacyBudget
 from modulemesh.api.resolved import resolve
 from modulemesh.operator.kube import load_config
 from modulemesh.privacy.ledger import ConfigMapLedger, LedgerError
 from modulemesh.router.command import open_ledger
 
 pytestmark = pytest.mark.e2e
+
+BUDGET = PrivacyBudget(epsilon=10.0, delta=0.0, window_seconds=3600)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +72,7 @@ def test_concurrent_charges_all_land_and_stop_at_the_budget(
 
     def charge(ledger: ConfigMapLedger) -> None:
         for _ in range(5):
-            outcome = ledger.charge("ns/g/dave", 0.5, 0.0, 10.0, 0.0, 3600)
+            outcome = ledger.charge("ns/g/dave", 0.5, 0.0, BUDGET)
             with lock:
                 granted.append(outcome.granted)
 

@@ -8,7 +8,6 @@ own; only the two gates are created there."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,11 +15,10 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from localmesh.test_run import Run
+from examples.test_text_privacy import running_example
 
 from e2e.cluster import Cluster
 from e2e.operator_process import install_crds
-from modulemesh.localmesh.plan import free_port
 from modulemesh.operator import handlers
 from modulemesh.operator.kube import Kube, load_config
 from modulemesh.operator.reconcile import Reconciler
@@ -34,20 +32,8 @@ EXAMPLE = ROOT / "examples" / "text-privacy.yaml"
 @pytest.fixture
 def example_router(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """The text-privacy example under ``modulemesh run``; yields its router's base URL."""
-    examples = tmp_path / "examples"
-    examples.mkdir()
-    for name in ("text-privacy.yaml", "build_models.py"):
-        shutil.copy(ROOT / "examples" / name, examples)
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
-    port = free_port()
-    run = Run(["examples/text-privacy.yaml", "--port", str(port), "--quiet"], tmp_path)
-    try:
-        run.wait_line("ready:", timeout=120)
+    with running_example(tmp_path, monkeypatch) as port:
         yield f"http://127.0.0.1:{port}"
-    finally:
-        if run.popen.poll() is None:
-            run.popen.terminate()
-            run.popen.wait(30)
 
 
 def columns(listing: str) -> dict[str, dict[str, str]]:

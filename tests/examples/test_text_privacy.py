@@ -6,11 +6,13 @@ reports in ``/envelopes`` are what the operator's feed adds up into the gates' s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shlex
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,20 +46,32 @@ def outputs(response: httpx.Response) -> dict[str, Any]:
     return {o["name"]: o["data"] for o in body["outputs"]}
 
 
+@contextlib.contextmanager
+def running_example(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    """``modulemesh run examples/text-privacy.yaml`` from a copy in ``tmp`` (its budget ledger
+    under ``tmp/xdg``); yields the router's port once it is ready, stops the run after."""
+    examples = tmp / "examples"
+    examples.mkdir()
+    for name in ("text-privacy.yaml", "build_models.py"):
+        shutil.copy(ROOT / "examples" / name, examples)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp / "xdg"))
+    port = free_port()
+    run = Run(["examples/text-privacy.yaml", "--port", str(port), "--quiet"], tmp)
+    try:
+        run.wait_line("ready:", timeout=120)
+        yield port
+    finally:
+        if run.popen.poll() is None:
+            run.popen.terminate()
+            run.popen.wait(30)
+
+
 def test_text_privacy_example_runs_as_shown(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     commands = shown_commands()
     assert commands[0] == "modulemesh run examples/text-privacy.yaml"
-    examples = tmp_path / "examples"
-    examples.mkdir()
-    for name in ("text-privacy.yaml", "build_models.py"):
-        shutil.copy(ROOT / "examples" / name, examples)
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
-    port = free_port()
-    run = Run(["examples/text-privacy.yaml", "--port", str(port), "--quiet"], tmp_path)
-    try:
-        run.wait_line("ready:", timeout=120)
+    with running_example(tmp_path, monkeypatch) as port:
         url = f"http://127.0.0.1:{port}/v2/models/text-privacy/infer"
         # The curl shown in the example, against this run's port.
         curl = shlex.split(commands[1].replace("127.0.0.1:8080", f"127.0.0.1:{port}"))
@@ -111,10 +125,6 @@ def test_text_privacy_example_runs_as_shown(
         assert counts["budget"]["principals"] == 2
         assert counts["budget"]["spentEpsilon"] == pytest.approx(2.5)
         assert counts["budgetUsed"] == "2/2"
-    finally:
-        if run.popen.poll() is None:
-            run.popen.terminate()
-            run.popen.wait(30)
     # The ledger outlives the run, under $XDG_STATE_HOME.
     ledger = tmp_path / "xdg" / "modulemesh" / "text-privacy.dp-ledger.json"
     kept = json.loads(ledger.read_text())
