@@ -19,12 +19,15 @@ from modulemesh.api.graph import CpuFallback, Module
 from modulemesh.api.resolved import sidecar_gates_json
 from modulemesh.operator import naming, placement
 from modulemesh.operator.pods import (
+    RUNTIME_DRAIN_LAG_S,
     audit_key,
     container_security_context,
     http_probe,
     number,
     pod_security_context,
+    pre_stop,
     scratch_volume,
+    termination_grace_seconds,
 )
 from modulemesh.operator.settings import RenderSettings
 
@@ -132,6 +135,7 @@ def runtime_container(module: Module, settings: RenderSettings) -> dict[str, Any
         # Startup allows 10 minutes for a download and warm-up before the runtime is restarted.
         "startupProbe": http_probe("/readyz", settings.sidecar_port, period=5, failures=120),
         "readinessProbe": http_probe("/readyz", settings.sidecar_port, period=5),
+        "lifecycle": pre_stop(settings.drain_delay_s + RUNTIME_DRAIN_LAG_S),
         "securityContext": container_security_context(settings),
         "volumeMounts": mounts,
     }
@@ -197,6 +201,7 @@ def sidecar_container(
         "startupProbe": http_probe("/livez", "http", period=1, failures=30),
         "livenessProbe": http_probe("/livez", "http"),
         "readinessProbe": http_probe("/readyz", "http", period=5),
+        "lifecycle": pre_stop(settings.drain_delay_s),
         "securityContext": container_security_context(settings),
         "volumeMounts": mounts,
     }
@@ -223,6 +228,7 @@ def module_deployment(
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "securityContext": pod_security_context(settings),
+        "terminationGracePeriodSeconds": termination_grace_seconds(settings),
         "containers": [
             runtime_container(module, settings),
             sidecar_container(module, gates, settings),

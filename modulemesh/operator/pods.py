@@ -94,6 +94,25 @@ def audit_key(
     return volume, mount, env
 
 
+RUNTIME_DRAIN_LAG_S = 3
+"""The runtime's preStop sleep exceeds its sidecar's by this: the sidecar stops taking
+requests first and finishes its in-flight calls while the runtime still accepts."""
+SERVER_DRAIN_TIMEOUT_S = 30
+"""How long router, sidecar and runtime let in-flight requests finish after SIGTERM
+(``httpserver.ServerConfig.drain_timeout``)."""
+
+
+def pre_stop(seconds: int) -> dict[str, Any]:
+    """A container ``lifecycle`` that keeps it serving ``seconds`` after its pod is deleted
+    (the kubelet's own sleep action: no ``sleep`` binary needed in the image)."""
+    return {"preStop": {"sleep": {"seconds": seconds}}}
+
+
+def termination_grace_seconds(settings: RenderSettings) -> int:
+    """The pod's grace period: the longest preStop, then the servers' drain, with a margin."""
+    return settings.drain_delay_s + RUNTIME_DRAIN_LAG_S + SERVER_DRAIN_TIMEOUT_S + 2
+
+
 def scratch_volume(name: str, size_limit: str) -> dict[str, Any]:
     """A size-limited emptyDir, the only writable storage a pod has."""
     return {"name": name, "emptyDir": {"sizeLimit": size_limit}}

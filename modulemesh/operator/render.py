@@ -35,7 +35,9 @@ from modulemesh.operator.pods import (
     container_security_context,
     http_probe,
     pod_security_context,
+    pre_stop,
     scratch_volume,
+    termination_grace_seconds,
 )
 from modulemesh.operator.settings import RenderSettings
 
@@ -341,6 +343,7 @@ def _router_deployment(
         "startupProbe": http_probe("/v2/health/live", "http", period=1, failures=30),
         "livenessProbe": http_probe("/v2/health/live", "http"),
         "readinessProbe": http_probe("/v2/health/ready", "http", period=5),
+        "lifecycle": pre_stop(settings.drain_delay_s),
         "securityContext": container_security_context(settings),
         "volumeMounts": mounts,
     }
@@ -361,6 +364,7 @@ def _router_deployment(
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
                     "securityContext": pod_security_context(settings),
+                    "terminationGracePeriodSeconds": termination_grace_seconds(settings),
                     "containers": [container],
                     "volumes": volumes,
                 },

@@ -73,6 +73,11 @@ class RenderSettings:
     """CPU request of every sidecar (no CPU limit: a throttled proxy adds latency to every
     call). The sidecar costs ~35-120 us of CPU per request (docs/benchmarks.md), so a module
     serving 5 000 requests per second needs about 0.2-0.6 CPU for it."""
+    drain_delay_s: int = 5
+    """Seconds a terminating module or router pod keeps serving before its servers get
+    SIGTERM (a ``preStop`` sleep), so its Service endpoint is gone from every kube-proxy and
+    router before it stops accepting; a rolling update or a deleted pod then loses no request.
+    The runtime waits ``RUNTIME_DRAIN_LAG_S`` longer, so the sidecar's last calls find it."""
     sidecar_memory: str = "96Mi"
     """Memory request of every sidecar: about 50 MiB measured at 140 requests per second
     (docs/operations.md, "Memory"), twice that for bursts and larger bodies."""

@@ -31,9 +31,17 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
+import yaml
 
 from e2e.cluster import REPO_ROOT, Cluster, ClusterError, wait_until
-from e2e.real_node import RealNode, client_logs, free_port, node_script, port_forward
+from e2e.real_node import (
+    RealNode,
+    client_logs,
+    free_port,
+    node_script,
+    port_forward,
+    wait_phase,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realnode]
 
@@ -790,3 +798,118 @@ class TestOperatorRestartInTheCluster:
             assert set(owners) == set(names), (kind, sorted(owners))
         replicasets = cluster.kubectl_json("-n", namespace, "get", "replicasets")["items"]
         assert len(replicasets) == 60, "a re-applied template must not roll a new ReplicaSet"
+
+
+# Run in a pod of the slim image: closed-loop requests to URL for SECONDS at most (until the
+# file /tmp/stop appears), then a JSON line with the answers that were not 200 (status and
+# text, or the connection error).
+LOAD_SCRIPT = """
+import json, os, sys, time, httpx
+url, seconds = sys.argv[1], float(sys.argv[2])
+body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 16], "data": [0.25] * 16}]}
+ok, errors, end = 0, [], time.time() + seconds
+with httpx.Client(timeout=10) as client:
+    while time.time() < end and not os.path.exists("/tmp/stop"):
+        try:
+            r = client.post(url, json=body)
+            if r.status_code == 200:
+                ok += 1
+            else:
+                errors.append(f"{r.status_code} {r.text[:200]}")
+        except httpx.HTTPError as e:
+            errors.append(f"{type(e).__name__}: {e}")
+        time.sleep(0.02)
+print(json.dumps({"ok": ok, "failed": errors}))
+"""
+LOAD_SECONDS = 100
+
+
+def rolling_graph() -> dict[str, Any]:
+    """The quickstart at 200m CPU per container, named roll: a rolling update surges one new
+    pod per Deployment, which must fit real-0's two CPUs beside the old ones."""
+    doc: dict[str, Any] = yaml.safe_load(QUICKSTART.read_text())
+    doc["metadata"]["name"] = "roll"
+    for module in doc["spec"]["modules"]:
+        module["resources"] = {**module.get("resources", {}), "cpu": "200m"}
+    doc["spec"]["router"] = {"cpu": "200m"}
+    return doc
+
+
+class TestRollingUpdateOnTheNode:
+    """A module's model version changes while a client in the cluster sends requests through
+    the router's Service: the module's and the router's pods roll (readiness gates the new
+    ones; the old ones keep serving through a preStop sleep until their endpoints are gone,
+    then drain) and no request fails."""
+
+    @pytest.mark.timeout(READY_TIMEOUT_S + LOAD_SECONDS + 200)
+    def test_a_model_version_change_rolls_without_a_failed_request(
+        self, cluster: Cluster, real_node: RealNode, release: str
+    ) -> None:
+        doc = rolling_graph()
+        cluster.apply(doc, GRAPH_NAMESPACE)
+        try:
+            wait_ready(cluster, GRAPH_NAMESPACE, "roll")
+            old = module_pod(cluster, "roll", "embedder")["metadata"]["name"]
+            [operator] = cluster.kubectl_json("-n", release, "get", "pods")["items"]
+            load = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "roll-load"},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "terminationGracePeriodSeconds": 1,
+                    "containers": [{
+                        "name": "load",
+                        "image": operator["spec"]["containers"][0]["image"],  # the slim image
+                        "imagePullPolicy": "Never",
+                        "command": ["python3", "-c", LOAD_SCRIPT,
+                                    "http://roll-router:8080/v2/models/roll/infer",
+                                    str(LOAD_SECONDS)],
+                        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
+                    }],
+                },
+            }  # fmt: skip
+            cluster.apply(load, GRAPH_NAMESPACE)
+            wait_phase(cluster, GRAPH_NAMESPACE, "roll-load", {"Running"})
+            time.sleep(8)
+            started = time.monotonic()
+            doc["spec"]["modules"][0]["version"] = "2"
+            cluster.apply(doc, GRAPH_NAMESPACE)
+
+            def rolled() -> bool:
+                pods = graph_pods(cluster, GRAPH_NAMESPACE, "roll")
+                embedders = [
+                    p for p in pods if p["metadata"]["labels"].get(MODULE_LABEL) == "embedder"
+                ]
+                graph = cluster.kubectl_json("-n", GRAPH_NAMESPACE, "get", "mg", "roll")
+                return (
+                    len(pods) == 3
+                    and [p["metadata"]["name"] for p in embedders] != [old]
+                    and condition(graph, "Ready").get("status") == "True"
+                    and graph["status"].get("observedGeneration") == graph["metadata"]["generation"]
+                )
+
+            wait_until(rolled, timeout=LOAD_SECONDS - 15, interval=1.0, message="the roll to end")
+            took = time.monotonic() - started
+            time.sleep(3)  # requests keep flowing to the rolled pods a little longer
+            cluster.kubectl(
+                "-n", GRAPH_NAMESPACE, "exec", "roll-load", "--",
+                "python3", "-c", "open('/tmp/stop', 'w').close()",
+            )  # fmt: skip
+            done = wait_phase(cluster, GRAPH_NAMESPACE, "roll-load", {"Succeeded"}, timeout=60)
+            assert done["status"]["phase"] == "Succeeded"
+            log = cluster.kubectl("-n", GRAPH_NAMESPACE, "logs", "roll-load").stdout
+            result = json.loads(log.strip().splitlines()[-1])
+            assert result["ok"] > 500, result
+            assert result["failed"] == [], (took, result)
+            version = module_pod(cluster, "roll", "embedder")["spec"]["containers"][0]["args"]
+            assert "--model-version=2" in version, version
+        finally:
+            cluster.kubectl("-n", GRAPH_NAMESPACE, "delete", "pod", "roll-load", check=False)
+            cluster.kubectl("-n", GRAPH_NAMESPACE, "delete", "mg", "roll", "--wait=true",
+                            check=False, timeout=120)  # fmt: skip
+            wait_until(
+                lambda: not graph_pods(cluster, GRAPH_NAMESPACE, "roll"),
+                timeout=120,
+                message="roll's pods to go",
+            )

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from render.render_builders import by_kind, container, gate, graph
+from render.render_builders import by_kind, container, gate, graph, pod_of
 
 from modulemesh.api.resolved import ResolvedGraph
 from modulemesh.operator.render import render
@@ -197,6 +197,20 @@ def test_sidecar_probes_and_runtime_readiness_through_the_sidecar(module_pod: Po
         for p in ("startupProbe", "livenessProbe", "readinessProbe")
         if p in c
     )
+
+
+def test_pods_keep_serving_until_their_endpoints_are_gone(module_pod: Pod) -> None:
+    """A deleted or rolled pod keeps accepting for a while (preStop sleep) before SIGTERM
+    makes its servers stop: the router and sidecar 5 s, the runtime 3 s longer so the
+    sidecar's last calls find it; the grace period covers that and the 30 s drain."""
+    pod = module_pod({})
+    assert container(pod, "sidecar")["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+    assert container(pod, "runtime")["lifecycle"] == {"preStop": {"sleep": {"seconds": 8}}}
+    assert pod["terminationGracePeriodSeconds"] == 40
+    rendered = render(graph([{"name": "m", "model": {"path": "m.onnx"}}]), [], RenderSettings())
+    router = pod_of(rendered, "g-router")
+    assert container(router, "router")["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+    assert router["terminationGracePeriodSeconds"] == 40
 
 
 def test_sidecar_cpu_is_the_platform_default_unless_the_module_sets_its_own(
