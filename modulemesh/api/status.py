@@ -48,6 +48,37 @@ class EnvelopeSummary(SpecModel):
     )
 
 
+class RolloutFigure(SpecModel):
+    """One figure of a rollout step's judgement: both versions' values and the canary's
+    limit (docs/operations.md, rolling out a model version)."""
+
+    name: str
+    stable: float | None = None
+    canary: float | None = None
+    limit: float | None = None
+    passed: bool
+    note: str | None = None
+
+
+class RolloutStatus(SpecModel):
+    """A module's canary rollout, as its router walks it."""
+
+    phase: Literal["Progressing", "Promoted", "RolledBack"]
+    step: int
+    steps: int
+    step_percent: int
+    shadow: bool = False
+    canary_share: int = Field(description="Percent of the module's calls the canary serves.")
+    stable_version: str
+    canary_version: str
+    reason: str = Field(
+        default="", description="Why it was promoted or rolled back, or why a step waits."
+    )
+    figures: list[RolloutFigure] = Field(
+        default_factory=list, description="The latest judgement's figures."
+    )
+
+
 class ModuleStatus(SpecModel):
     """Per-module state a platform team acts on."""
 
@@ -60,6 +91,9 @@ class ModuleStatus(SpecModel):
         default=None, description="Why pods are not scheduled, e.g. Insufficient nvidia.com/gpu."
     )
     envelope: EnvelopeSummary | None = None
+    rollout: RolloutStatus | None = Field(
+        default=None, description="The module's canary rollout, while its router reports one."
+    )
 
 
 class ModuleGraphStatus(SpecModel):

@@ -17,6 +17,7 @@ from modulemesh.api import Issue, ModuleGraph, Severity
 from modulemesh.operator.conditions import ConditionUpdate
 from modulemesh.operator.naming import COMPONENT_LABEL, MODULE_LABEL
 from modulemesh.operator.placement import pod_requests, unschedulable_advice
+from modulemesh.operator.rollout_status import ROLLOUT_KEY, rollout_status
 
 MAX_LISTED = 3
 """How many problems a condition message lists before it says how many more there are."""
@@ -150,7 +151,11 @@ def parse_envelopes(payload: Any) -> dict[str, dict[str, Any] | None] | None:
     parsed: dict[str, dict[str, Any] | None] = {}
     for name, entry in modules.items():
         envelope = entry.get("envelope") if isinstance(entry, Mapping) else None
-        parsed[str(name)] = dict(envelope) if isinstance(envelope, Mapping) else None
+        module = dict(envelope) if isinstance(envelope, Mapping) else None
+        rollout = entry.get(ROLLOUT_KEY) if isinstance(entry, Mapping) else None
+        if module is not None and isinstance(rollout, Mapping):
+            module[ROLLOUT_KEY] = dict(rollout)  # a rollout the router walks for it
+        parsed[str(name)] = module
     return parsed
 
 
@@ -205,6 +210,8 @@ def compute_status(obs: Observation) -> tuple[dict[str, Any], list[ConditionUpda
                 envelope, now=obs.now, stale_after_s=obs.envelope_stale_after_s
             )
             entry["envelope"] = summary
+            if envelope and (rollout := rollout_status(envelope.get(ROLLOUT_KEY))) is not None:
+                entry["rollout"] = rollout
             if envelope and envelope.get("provider"):
                 entry["provider"] = str(envelope["provider"])
             if summary["state"] in ("Degraded", "Unhealthy"):

@@ -2,7 +2,7 @@
 
 Without a name: one line per graph (like ``kubectl get mg``, plus why it is not ready).
 With a name: the conditions, then one line per module (replicas, GPUs, provider, envelope,
-scheduling problems).
+scheduling problems), then each module's canary rollout with its latest figures.
 """
 
 from __future__ import annotations
@@ -128,6 +128,38 @@ def detail(graph: Mapping[str, Any], out: TextIO) -> None:
             ]
         )
     table(rows, out)
+    rollouts(status, out)
+
+
+def rollouts(status: Mapping[str, Any], out: TextIO) -> None:
+    """Each module's canary rollout: versions, phase, step, share, reason and the figures of
+    its latest judgement against their limits."""
+    found = [(m["name"], m["rollout"]) for m in status.get("modules") or [] if m.get("rollout")]
+    if not found:
+        return
+    out.write("\nRollouts:\n")
+    for name, r in found:
+        step = f"{r.get('stepPercent')}%{' shadow' if r.get('shadow') else ''}"
+        out.write(
+            f"  {name}: version {r.get('stableVersion')} -> {r.get('canaryVersion')}, "
+            f"{r.get('phase')} at step {r.get('step')}/{r.get('steps')} ({step}), "
+            f"canary serves {r.get('canaryShare')}%\n"
+        )
+        if r.get("reason"):
+            out.write(f"  {r['reason']}\n")
+        rows = [["  FIGURE", "STABLE", "CANARY", "LIMIT", "OK"]]
+        for f in r.get("figures") or []:
+            rows.append(
+                [
+                    f"  {f.get('name')}",
+                    _fmt(f.get("stable"), digits=4),
+                    _fmt(f.get("canary"), digits=4),
+                    _fmt(f.get("limit"), digits=4),
+                    "yes" if f.get("passed") else "NO",
+                ]
+            )
+        if len(rows) > 1:
+            table(rows, out)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -163,6 +163,27 @@ class ModuleRollout:
         controller.record_agreement(agree(stable, answer, self.comparison.agreement,
                                           self.comparison.atol))  # fmt: skip
 
+    def summary(self) -> dict[str, Any]:
+        """The compact form the operator copies into the graph's status (``GET /envelopes``):
+        phase, step, share, versions, reason and the figures of the latest judgement."""
+        c = self.controller
+        step = c.steps[c.step]
+        verdict = c.history[-1].figures if c.history and not c.recording else None
+        if verdict is None and c.last_verdict is not None:
+            verdict = c.last_verdict["figures"]
+        return {
+            "phase": c.phase.value,
+            "step": c.step + 1,
+            "steps": len(c.steps),
+            "stepPercent": step.percent,
+            "shadow": step.shadow,
+            "canaryShare": c.canary_share,
+            "stableVersion": c.stable_version,
+            "canaryVersion": c.canary_version,
+            "reason": c.reason or (c.last_verdict or {}).get("reason", ""),
+            "figures": verdict or [],
+        }
+
     def snapshot(self) -> dict[str, Any]:
         """Status of this rollout, with the canary's endpoint and skipped shadow copies."""
         out = self.controller.snapshot()

@@ -415,6 +415,8 @@ class RouterApp:
         for name, entry in snapshot.items():
             entry["breaker"] = self.executor.breakers[name].snapshot()
             entry["endpoint"] = self.executor.clients[name].endpoint
+            if (rollout := self.executor.rollouts.get(name)) is not None:
+                entry["rollout"] = rollout.summary()  # copied into the graph's status
         return {
             "graph": self.graph,
             "namespace": self.resolved.namespace,

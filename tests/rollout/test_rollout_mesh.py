@@ -252,6 +252,11 @@ def test_a_worse_canary_is_rolled_back_at_the_first_step_with_the_numbers(
     labels = 'graph="ro",module="clf"'
     assert metrics[f"modulemesh_router_rollout_canary_share{{{labels}}}"] == 0.0
     assert metrics[f'modulemesh_router_rollout_phase{{{labels},phase="RolledBack"}}'] == 1.0
+    # What the operator copies into the graph's status.
+    envelopes = httpx.get(f"{rollout_mesh.base}/envelopes", timeout=10).json()
+    summary = envelopes["modules"]["clf"]["rollout"]
+    assert (summary["phase"], summary["reason"]) == ("RolledBack", status["reason"])
+    assert {f["name"] for f in summary["figures"]} >= {figure}
     _no_request_failed(load)
     router_log = "\n".join(rollout_mesh.mesh.router.lines)  # type: ignore[union-attr]
     assert "rollout of module clf: RolledBack at step 1 (50%)" in router_log
