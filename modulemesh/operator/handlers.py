@@ -64,6 +64,7 @@ from modulemesh.operator.naming import (
 )
 from modulemesh.operator.observe import parse_envelopes
 from modulemesh.operator.reconcile import Outcome, Reconciler
+from modulemesh.operator.rollout_events import rollout_events
 from modulemesh.operator.webhook import (
     gate_admission_handler,
     graph_admission_handler,
@@ -296,6 +297,7 @@ async def _post_events(body: Mapping[str, Any], outcome: Outcome, *, applied: bo
     """Post the Events the reconcile deserves with the operator's own client: this works from
     the refresh loop too, where ``kopf.event`` has no event queue."""
     events = events_for(outcome, applied=applied)
+    events += rollout_events(body.get("status"), outcome.status)  # Promoted, RolledBack
     if events:
         await asyncio.to_thread(post_events, reconciler().kube, body, events)
 

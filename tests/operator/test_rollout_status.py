@@ -1,7 +1,8 @@
 """A module's rollout in the graph's status (issue 16, point 3): what a router's rollout reports
 in its /envelopes answer (built here by the router's own ModuleRollout, walked on a fake clock)
 reaches status.modules[].rollout through parse_envelopes and compute_status, a malformed one is
-left out, and `modulemesh status NAME` prints versions, phase, step, share, reason and figures."""
+left out, `modulemesh status NAME` prints versions, phase, step, share, reason and figures, and
+the end of a rollout between two statuses is one RolledBack (Warning) or Promoted Event."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 
 from modulemesh.api import ModuleGraph
 from modulemesh.operator.observe import Observation, compute_status, parse_envelopes
+from modulemesh.operator.rollout_events import rollout_events
 from modulemesh.operator.status_command import detail
 from modulemesh.rollout.controller import Route
 from modulemesh.rollout.traffic import ModuleRollout
@@ -92,3 +94,23 @@ def test_modulemesh_status_prints_the_comparison() -> None:
     assert rollouts[3].split() == ["errorRate", "0.0000", "0.1000", "0.0100", "NO"]
     assert any(line.split()[:1] == ["p99LatencyMs"] and line.split()[-1] == "yes"
                for line in rollouts)  # fmt: skip
+
+
+def test_a_rollback_is_one_warning_event_with_the_numbers() -> None:
+    progressing = {**_rolled_back(), "phase": "Progressing", "reason": ""}
+    before = _status(_payload(progressing))
+    after = _status(_payload(_rolled_back()))
+    (event,) = rollout_events(before, after)
+    assert (event.type, event.reason) == ("Warning", "RolledBack")
+    assert event.message.startswith("module clf: version 1 -> 2 RolledBack at step 1/2: step 1")
+    assert event.message.endswith("; failing: errorRate 0.1 (limit 0.01)")
+    assert rollout_events(after, after) == []  # once per end
+    assert rollout_events(before, before) == []  # still walking: no news
+
+
+def test_a_promotion_is_a_normal_event_also_when_first_seen() -> None:
+    promoted = {**_rolled_back(), "phase": "Promoted", "reason": "step 2 of 2 (100%) passed"}
+    promoted["figures"] = [f | {"passed": True} for f in promoted["figures"]]
+    (event,) = rollout_events(None, _status(_payload(promoted)))
+    assert (event.type, event.reason) == ("Normal", "Promoted")
+    assert "failing" not in event.message
