@@ -231,9 +231,66 @@ def router_port(cluster: Cluster, quickstart: dict[str, Any]) -> Iterator[int]:
         yield port
 
 
+MEBI = 1024 * 1024
+UNITS = {"Ki": 1024, "Mi": MEBI, "Gi": 1024 * MEBI, "K": 1000, "M": 1000**2, "G": 1000**3}
+
+
+def memory_bytes(quantity: str) -> int:
+    """A Kubernetes memory quantity (256Mi, 1G, 1048576) in bytes."""
+    for suffix in sorted(UNITS, key=len, reverse=True):
+        if quantity.endswith(suffix):
+            return int(float(quantity[: -len(suffix)]) * UNITS[suffix])
+    return int(quantity)
+
+
+def container_memory(node: RealNode, container_id: str) -> tuple[int, int]:
+    """(peak, rss) bytes of one container on real-0, from its cgroup v1 memory controller:
+    memory.max_usage_in_bytes (peak charge, page cache included) and memory.stat total_rss."""
+    root = Path("/sys/fs/cgroup/memory", node.cgroup, "kubepods")
+    cid = container_id.removeprefix("containerd://")
+    found = [d for d in root.rglob(cid) if d.is_dir()]
+    assert len(found) == 1, (cid, found)
+    peak = int((found[0] / "memory.max_usage_in_bytes").read_text())
+    stat = dict(line.split() for line in (found[0] / "memory.stat").read_text().splitlines())
+    return peak, int(stat["total_rss"])
+
+
+# From a busybox pod: the first line of GET /v2/health/live on HOST:PORT for each port, three tries each
+# (nc -w 3: a dropped connection times out, a refused one ends at once; both print "-").
+PROBE_PORTS = """
+for port in {ports}; do
+  for i in 1 2 3; do
+    line=$(printf 'GET /v2/health/live HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host} $port 2>/dev/null | head -1)
+    echo "$port ${{line:--}}"
+  done
+done
+"""
+# The same from a Python container (router, sidecar): urllib, one try per port.
+PY_PROBE = """
+import sys, urllib.request
+for port in sys.argv[2:]:
+    try:
+        with urllib.request.urlopen(f"http://{sys.argv[1]}:{port}/v2/health/live", timeout=5) as r:
+            print(port, r.status)
+    except OSError as error:
+        print(port, type(getattr(error, "reason", error)).__name__)
+"""
+
+
+def py_probe(cluster: Cluster, pod: str, container: str, host: str, *ports: int) -> dict[str, str]:
+    """What a Python container of `pod` gets from GET /v2/health/live on HOST:PORT, per port."""
+    proc = cluster.kubectl(
+        "-n", GRAPH_NAMESPACE, "exec", pod, "-c", container, "--",
+        "python3", "-c", PY_PROBE, host, *map(str, ports),
+        timeout=60,
+    )  # fmt: skip
+    return dict(line.split(" ", 1) for line in proc.stdout.splitlines() if line)
+
+
 @pytest.mark.timeout(2400)  # the first test builds and loads the images when they are absent
 class TestReadmeOnTheNode:
-    """The README's `helm install` and `kubectl apply -f examples/quickstart.yaml`, unchanged."""
+    """The README's `helm install` and `kubectl apply -f examples/quickstart.yaml`, unchanged:
+    what it runs, what it answers, what it reports, the NetworkPolicy, the memory it uses."""
 
     def test_operator_runs_in_cluster_and_its_webhook_refuses_a_bad_graph(
         self, cluster: Cluster, real_node: RealNode, release: str
@@ -403,70 +460,11 @@ class TestReadmeOnTheNode:
         over = [row for row in seen if row[2] > row[4]]
         assert over == [], over
 
-
-MEBI = 1024 * 1024
-UNITS = {"Ki": 1024, "Mi": MEBI, "Gi": 1024 * MEBI, "K": 1000, "M": 1000**2, "G": 1000**3}
-
-
-def memory_bytes(quantity: str) -> int:
-    """A Kubernetes memory quantity (256Mi, 1G, 1048576) in bytes."""
-    for suffix in sorted(UNITS, key=len, reverse=True):
-        if quantity.endswith(suffix):
-            return int(float(quantity[: -len(suffix)]) * UNITS[suffix])
-    return int(quantity)
-
-
-def container_memory(node: RealNode, container_id: str) -> tuple[int, int]:
-    """(peak, rss) bytes of one container on real-0, from its cgroup v1 memory controller:
-    memory.max_usage_in_bytes (peak charge, page cache included) and memory.stat total_rss."""
-    root = Path("/sys/fs/cgroup/memory", node.cgroup, "kubepods")
-    cid = container_id.removeprefix("containerd://")
-    found = [d for d in root.rglob(cid) if d.is_dir()]
-    assert len(found) == 1, (cid, found)
-    peak = int((found[0] / "memory.max_usage_in_bytes").read_text())
-    stat = dict(line.split() for line in (found[0] / "memory.stat").read_text().splitlines())
-    return peak, int(stat["total_rss"])
-
-
-# From a busybox pod: the first line of GET /v2/health/live on HOST:PORT for each port, three tries each
-# (nc -w 3: a dropped connection times out, a refused one ends at once; both print "-").
-PROBE_PORTS = """
-for port in {ports}; do
-  for i in 1 2 3; do
-    line=$(printf 'GET /v2/health/live HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host} $port 2>/dev/null | head -1)
-    echo "$port ${{line:--}}"
-  done
-done
-"""
-# The same from a Python container (router, sidecar): urllib, one try per port.
-PY_PROBE = """
-import sys, urllib.request
-for port in sys.argv[2:]:
-    try:
-        with urllib.request.urlopen(f"http://{sys.argv[1]}:{port}/v2/health/live", timeout=5) as r:
-            print(port, r.status)
-    except OSError as error:
-        print(port, type(getattr(error, "reason", error)).__name__)
-"""
-
-
-def py_probe(cluster: Cluster, pod: str, container: str, host: str, *ports: int) -> dict[str, str]:
-    """What a Python container of `pod` gets from GET /v2/health/live on HOST:PORT, per port."""
-    proc = cluster.kubectl(
-        "-n", GRAPH_NAMESPACE, "exec", pod, "-c", container, "--",
-        "python3", "-c", PY_PROBE, host, *map(str, ports),
-        timeout=60,
-    )  # fmt: skip
-    return dict(line.split(" ", 1) for line in proc.stdout.splitlines() if line)
-
-
-class TestNetworkPolicyOnTheNode:
-    """The graph's NetworkPolicy, enforced by kube-router on real-0: a module's sidecar port
-    answers the router only; its runtime port answers nobody outside the pod."""
-
     def test_only_the_router_reaches_a_module_and_nobody_its_runtime(
         self, cluster: Cluster, real_node: RealNode, quickstart: dict[str, Any]
     ) -> None:
+        """The graph's NetworkPolicy, enforced by kube-router on real-0: a module's sidecar
+        port answers the router only; its runtime port answers nobody outside the pod."""
         pods = graph_pods(cluster, GRAPH_NAMESPACE, "quickstart")
         embedder = next(p for p in pods if p["metadata"]["labels"].get(MODULE_LABEL) == "embedder")
         router = next(p for p in pods if MODULE_LABEL not in p["metadata"]["labels"])
