@@ -230,6 +230,18 @@ def delete_webhook_configuration(cluster: Cluster) -> None:
 
 
 @contextmanager
+def watching_operator(cluster: Cluster, log: Path) -> Iterator[OperatorProcess]:
+    """The CRDs installed and one operator process watching every namespace, stopped on exit
+    (the fixture most e2e modules need)."""
+    install_crds(cluster)
+    proc = OperatorProcess(cluster, log).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@contextmanager
 def serving_webhook(cluster: Cluster, log: Path) -> Iterator[OperatorProcess]:
     """An operator serving the webhook on 127.0.0.1 with its CA bundle set in the configuration
     (installed as documented for a local operator); both are removed on exit."""

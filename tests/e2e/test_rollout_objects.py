@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from e2e.cluster import Cluster, wait_until
-from e2e.operator_process import OperatorProcess, install_crds
+from e2e.operator_process import OperatorProcess, watching_operator
 
 
 @pytest.fixture(scope="module")
@@ -20,10 +20,8 @@ def operator(
     cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
     """CRDs installed and one operator process watching every namespace."""
-    install_crds(cluster)
-    proc = OperatorProcess(cluster, tmp_path_factory.mktemp("operator") / "operator.log").start()
-    yield proc
-    proc.stop()
+    with watching_operator(cluster, tmp_path_factory.mktemp("operator") / "operator.log") as proc:
+        yield proc
 
 
 def _graph(canary: bool) -> dict[str, Any]:
