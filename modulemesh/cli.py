@@ -47,6 +47,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "modulemesh.operator.status_command",
         "Show ModuleGraphs and per-module state from a cluster.",
     ),
+    "rollback": (
+        "modulemesh.operator.rollback_command",
+        "Return a ModuleGraph to a spec from its revision history.",
+    ),
     "audit": (
         "modulemesh.audit_command",
         "Check privacy audit logs (modulemesh audit verify FILE...).",

@@ -6,7 +6,7 @@ condition's status does not change.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -96,6 +96,19 @@ class ModuleStatus(SpecModel):
     )
 
 
+class Revision(SpecModel):
+    """One spec the graph ran, kept in its history for ``modulemesh rollback``
+    (docs/operations.md, rolling back)."""
+
+    revision: int = Field(description="Grows by one with each new generation of the spec.")
+    generation: int | None = None
+    applied_at: str = Field(description="When the operator first reconciled it (RFC 3339).")
+    outcome: Literal["Progressing", "Ready", "Failed", "Promoted", "RolledBack"] = Field(
+        description="How it went: Ready, Failed (invalid spec), or a canary rollout's end."
+    )
+    spec: dict[str, Any] = Field(description="The graph's spec at that generation.")
+
+
 class ModuleGraphStatus(SpecModel):
     """The ``status`` of a ``ModuleGraph``."""
 
@@ -105,6 +118,10 @@ class ModuleGraphStatus(SpecModel):
     modules: list[ModuleStatus] = Field(default_factory=list)
     modules_ready: str | None = Field(default=None, description="Ready/total modules, e.g. 2/3.")
     gpus: int | None = None
+    revisions: list[Revision] = Field(
+        default_factory=list,
+        description="The last 10 specs the graph ran, oldest first, with their outcome.",
+    )
 
 
 class BudgetWindow(SpecModel):

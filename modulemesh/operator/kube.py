@@ -48,10 +48,22 @@ CHILD_KINDS: dict[str, Kind] = {
     "ConfigMap": Kind("v1", "configmaps", "ConfigMap"),
     "NetworkPolicy": Kind("networking.k8s.io/v1", "networkpolicies", "NetworkPolicy"),
     "PodDisruptionBudget": Kind("policy/v1", "poddisruptionbudgets", "PodDisruptionBudget"),
+    "ServiceAccount": Kind("v1", "serviceaccounts", "ServiceAccount"),
+    "Role": Kind("rbac.authorization.k8s.io/v1", "roles", "Role"),
+    "RoleBinding": Kind("rbac.authorization.k8s.io/v1", "rolebindings", "RoleBinding"),
 }
 """The kinds the operator owns, in the order they are applied (config before consumers)."""
 
-APPLY_ORDER = ("ConfigMap", "Service", "NetworkPolicy", "PodDisruptionBudget", "Deployment")
+APPLY_ORDER = (
+    "ConfigMap",
+    "Service",
+    "NetworkPolicy",
+    "PodDisruptionBudget",
+    "ServiceAccount",
+    "Role",
+    "RoleBinding",
+    "Deployment",
+)
 
 POD = Kind("v1", "pods", "Pod")
 NODES = Kind("v1", "nodes", "Node")
@@ -253,6 +265,24 @@ class Kube:
             f"{kind.collection(namespace)}/{name}/status",
             body={"status": dict(status)},
             content_type="application/merge-patch+json",
+        )
+
+    def replace_spec(
+        self, kind: Kind, namespace: str, name: str, spec: Mapping[str, Any], generation: int
+    ) -> dict[str, Any]:
+        """Replace the object's whole ``spec`` if it is still at ``generation`` (a JSON patch
+        with a test: a merge patch would keep fields the new spec leaves out, and a change
+        made meanwhile is refused with 422 rather than overwritten)."""
+        ops = [
+            {"op": "test", "path": "/metadata/generation", "value": generation},
+            {"op": "replace", "path": "/spec", "value": dict(spec)},
+        ]
+        return self._call(
+            "PATCH",
+            f"{kind.collection(namespace)}/{name}",
+            query=[("fieldManager", "modulemesh-rollback")],
+            body=ops,
+            content_type="application/json-patch+json",
         )
 
     def owned_children(self, namespace: str, graph: str) -> Iterator[dict[str, Any]]:

@@ -39,6 +39,7 @@ from modulemesh.operator.kube import (
 from modulemesh.operator.naming import graph_selector, short_name
 from modulemesh.operator.observe import Observation, compute_status, unschedulable_reason
 from modulemesh.operator.render import graph_endpoint, render
+from modulemesh.operator.revisions import revision_history
 
 log = logging.getLogger("modulemesh.operator")
 
@@ -219,13 +220,14 @@ class Reconciler:
     ) -> None:
         meta = body["metadata"]
         previous: Mapping[str, Any] = body.get("status") or {}
+        now = conditions.now_rfc3339()
         merged = conditions.merge_conditions(
-            previous.get("conditions") or [],
-            updates,
-            generation=generation,
-            now=conditions.now_rfc3339(),
+            previous.get("conditions") or [], updates, generation=generation, now=now
         )
         status = {**fields, "observedGeneration": generation, "conditions": merged}
+        status["revisions"] = revision_history(
+            previous.get("revisions"), body.get("spec") or {}, generation, status, now
+        )
         outcome.status = status
         outcome.transitions = conditions.transitions(previous.get("conditions") or [], merged)
         if _comparable(status) != _comparable(previous):

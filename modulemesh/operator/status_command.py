@@ -129,6 +129,7 @@ def detail(graph: Mapping[str, Any], out: TextIO) -> None:
         )
     table(rows, out)
     rollouts(status, out)
+    revisions(status, out)
 
 
 def rollouts(status: Mapping[str, Any], out: TextIO) -> None:
@@ -162,6 +163,25 @@ def rollouts(status: Mapping[str, Any], out: TextIO) -> None:
             table(rows, out)
 
 
+def revisions(status: Mapping[str, Any], out: TextIO) -> None:
+    """The graph's revision history, newest last (what ``modulemesh rollback`` returns to)."""
+    kept = status.get("revisions") or []
+    if not kept:
+        return
+    out.write("\nRevisions:\n")
+    rows = [["  REVISION", "GENERATION", "APPLIED", "OUTCOME"]]
+    for r in kept:
+        rows.append(
+            [
+                f"  {r.get('revision')}",
+                _fmt(r.get("generation")),
+                str(r.get("appliedAt", "-")),
+                str(r.get("outcome", "-")),
+            ]
+        )
+    table(rows, out)
+
+
 def run(args: argparse.Namespace) -> int:
     """Read graphs from the cluster and print them."""
     from modulemesh.operator.kube import GRAPHS, Kube, KubeConfigError, KubeError, load_config
@@ -172,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"modulemesh status: {error}", file=sys.stderr)
         return 2
     kube = Kube(api)
-    namespace = args.namespace or _default_namespace(args.kubeconfig)
+    namespace = args.namespace or default_namespace(args.kubeconfig)
     try:
         if args.name:
             graph = kube.get(GRAPHS, namespace, args.name)
@@ -202,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _default_namespace(kubeconfig: str | None) -> str:
+def default_namespace(kubeconfig: str | None) -> str:
     from kubernetes import config
 
     try:
