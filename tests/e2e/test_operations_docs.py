@@ -56,6 +56,10 @@ def installed(cluster: Cluster) -> Iterator[None]:
     existing = shell(cluster, f"helm status {RELEASE} -n {NAMESPACE}")
     if existing.returncode == 0:
         pytest.fail(f"a release {RELEASE} in {NAMESPACE} exists already; this test installs it")
+    # With the real node up, hack/cluster/node binds this namespace to it; the documented
+    # images (registry.example.com) exist only for kwok's pods, so the namespace is released
+    # (it is deleted afterwards; the real-node tests bind it again).
+    shell(cluster, f"hack/cluster/node release-namespace {NAMESPACE}")
     proc = shell(cluster, install_commands(), timeout=300)
     try:
         assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"

@@ -90,6 +90,11 @@ def release(cluster: Cluster, real_node: RealNode) -> Iterator[str]:
     """The README's `helm install`, unchanged (no value set), once for the module."""
     ensure_images()
     cluster.helm("uninstall", "modulemesh", "-n", RELEASE_NAMESPACE, "--wait", check=False)
+    # node up binds the README's namespaces to real-0; another test may have deleted or
+    # released one since (test_operations_docs installs the docs' kwok-only release there).
+    bind = node_script("use-namespace", RELEASE_NAMESPACE, GRAPH_NAMESPACE, timeout=60)
+    if bind.returncode != 0:
+        raise ClusterError(f"hack/cluster/node use-namespace failed:\n{bind.stderr}")
     # The session's cluster may hold the CRDs already, applied by other tests with kubectl:
     # bring them to the chart's as docs/operations.md "Upgrade" says, so helm's own apply of
     # the same CRDs finds nothing to conflict with (a fresh cluster has none).
