@@ -245,15 +245,17 @@ def graph_progress(cluster: Cluster, expected: int) -> tuple[int, int]:
 
 
 def run_scale(cluster: Cluster, graphs: int, args: argparse.Namespace, work: Path) -> Figures:
-    clear_namespaces(cluster)
-    pods = graphs * 4  # a router and up to three modules
-    nodes = [kwok_node(f"bench-cpu-{i}") for i in range(math.ceil(pods / PODS_PER_NODE) + 1)]
-    cluster.apply(nodes, namespace=None)
     namespaces = namespaces_for(graphs, args.per_namespace)
-    for ns in namespaces:
-        cluster.apply(
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}, namespace=None
-        )
+    if not args.restart:
+        clear_namespaces(cluster)
+        pods = graphs * 4  # a router and up to three modules
+        nodes = [kwok_node(f"bench-cpu-{i}") for i in range(math.ceil(pods / PODS_PER_NODE) + 1)]
+        cluster.apply(nodes, namespace=None)
+        for ns in namespaces:
+            cluster.apply(
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+                namespace=None,
+            )
     kubeconfig = service_account_kubeconfig(
         cluster, RELEASE_NS, RELEASE, work / "sa.kubeconfig", duration="6h"
     )
@@ -269,7 +271,7 @@ def run_scale(cluster: Cluster, graphs: int, args: argparse.Namespace, work: Pat
         pid = op.proc.pid
         before, events_before = requests(cluster), graph_events(cluster)
         start = time.monotonic()
-        for i, ns in enumerate(namespaces):
+        for i, ns in enumerate([] if args.restart else namespaces):
             docs = [graph_doc(k) for k in range(graphs) if k // args.per_namespace == i]
             cluster.kubectl(
                 "apply", "-n", ns, "-f", "-", input=yaml.safe_dump_all(docs), timeout=300
@@ -291,7 +293,8 @@ def run_scale(cluster: Cluster, graphs: int, args: argparse.Namespace, work: Pat
         after, events_after = requests(cluster), graph_events(cluster)
         _, cpu = proc_stats(pid)
         writes = writes_only(delta(after, before))
-        writes["POST modulegraphs"] -= graphs  # this script's creates
+        if not args.restart:
+            writes["POST modulegraphs"] -= graphs  # this script's creates
         writes += Counter()  # drops the zero
         print(f"  all Ready after {ready_s:.0f}s; idle window of {args.idle:.0f}s")
         idle_before, idle_events_before = requests(cluster), graph_events(cluster)
@@ -374,13 +377,22 @@ def main() -> int:
     parser.add_argument("--idle", type=float, default=300.0, help="idle window, seconds")
     parser.add_argument("--resync-interval", type=float, default=240.0)
     parser.add_argument("--envelope-interval", type=float, default=15.0)
-    parser.add_argument("--timeout", type=float, default=1800.0, help="per scale, seconds")
+    parser.add_argument("--timeout", type=float, default=3600.0, help="per scale, seconds")
     default_dir = (
         Path(os.environ.get("MODULEMESH_CACHE", Path.home() / ".cache" / "modulemesh"))
         / "bench-cluster"
     )
     parser.add_argument("--cluster-dir", type=Path, default=default_dir)
     parser.add_argument("--down", action="store_true", help="stop the bench cluster after")
+    parser.add_argument(
+        "--keep-graphs", action="store_true", help="leave the last scale's graphs (for --restart)"
+    )
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="keep the graphs an earlier run left (e.g. one that timed out) and measure a fresh "
+        "operator over them: the catch-up, the writes of a restart, then the idle window",
+    )
     args = parser.parse_args()
     if args.resync_interval >= args.idle and args.idle > 0:
         parser.error("--resync-interval must be shorter than --idle so a resync falls in it")
@@ -397,7 +409,8 @@ def main() -> int:
                 figures = run_scale(cluster, graphs, args, Path(tmp))
                 report(figures)
                 sys.stdout.flush()
-            clear_namespaces(cluster)
+            if not (args.restart or args.keep_graphs):
+                clear_namespaces(cluster)
     finally:
         if args.down:
             run_script("down", "--purge", timeout=300)
