@@ -626,6 +626,9 @@ async def _child_event(event: Mapping[str, Any], namespace: str, labels: Mapping
 @kopf.on.event("", "v1", "configmaps", labels=MANAGED)
 @kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=MANAGED)
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=MANAGED)
+@kopf.on.event("", "v1", "serviceaccounts", labels=MANAGED)
+@kopf.on.event("rbac.authorization.k8s.io", "v1", "roles", labels=MANAGED)
+@kopf.on.event("rbac.authorization.k8s.io", "v1", "rolebindings", labels=MANAGED)
 async def child_changed(
     event: kopf.RawEvent, namespace: str | None, labels: kopf.Labels, **_: Any
 ) -> None:

@@ -48,10 +48,22 @@ CHILD_KINDS: dict[str, Kind] = {
     "ConfigMap": Kind("v1", "configmaps", "ConfigMap"),
     "NetworkPolicy": Kind("networking.k8s.io/v1", "networkpolicies", "NetworkPolicy"),
     "PodDisruptionBudget": Kind("policy/v1", "poddisruptionbudgets", "PodDisruptionBudget"),
+    "ServiceAccount": Kind("v1", "serviceaccounts", "ServiceAccount"),
+    "Role": Kind("rbac.authorization.k8s.io/v1", "roles", "Role"),
+    "RoleBinding": Kind("rbac.authorization.k8s.io/v1", "rolebindings", "RoleBinding"),
 }
 """The kinds the operator owns, in the order they are applied (config before consumers)."""
 
-APPLY_ORDER = ("ConfigMap", "Service", "NetworkPolicy", "PodDisruptionBudget", "Deployment")
+APPLY_ORDER = (
+    "ConfigMap",
+    "Service",
+    "NetworkPolicy",
+    "PodDisruptionBudget",
+    "ServiceAccount",
+    "Role",
+    "RoleBinding",
+    "Deployment",
+)
 
 POD = Kind("v1", "pods", "Pod")
 NODES = Kind("v1", "nodes", "Node")

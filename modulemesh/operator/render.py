@@ -3,7 +3,9 @@
 Pure on purpose: no cluster access and no kopf, so ``modulemesh render`` prints exactly what
 the operator would apply, and tests check the output without a cluster. Objects carry no
 ownerReferences (the operator adds its own) and come out in a stable order: the ConfigMap,
-Services, NetworkPolicy and PodDisruptionBudgets before the Deployments that use them.
+Services, NetworkPolicy and PodDisruptionBudgets (and, for a graph with differentially private
+outputs, the router's ServiceAccount, Role and RoleBinding on its budget ledger:
+:mod:`modulemesh.operator.dp_ledger`) before the Deployments that use them.
 
 Every router or module Deployment with more than one replica gets a PodDisruptionBudget with
 ``maxUnavailable: 1``: a node drain or cluster-autoscaler scale-down evicts its pods one at a
@@ -28,6 +30,7 @@ from modulemesh.api.gate import PrivacyGate
 from modulemesh.api.graph import Module, ModuleGraph
 from modulemesh.api.resolved import resolve
 from modulemesh.operator import naming
+from modulemesh.operator.dp_ledger import ledger_objects, needs_ledger, router_ledger_arg
 from modulemesh.operator.module_pod import module_deployment
 from modulemesh.operator.placement import gates_of
 from modulemesh.operator.pods import (
@@ -136,6 +139,7 @@ def render(
     content = resolved_json(graph, named, settings)
     modules = graph.spec.modules
     canaries = [m for m in modules if m.canary is not None]
+    ledger = needs_ledger(graph, named)
     return [
         _config_map(name, namespace, content),
         *(
@@ -165,9 +169,10 @@ def render(
             if graph.spec.router.replicas > 1
             else []
         ),
+        *(ledger_objects(name, namespace) if ledger else []),
         *(module_deployment(name, namespace, m, named, settings) for m in modules),
         *(canary_deployment(name, namespace, m, named, settings) for m in canaries),
-        _router_deployment(graph, namespace, content, settings),
+        _router_deployment(graph, namespace, content, settings, ledger=ledger),
     ]
 
 
@@ -294,8 +299,10 @@ def disruption_budget(
 
 
 def _router_deployment(
-    graph: ModuleGraph, namespace: str, content: str, settings: RenderSettings
+    graph: ModuleGraph, namespace: str, content: str, settings: RenderSettings, *, ledger: bool
 ) -> dict[str, Any]:
+    """The router's Deployment; with ``ledger`` (a differentially private output) it runs as
+    its own service account, token mounted, and charges the graph's ConfigMap ledger."""
     name = graph.metadata.name
     router = graph.spec.router
     labels = naming.labels(name, "router")
@@ -330,6 +337,7 @@ def _router_deployment(
             "--host=0.0.0.0",
             f"--port={settings.router_port}",
             f"--grpc-port={settings.router_grpc_port}",
+            *([router_ledger_arg(name, namespace)] if ledger else []),
         ],
         "env": env,
         "ports": [
@@ -361,7 +369,11 @@ def _router_deployment(
                     "annotations": {CONFIG_HASH_ANNOTATION: config_hash},
                 },
                 "spec": {
-                    "automountServiceAccountToken": False,
+                    **(
+                        {"serviceAccountName": naming.router_name(name)}
+                        if ledger
+                        else {"automountServiceAccountToken": False}
+                    ),
                     "enableServiceLinks": False,
                     "securityContext": pod_security_context(settings),
                     "terminationGracePeriodSeconds": termination_grace_seconds(settings),

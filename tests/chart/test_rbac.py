@@ -5,7 +5,9 @@ watched namespace and no namespaced permissions cluster-wide. Either way a small
 lets kopf read CRDs (and, for a namespace list, the namespaces), the operator list nodes (their
 sizes, to say what would fit an unschedulable pod; nothing else on nodes) and, with the admission webhook
 on, get and patch the chart's ValidatingWebhookConfiguration by name (its CA bundle) and create
-none: a compromised operator cannot register a webhook that sees other objects. The e2e test
+none: a compromised operator cannot register a webhook that sees other objects. It creates
+ServiceAccounts, Roles and RoleBindings (a differentially private graph's router gets one of
+each for its budget ledger) without escalate or bind, so it can grant no more than it holds. The e2e test
 (tests/e2e/test_helm.py) proves the same rules are sufficient against a real API server.
 """
 
@@ -31,7 +33,12 @@ NAMESPACED_RULES: dict[tuple[str, str], list[str]] = {
     ("modulemesh.io", "modulegraphs/finalizers"): ["update"],
     ("apps", "deployments"): WRITE,
     ("", "services"): WRITE,
-    ("", "configmaps"): WRITE,
+    # update: the operator grants DP routers update on their ledger ConfigMap (RBAC escalation
+    # prevention: it can only grant what it holds).
+    ("", "configmaps"): [*WRITE, "update"],
+    ("", "serviceaccounts"): WRITE,
+    ("rbac.authorization.k8s.io", "roles"): WRITE,
+    ("rbac.authorization.k8s.io", "rolebindings"): WRITE,
     ("networking.k8s.io", "networkpolicies"): WRITE,
     ("policy", "poddisruptionbudgets"): WRITE,
     ("", "pods"): ["get", "list", "watch"],
@@ -90,10 +97,10 @@ class TestNoWildcardsNoSecrets:
     def test_no_secrets_and_no_escalation(self, helm: Helm, values_files: list[str]) -> None:
         forbidden_resources = {
             "secrets",
-            "serviceaccounts",
+            # serviceaccounts, roles and rolebindings are granted (a DP router's ledger access),
+            # but without escalate or bind: the API server lets the operator grant only what
+            # it holds itself, and no token of any account.
             "serviceaccounts/token",
-            "roles",
-            "rolebindings",
             "clusterroles",
             "clusterrolebindings",
             "pods/exec",

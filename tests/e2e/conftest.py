@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from e2e.cluster import UP_TIMEOUT_S, Cluster, binaries_built, cluster_running, ensure_cluster
+from e2e.operator_process import OperatorProcess, watching_operator
 from e2e.real_node import RealNode, running_real_node, start_real_node
 
 E2E_DIR = Path(__file__).resolve().parent
@@ -67,6 +68,16 @@ def namespace(cluster: Cluster) -> Iterator[str]:
     name = cluster.create_namespace("e2e")
     yield name
     cluster.delete_namespace(name)
+
+
+@pytest.fixture(scope="module")
+def operator(
+    cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """CRDs installed and one operator process watching every namespace, for the module (a
+    module needing another operator defines its own ``operator``)."""
+    with watching_operator(cluster, tmp_path_factory.mktemp("operator") / "operator.log") as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")

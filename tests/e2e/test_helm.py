@@ -204,6 +204,12 @@ class TestNamespacedRelease:
             ("watch", "pods"),
             ("create", "events"),
             ("create", "events.events.k8s.io"),
+            # A differentially private graph's router: its own account, a Role on its ledger
+            # ConfigMap (get, update, create: the operator must hold what it grants) and binding.
+            ("create", "serviceaccounts"),
+            ("create", "roles.rbac.authorization.k8s.io"),
+            ("create", "rolebindings.rbac.authorization.k8s.io"),
+            ("update", "configmaps"),
         ]
         for verb, resource in wanted:
             assert release.can_i(verb, resource, ns), (verb, resource)
@@ -247,7 +253,9 @@ class TestNamespacedRelease:
             ("create", "pods/exec", ns),
             ("update", "deployments.apps", ns),
             ("create", "serviceaccounts/token", release.namespace),
-            ("create", "roles.rbac.authorization.k8s.io", ns),
+            ("escalate", "roles.rbac.authorization.k8s.io", ns),
+            ("bind", "roles.rbac.authorization.k8s.io", ns),
+            ("create", "roles.rbac.authorization.k8s.io", release.namespace),
             ("create", "clusterrolebindings.rbac.authorization.k8s.io", None),
             ("impersonate", "serviceaccounts", ns),
             ("get", "nodes", None),  # it may list them (sizes, for Scheduled), nothing more

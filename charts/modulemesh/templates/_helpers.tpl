@@ -76,7 +76,16 @@ No wildcards, no Secrets.
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
-  resources: ["services", "configmaps"]
+  resources: ["services", "serviceaccounts"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# update: a router of a graph with differentially private outputs gets a Role with get, update
+# and create on its budget ledger ConfigMap, and RBAC lets the operator grant only what it holds.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+# That Role and its RoleBinding (to the router's own ServiceAccount), one each per such graph.
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles", "rolebindings"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
