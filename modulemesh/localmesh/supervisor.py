@@ -184,7 +184,8 @@ class Mesh:
                 "router",
                 [*self.plan.modules[0].runtime_args[:3], "router", "--config", str(self.config_path),
                  "--host", HOST, "--port", str(self.plan.router_port), "--poll-interval", "1",
-                 "--grpc-port", str(self.plan.router_grpc_port)],
+                 "--grpc-port", str(self.plan.router_grpc_port),
+                 "--rollout-state", str(self.config_path.with_name("rollout-state.json"))],
             )  # fmt: skip
             self.wait_router(deadline)
         except BaseException:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -217,6 +217,67 @@ class Controller:
     @staticmethod
     def _describe(step: RolloutStep) -> str:
         return f"{step.percent}% shadow" if step.shadow else f"{step.percent}%"
+
+    # -- surviving a restart ------------------------------------------------------------------
+
+    def saved(self) -> dict[str, Any]:
+        """What a restarted router needs to go on where this one is: the versions and steps it
+        is for, phase, step, reason, and the baseline stable window (a 100 % step is judged
+        against it); :meth:`resume` reads it back."""
+        out: dict[str, Any] = {
+            "stableVersion": self.stable_version,
+            "canaryVersion": self.canary_version,
+            "stepPercents": [s.percent for s in self.steps],
+            "phase": self.phase.value,
+            "step": self.step + 1,
+            "reason": self.reason,
+            "history": [t.as_dict() for t in self.history],
+        }
+        if self.baseline is not None:
+            index, window = self.baseline
+            out["baseline"] = {
+                "step": index + 1,
+                "latenciesMs": list(window.latencies_ms),
+                "failures": list(window.failures),
+                "confidences": list(window.confidences),
+            }
+        return out
+
+    def resume(self, saved: Mapping[str, Any]) -> bool:
+        """Go on from a :meth:`saved` state: the step it reached (with fresh windows: its hold
+        starts again), or its end. False, and nothing changed, when it is another rollout's
+        (other versions or steps) or does not read as one."""
+        mine = (self.stable_version, self.canary_version, [s.percent for s in self.steps])
+        if (
+            saved.get("stableVersion"),
+            saved.get("canaryVersion"),
+            saved.get("stepPercents"),
+        ) != mine:
+            return False
+        try:
+            phase = Phase(str(saved.get("phase")))
+            step = int(saved["step"]) - 1
+            baseline = saved.get("baseline")
+            window = None
+            if isinstance(baseline, Mapping):
+                window = Window()
+                window.latencies_ms.extend(float(v) for v in baseline["latenciesMs"])
+                window.failures.extend(bool(v) for v in baseline["failures"])
+                window.confidences.extend(float(v) for v in baseline["confidences"])
+                base_step = int(baseline["step"]) - 1
+            history = [
+                Transition(str(t["type"]), int(t["step"]), int(t["percent"]), str(t["reason"]),
+                           list(t["figures"]))
+                for t in saved.get("history") or []
+            ]  # fmt: skip
+        except (KeyError, TypeError, ValueError):
+            return False
+        if not 0 <= step < len(self.steps):
+            return False
+        self._start_step(step)
+        self.phase, self.reason, self.history = phase, str(saved.get("reason") or ""), history
+        self.baseline = (base_step, window) if window is not None else None
+        return True
 
     # -- status -----------------------------------------------------------------------------
 

@@ -14,9 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import Gauge
@@ -202,6 +205,7 @@ class Rollouts:
         spawn: Spawn,
         tick: float = 0.2,
         metrics: RouterMetrics | None = None,
+        state_path: Path | None = None,
     ) -> None:
         self.graph = resolved.name
         self.modules: dict[str, ModuleRollout] = {}
@@ -209,6 +213,9 @@ class Rollouts:
             endpoint = (resolved.canary_endpoints or {}).get(module.name)
             if module.canary is not None and endpoint is not None:
                 self.modules[module.name] = ModuleRollout(module, endpoint, spawn)
+        self.state_path = state_path
+        """Where each rollout's step is kept across router restarts (``--rollout-state``)."""
+        self.resumed = self._resume() if state_path is not None and self.modules else set()
         self.tick = tick
         self._task: asyncio.Task[None] | None = None
         if metrics is not None and self.modules:
@@ -239,22 +246,61 @@ class Rollouts:
                     functools.partial(_in_phase, c, p)
                 )
 
+    def _resume(self) -> set[str]:
+        """Resume each rollout the state file holds for it (same versions and steps); a missing
+        or unreadable file starts every rollout at step 1 (logged)."""
+        assert self.state_path is not None
+        try:
+            saved = json.loads(self.state_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return set()
+        except (OSError, ValueError) as exc:
+            _log.warning(
+                "rollout state %s unreadable (%s): starting at step 1", self.state_path, exc
+            )
+            return set()
+        modules = saved.get("modules") if isinstance(saved, dict) else None
+        resumed = set()
+        for name, rollout in self.modules.items():
+            state = (modules or {}).get(name)
+            if isinstance(state, dict) and rollout.controller.resume(state):
+                resumed.add(name)
+        return resumed
+
+    def save(self) -> None:
+        """Write every rollout's state (a new file renamed over the old, so a router killed
+        while writing leaves the previous state whole)."""
+        if self.state_path is None:
+            return
+        document = {
+            "graph": self.graph,
+            "modules": {n: r.controller.saved() for n, r in self.modules.items()},
+        }
+        tmp = self.state_path.with_name(f".{self.state_path.name}.{os.getpid()}")
+        try:
+            tmp.write_text(json.dumps(document), encoding="utf-8")
+            os.replace(tmp, self.state_path)
+        except OSError as exc:
+            _log.warning("rollout state %s not written: %s", self.state_path, exc)
+
     def get(self, module: str) -> ModuleRollout | None:
         """The rollout of ``module``, or None (most modules: the hot path pays one lookup)."""
         return self.modules.get(module) if self.modules else None
 
     def start(self) -> None:
         """Open the canaries' pools and start judging (inside the running loop)."""
-        for rollout in self.modules.values():
+        for name, rollout in self.modules.items():
             rollout.client.start()
-            step = rollout.controller.steps[0]
+            c = rollout.controller
+            step = c.steps[c.step]
             _log.info(
-                "rollout of module %s: version %s -> %s, step 1 of %d (%d%%%s)",
-                rollout.module.name, rollout.controller.stable_version,
-                rollout.controller.canary_version, len(rollout.controller.steps),
-                step.percent, " shadow" if step.shadow else "",
+                "rollout of module %s: version %s -> %s, %s %d of %d (%d%%%s)",
+                name, c.stable_version, c.canary_version,
+                f"resumed ({c.phase.value}) at step" if name in self.resumed else "step",
+                c.step + 1, len(c.steps), step.percent, " shadow" if step.shadow else "",
             )  # fmt: skip
         if self.modules:
+            self.save()
             self._task = asyncio.ensure_future(self._judge())
 
     async def stop(self) -> None:
@@ -281,6 +327,7 @@ class Rollouts:
                 continue
             if done is None:
                 continue
+            self.save()
             level = logging.WARNING if done.kind == "RolledBack" else logging.INFO
             _log.log(level, "rollout of module %s: %s at step %d (%d%%): %s",
                      name, done.kind, done.step, done.percent, done.reason)  # fmt: skip

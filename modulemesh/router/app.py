@@ -19,6 +19,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -77,11 +78,15 @@ class RouterApp:
         tracer: Tracer | None = None,
         poll_interval: float = 2.0,
         ledger: Ledger | None = None,
+        rollout_state: Path | None = None,
     ) -> None:
         self.resolved = resolved
         self.graph = resolved.name
         self.metrics = RouterMetrics(resolved.name)
-        self.executor = Executor(resolved, tracer=tracer, metrics=self.metrics, ledger=ledger)
+        self.executor = Executor(
+            resolved, tracer=tracer, metrics=self.metrics, ledger=ledger,
+            rollout_state=rollout_state,
+        )  # fmt: skip
         self.shedder = Shedder(resolved.spec.policy.shedding)
         shedder = self.shedder
         self.metrics.in_flight.labels(self.graph).set_function(lambda: shedder.in_flight)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from modulemesh.cli_types import positive_seconds
@@ -44,6 +45,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "(locked per charge) or a ConfigMap (written with resourceVersion "
                              "compare-and-swap); needed when a gate declares differentialPrivacy "
                              f"[env {_PREFIX}DP_LEDGER] (default: none)")  # fmt: skip
+    parser.add_argument("--rollout-state", default=env(_PREFIX + "ROLLOUT_STATE"), metavar="FILE",
+                        help="file where each canary rollout's step is kept, so a restarted router "
+                             "resumes it there instead of at step 1 (written at each step; "
+                             f"modulemesh run passes one) [env {_PREFIX}ROLLOUT_STATE] (default: none)")  # fmt: skip
     parser.add_argument("--log-level", default=env(_PREFIX + "LOG_LEVEL", "info"), help="log level")
 
 
@@ -92,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         app = RouterApp(
             resolved, tracer=tel.tracer if tel.tracing else None,
             poll_interval=args.poll_interval, ledger=ledger,
+            rollout_state=Path(args.rollout_state) if args.rollout_state else None,
         )  # fmt: skip
     except (ValueError, CelError) as exc:
         print(f"modulemesh router: graph {resolved.name!r}: {exc}", file=sys.stderr)

@@ -16,6 +16,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from opentelemetry import trace
@@ -61,6 +62,7 @@ class Executor:
         tracer: Tracer | None = None,
         metrics: RouterMetrics | None = None,
         ledger: Ledger | None = None,
+        rollout_state: Path | None = None,
     ) -> None:
         from modulemesh.router.nodes import HANDLERS
 
@@ -95,7 +97,7 @@ class Executor:
         self.tracer = tracer
         self.metrics = metrics
         self.background: set[asyncio.Task[Any]] = set()
-        self.rollouts = Rollouts(resolved, self.spawn, metrics=metrics)
+        self.rollouts = Rollouts(resolved, self.spawn, metrics=metrics, state_path=rollout_state)
         """Modules with a running canary: their calls are split by the rollout's step."""
 
     # -- lifecycle ------------------------------------------------------------------------------
