@@ -74,6 +74,7 @@ KINDS: tuple[Kind, ...] = (
             },
             {"name": "Modules", "type": "string", "jsonPath": ".status.modulesReady"},
             {"name": "GPUs", "type": "integer", "jsonPath": ".status.gpus"},
+            {"name": "Rollout", "type": "string", "jsonPath": ".status.rollout"},
             {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint"},
             _AGE,
         ),

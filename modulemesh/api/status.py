@@ -118,6 +118,11 @@ class ModuleGraphStatus(SpecModel):
     modules: list[ModuleStatus] = Field(default_factory=list)
     modules_ready: str | None = Field(default=None, description="Ready/total modules, e.g. 2/3.")
     gpus: int | None = None
+    rollout: str | None = Field(
+        default=None,
+        description="Each module's canary rollout in a few words, e.g. 'clf: Progressing 2/4 "
+        "(20%)' (for `kubectl get mg`); absent without one.",
+    )
     revisions: list[Revision] = Field(
         default_factory=list,
         description="The last 10 specs the graph ran, oldest first, with their outcome.",

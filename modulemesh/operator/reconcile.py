@@ -40,6 +40,7 @@ from modulemesh.operator.naming import graph_selector, short_name
 from modulemesh.operator.observe import Observation, compute_status, unschedulable_reason
 from modulemesh.operator.render import graph_endpoint, render
 from modulemesh.operator.revisions import revision_history
+from modulemesh.operator.rollout_status import rollout_column
 
 log = logging.getLogger("modulemesh.operator")
 
@@ -225,6 +226,7 @@ class Reconciler:
             previous.get("conditions") or [], updates, generation=generation, now=now
         )
         status = {**fields, "observedGeneration": generation, "conditions": merged}
+        status["rollout"] = rollout_column(status.get("modules"))
         status["revisions"] = revision_history(
             previous.get("revisions"), body.get("spec") or {}, generation, status, now
         )

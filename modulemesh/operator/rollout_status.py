@@ -11,10 +11,27 @@ from pydantic import ValidationError
 
 from modulemesh.api.status import RolloutStatus
 
-__all__ = ["ROLLOUT_KEY", "rollout_status"]
+__all__ = ["ROLLOUT_KEY", "rollout_column", "rollout_status"]
 
 ROLLOUT_KEY = "rollout"
 """Where a module's rollout rides in its parsed envelope (beside the envelope's own fields)."""
+
+
+def rollout_column(modules: Any) -> str | None:
+    """``status.rollout``, the ``kubectl get mg`` column: each module's rollout in a few words
+    (``clf: Progressing 2/4 (20%)``, ``clf: RolledBack 1/4``), ``; ``-separated; None (the field
+    removed) without one. A printer column shows only the first value a JSONPath yields, so
+    ``.status.modules[*].rollout`` would show one of several."""
+    parts = []
+    for m in modules or []:
+        r = m.get("rollout") if isinstance(m, dict) else None
+        if not isinstance(r, dict):
+            continue
+        text = f"{m.get('name')}: {r.get('phase')} {r.get('step')}/{r.get('steps')}"
+        if r.get("phase") == "Progressing":
+            text += f" ({r.get('stepPercent')}%{' shadow' if r.get('shadow') else ''})"
+        parts.append(text)
+    return "; ".join(parts) or None
 
 
 def rollout_status(raw: Any) -> dict[str, Any] | None:

@@ -170,9 +170,11 @@ class TestCrdShape:
             "Reason",
             "Modules",
             "GPUs",
+            "Rollout",
             "Endpoint",
             "Age",
         ]
+        assert columns[4]["jsonPath"] == ".status.rollout"
         assert columns[0]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].status'
         assert columns[1]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].reason'
 

@@ -276,6 +276,7 @@ class TestStatusAndColumns:
             ],
             "modulesReady": "1/2",
             "gpus": 0,
+            "rollout": "clf: Progressing 2/4 (20%)",
             "endpoint": f"http://{name}-router.{namespace}.svc:8080",
         }
         patch = ["patch", "mg", name, "-n", namespace, "--subresource=status", "--type=merge"]
@@ -284,8 +285,11 @@ class TestStatusAndColumns:
         proc = crds.kubectl(*patch, "-p", json.dumps(bad), check=False)
         assert proc.returncode != 0 and "status.conditions[0].status" in proc.stderr
         header, row = crds.kubectl("get", "mg", name, "-n", namespace).stdout.splitlines()
-        assert header.split() == ["NAME", "READY", "REASON", "MODULES", "GPUS", "ENDPOINT", "AGE"]
+        assert header.split() == [
+            "NAME", "READY", "REASON", "MODULES", "GPUS", "ROLLOUT", "ENDPOINT", "AGE",
+        ]  # fmt: skip
         assert row.split()[:4] == [name, "False", "ModulesNotReady", "1/2"]
+        assert "   clf: Progressing 2/4 (20%)   " in row
 
     def test_gate_columns_show_mode_tags_and_graphs(self, crds: Cluster, namespace: str) -> None:
         gate = {

@@ -8,22 +8,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
 from e2e.cluster import Cluster, wait_until
-from e2e.operator_process import OperatorProcess, watching_operator
-
-
-@pytest.fixture(scope="module")
-def operator(
-    cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
-    """CRDs installed and one operator process watching every namespace."""
-    with watching_operator(cluster, tmp_path_factory.mktemp("operator") / "operator.log") as proc:
-        yield proc
+from e2e.operator_process import OperatorProcess
 
 
 def _graph(version: str) -> dict[str, Any]:

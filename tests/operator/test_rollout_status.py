@@ -1,7 +1,7 @@
 """A module's rollout in the graph's status (issue 16, point 3): what a router's rollout reports
 in its /envelopes answer (built here by the router's own ModuleRollout, walked on a fake clock)
 reaches status.modules[].rollout through parse_envelopes and compute_status, a malformed one is
-left out, `modulemesh status NAME` prints versions, phase, step, share, reason and figures, and
+left out, the `kubectl get mg` column (status.rollout) says it in a few words, `modulemesh status NAME` prints versions, phase, step, share, reason and figures, and
 the end of a rollout between two statuses is one RolledBack (Warning) or Promoted Event."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import numpy as np
 from modulemesh.api import ModuleGraph
 from modulemesh.operator.observe import Observation, compute_status, parse_envelopes
 from modulemesh.operator.rollout_events import rollout_events
+from modulemesh.operator.rollout_status import rollout_column
 from modulemesh.operator.status_command import detail
 from modulemesh.rollout.controller import Route
 from modulemesh.rollout.traffic import ModuleRollout
@@ -80,6 +81,19 @@ def test_the_routers_rollout_reaches_the_status() -> None:
 def test_a_module_without_a_rollout_or_with_a_malformed_one_shows_none() -> None:
     assert "rollout" not in _status(_payload(None))["modules"][0]
     assert "rollout" not in _status(_payload({"phase": "Sideways", "step": 1}))["modules"][0]
+
+
+def test_the_kubectl_column_says_each_rollout_in_a_few_words() -> None:
+    rolled = _status(_payload(_rolled_back()))["modules"]
+    assert rollout_column(rolled) == "clf: RolledBack 1/2"
+    fresh = ModuleRollout(GRAPH.spec.modules[0], "http://127.0.0.1:9", lambda _: None)
+    going = _status(_payload(fresh.summary()))["modules"]
+    assert rollout_column(going) == "clf: Progressing 1/2 (10%)"
+    other = {**going[0], "name": "emb"}
+    assert (
+        rollout_column([*going, other]) == "clf: Progressing 1/2 (10%); emb: Progressing 1/2 (10%)"
+    )
+    assert rollout_column(_status(_payload(None))["modules"]) is None
 
 
 def test_modulemesh_status_prints_the_comparison() -> None:
