@@ -298,6 +298,15 @@ def disruption_budget(
     }
 
 
+ROLLOUT_STATE = "/tmp/rollout-state.json"
+"""The router's ``--rollout-state`` file in a cluster: on the pod's scratch emptyDir, which a
+restarted container keeps and a new pod does not."""
+
+
+def _has_canary(graph: ModuleGraph) -> bool:
+    return any(m.canary is not None for m in graph.spec.modules)
+
+
 def _router_deployment(
     graph: ModuleGraph, namespace: str, content: str, settings: RenderSettings, *, ledger: bool
 ) -> dict[str, Any]:
@@ -338,6 +347,10 @@ def _router_deployment(
             f"--port={settings.router_port}",
             f"--grpc-port={settings.router_grpc_port}",
             *([router_ledger_arg(name, namespace)] if ledger else []),
+            # A rollout's step survives the router container's restarts (crash, OOM kill,
+            # liveness) on the pod's /tmp emptyDir; only graphs with a canary get the flag, so
+            # no other router's template changes.
+            *([f"--rollout-state={ROLLOUT_STATE}"] if _has_canary(graph) else []),
         ],
         "env": env,
         "ports": [

@@ -2,10 +2,12 @@
 the module's (the module's pods with the canary's model and version, labelled so the module's
 own Service never selects them, still inside the graph's NetworkPolicy) and names the canary's
 Service in the resolved graph, where the router walks the rollout; without a canary, none of
-it; a module named like another's canary objects is refused."""
+it; the router keeps its rollout state on the pod's scratch emptyDir (with a canary only);
+a module named like another's canary objects is refused."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from typing import Any
 
@@ -13,8 +15,9 @@ import pydantic
 import pytest
 from render.render_builders import by_kind, graph
 
-from modulemesh.operator.render import RESOLVED_KEY, render
+from modulemesh.operator.render import RESOLVED_KEY, ROLLOUT_STATE, render
 from modulemesh.operator.settings import RenderSettings
+from modulemesh.router import command as router_command
 
 CANARY = {"model": {"path": "/models/m-v2.onnx"}, "version": "2"}
 
@@ -73,6 +76,21 @@ def test_the_router_is_told_the_canarys_endpoint() -> None:
     resolved = json.loads(config["data"][RESOLVED_KEY])
     assert resolved["canaryEndpoints"] == {"m": "http://g-m-canary.ns.svc.cluster.local:8080"}
     assert resolved["spec"]["modules"][0]["canary"]["version"] == "2"
+
+
+def test_the_router_keeps_its_rollout_state_on_the_pods_scratch_volume() -> None:
+    router = by_kind(_objects(canary=CANARY), "Deployment")["g-router"]["spec"]["template"]
+    (container,) = router["spec"]["containers"]
+    parser = argparse.ArgumentParser()
+    router_command.configure(parser)  # the router's own parser reads the flag
+    args = parser.parse_args(container["args"][1:])
+    assert args.rollout_state == ROLLOUT_STATE == "/tmp/rollout-state.json"
+    scratch = {m["name"] for m in container["volumeMounts"] if m["mountPath"] == "/tmp"}
+    volumes = {v["name"]: v for v in router["spec"]["volumes"]}
+    assert [("emptyDir" in volumes[n]) for n in scratch] == [True]
+    # Without a canary the router's template is what it was (no rollout of every router).
+    plain = by_kind(_objects(), "Deployment")["g-router"]["spec"]["template"]
+    assert not any("rollout-state" in a for a in plain["spec"]["containers"][0]["args"])
 
 
 def test_without_a_canary_nothing_of_it_is_rendered() -> None:
